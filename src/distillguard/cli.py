@@ -1,0 +1,258 @@
+"""The `distillguard` command: thin sub-commands over the library modules.
+
+Results go to stdout (JSON where a program reads them); progress and notes go
+to stderr. Input and configuration errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from distillguard.config import Settings, load_settings
+from distillguard.errors import DistillguardError, VocabularyMismatchError
+from distillguard.watermark import Watermark, WatermarkConfig, WatermarkKey
+
+EXIT_USAGE = 2
+
+app = typer.Typer(
+    help="Defend an LLM API against adversarial distillation.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+watermark_app = typer.Typer(
+    help="Keys, detection and calibration of output watermarks.", no_args_is_help=True
+)
+app.add_typer(watermark_app, name="watermark")
+
+err = Console(stderr=True)
+
+
+def main() -> None:
+    """Console-script entry: user errors become one line on stderr and exit code 2."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
+    try:
+        app()
+    except DistillguardError as exc:
+        print(f"distillguard: error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
+    except KeyboardInterrupt:
+        print("distillguard: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _conversion_notice(gguf: Path) -> None:
+    err.print(f"[dim]first run: converting {gguf.name} to the local cache (one-off)…[/dim]")
+
+
+def _engine(settings: Settings):
+    from distillguard.engine.transformers_engine import TransformersEngine
+
+    with err.status("loading the bundled model…"):
+        return TransformersEngine.bundled(settings.cache_dir, on_convert=_conversion_notice)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+
+
+# -- generate -----------------------------------------------------------------------
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str | None, typer.Argument(help="A user message to answer.")] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help="JSONL file of prompts (`prompt`, `turns` or `messages`).")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="Watermark key file; omit for no watermark.")
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="New tokens per answer.")] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.01)] = None,
+    top_p: Annotated[float | None, typer.Option(min=0.01, max=1.0)] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for reproducible sampling.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Answer prompts with the bundled model, watermarked when given a key."""
+    from distillguard.engine.prompts import read_prompts
+
+    if (prompt is None) == (prompts is None):
+        raise DistillguardError("give either a PROMPT or --prompts FILE.jsonl")
+    settings = _settings()
+    gen = settings.generation
+    watermark = Watermark.from_key(WatermarkKey.load(key)) if key else None
+    items = read_prompts(prompts) if prompts else [prompt]
+    engine = _engine(settings)
+    with _progress() as progress:
+        task = progress.add_task("generating", total=len(items))
+        completions = engine.generate(
+            items,
+            max_new_tokens=max_tokens or gen.max_new_tokens,
+            temperature=temperature or gen.temperature,
+            top_p=top_p or gen.top_p,
+            batch_size=batch_size or gen.batch_size,
+            watermark=watermark,
+            seed=seed,
+            on_batch=lambda n: progress.advance(task, n),
+        )
+    if not as_json and prompts is None:
+        print(completions[0].text)
+        return
+    for item, completion in zip(items, completions, strict=True):
+        record = {
+            "prompt": item,
+            "response": completion.text,
+            "prompt_ids": completion.prompt_ids,
+            "token_ids": completion.completion_ids,
+            "finish_reason": completion.finish_reason,
+            "watermark_key_id": watermark.key.key_id if watermark else None,
+        }
+        print(json.dumps(record, ensure_ascii=False))
+
+
+# -- watermark keygen / detect ------------------------------------------------------
+
+
+@watermark_app.command("keygen")
+def keygen(
+    out: Annotated[Path, typer.Option(help="Where to write the key (mode 0600).")],
+    scheme: Annotated[str | None, typer.Option(help="kgw or gumbel.")] = None,
+    gamma: Annotated[float | None, typer.Option(help="Green-list fraction (KGW).")] = None,
+    delta: Annotated[float | None, typer.Option(help="Logit bias of green tokens (KGW).")] = None,
+    context_width: Annotated[int | None, typer.Option(help="Previous tokens hashed (k).")] = None,
+    vocab_size: Annotated[int | None, typer.Option(help="Vocabulary size of the model.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a new 256-bit watermark key with its parameters; prints only the key id."""
+    defaults = _settings().watermark.model_dump()
+    config = WatermarkConfig.from_params(
+        defaults,
+        scheme=scheme,
+        gamma=gamma,
+        delta=delta,
+        context_width=context_width,
+        vocab_size=vocab_size,
+    )
+    key = WatermarkKey.generate(config.to_params())
+    key.save(out, overwrite=force)
+    err.print(
+        f"wrote {out} ({config.scheme}, γ={config.gamma}, δ={config.delta}, "
+        f"k={config.context_width})"
+    )
+    print(key.key_id)
+
+
+@watermark_app.command("detect")
+def detect(
+    files: Annotated[
+        list[str],
+        typer.Argument(
+            help="Text files, or .jsonl with `text`/`response` or `token_ids` (+ optional "
+            "`prompt`/`prompt_ids`) per line; `-` reads stdin."
+        ),
+    ],
+    key: Annotated[Path, typer.Option(help="Watermark key file.")],
+) -> None:
+    """Test texts for the watermark: one JSON object per input on stdout."""
+    from distillguard.watermark.inputs import read_inputs, tokenize_inputs
+
+    watermark = Watermark.from_key(WatermarkKey.load(key))
+    items = read_inputs(files)
+    encode = _encoder(watermark) if any(i.needs_tokenizer for i in items) else None
+    pairs = tokenize_inputs(items, encode)
+    width = watermark.config.context_width
+    for item, (ids, _) in zip(items, pairs, strict=True):
+        if len(ids) <= width:
+            raise DistillguardError(
+                f"{item.name}: {len(ids)} token(s) is too short for context width {width}"
+            )
+    results = watermark.detect_batch([p[0] for p in pairs], [p[1] for p in pairs])
+    for item, result in zip(items, results, strict=True):
+        print(json.dumps({"input": item.name, "key_id": watermark.key.key_id, **result.to_dict()}))
+
+
+def _encoder(watermark: Watermark):
+    from distillguard.engine.bundled import load_tokenizer
+
+    tokenizer = load_tokenizer(_settings().cache_dir, on_convert=_conversion_notice)
+    if len(tokenizer) != watermark.config.vocab_size:
+        raise VocabularyMismatchError(
+            f"the bundled tokenizer has {len(tokenizer)} tokens but the key was made for a "
+            f"vocabulary of {watermark.config.vocab_size}; give token ids from the key's model"
+        )
+    return lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+# -- demo -----------------------------------------------------------------------------
+
+DEMO_PROMPTS = (
+    "Explain why the sky is blue to a ten-year-old.",
+    "Give me three practical tips for learning a new programming language.",
+    "Describe how a bill becomes a law.",
+)
+
+
+@app.command()
+def demo(
+    max_tokens: Annotated[int, typer.Option(min=16, help="New tokens per answer.")] = 120,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Generate answers with and without a fresh watermark key and test them all."""
+    settings = _settings()
+    key = WatermarkKey.generate(
+        WatermarkConfig.from_params(settings.watermark.model_dump()).to_params()
+    )
+    watermark = Watermark.from_key(key)
+    engine = _engine(settings)
+    gen = settings.generation
+    table = Table(
+        title=f"watermark {key.key_id} ({watermark.config.scheme}, "
+        f"γ={watermark.config.gamma}, δ={watermark.config.delta})"
+    )
+    for column in ("answer", "watermarked", "scored", "green", "p-value"):
+        table.add_column(column, overflow="fold")
+    with _progress() as progress:
+        task = progress.add_task("generating", total=2 * len(DEMO_PROMPTS))
+        for marked in (True, False):
+            completions = engine.generate(
+                list(DEMO_PROMPTS),
+                max_new_tokens=max_tokens,
+                temperature=gen.temperature,
+                top_p=gen.top_p,
+                watermark=watermark if marked else None,
+                seed=seed,
+                on_batch=lambda n: progress.advance(task, n),
+            )
+            for c in completions:
+                r = watermark.detect(c.completion_ids, c.prompt_ids)
+                preview = c.text.strip().replace("\n", " ")
+                table.add_row(
+                    preview[:70] + ("…" if len(preview) > 70 else ""),
+                    "yes" if marked else "no",
+                    str(r.scored),
+                    f"{r.green_fraction:.0%}",
+                    f"{r.p_value:.1e}",
+                )
+    Console().print(table)

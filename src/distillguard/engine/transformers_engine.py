@@ -1,0 +1,154 @@
+"""Batched chat generation with a `transformers` causal LM, optionally watermarked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distillguard.errors import VocabularyMismatchError
+from distillguard.watermark import Watermark
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+ChatPrompt = str | Sequence[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Completion:
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    text: str
+    finish_reason: str  # "stop" (end-of-turn token) or "length"
+
+
+class TransformersEngine:
+    """Chat-templated, left-padded batch generation on one `transformers` model."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+
+    @classmethod
+    def bundled(cls, cache_dir: Path, on_convert=None) -> TransformersEngine:
+        from distillguard.engine.bundled import load_model
+
+        return cls(*load_model(cache_dir, on_convert))
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.config.vocab_size)
+
+    def chat_ids(self, prompt: ChatPrompt) -> list[int]:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        return list(
+            self.tokenizer.apply_chat_template(
+                list(messages), add_generation_prompt=True, tokenize=True, return_dict=True
+            )["input_ids"]
+        )
+
+    def check_watermark(self, watermark: Watermark) -> None:
+        if watermark.config.vocab_size != self.vocab_size:
+            raise VocabularyMismatchError(
+                f"the watermark key is for a vocabulary of {watermark.config.vocab_size} tokens "
+                f"but the model has {self.vocab_size}"
+            )
+
+    def generate(
+        self,
+        prompts: Sequence[ChatPrompt],
+        *,
+        max_new_tokens: int = 200,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        watermark: Watermark | None = None,
+        batch_size: int = 16,
+        seed: int | None = None,
+        min_new_tokens: int | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[Completion]:
+        """Answer every prompt; batches are formed from prompts of similar length."""
+        import torch
+
+        if watermark is not None:
+            self.check_watermark(watermark)
+        if seed is not None:
+            torch.manual_seed(seed)
+        encoded = [self.chat_ids(p) for p in prompts]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        results: list[Completion | None] = [None] * len(encoded)
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            outputs = self._generate_batch(
+                [encoded[i] for i in batch],
+                self._sampling_args(max_new_tokens, temperature, top_p, watermark, min_new_tokens),
+            )
+            for index, completion in zip(batch, outputs, strict=True):
+                results[index] = completion
+            if on_batch is not None:
+                on_batch(len(batch))
+        return [r for r in results if r is not None]
+
+    def _sampling_args(
+        self,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        watermark: Watermark | None,
+        min_new_tokens: int | None,
+    ) -> dict[str, Any]:
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper
+
+        args: dict[str, Any] = {"max_new_tokens": max_new_tokens}
+        if min_new_tokens is not None:
+            args["min_new_tokens"] = min_new_tokens
+        if watermark is None or watermark.config.scheme == "kgw":
+            args.update(do_sample=True, temperature=temperature, top_p=top_p)
+            if watermark is not None:
+                args["logits_processor"] = LogitsProcessorList([watermark.logits_processor()])
+        else:
+            # Gumbel-max is itself the sampler: scale by the temperature first,
+            # then the processor leaves exactly one token for greedy decoding.
+            processors = [TemperatureLogitsWarper(temperature), watermark.logits_processor()]
+            args.update(do_sample=False, logits_processor=LogitsProcessorList(processors))
+        return args
+
+    def _generate_batch(self, batch: list[list[int]], args: dict[str, Any]) -> list[Completion]:
+        import torch
+
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention[row, width - len(ids) :] = 1
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids, attention_mask=attention, pad_token_id=pad_id, **args
+            )
+        stop_ids = _stop_ids(self.model.generation_config.eos_token_id)
+        completions = []
+        for row, ids in enumerate(batch):
+            new = output[row, width:].tolist()
+            cut = next((i for i, t in enumerate(new) if t in stop_ids), None)
+            kept = new if cut is None else new[:cut]
+            completions.append(
+                Completion(
+                    prompt_ids=ids,
+                    completion_ids=kept,
+                    text=self.tokenizer.decode(kept, skip_special_tokens=True),
+                    finish_reason="length" if cut is None else "stop",
+                )
+            )
+        return completions
+
+
+def _stop_ids(eos: int | list[int] | None) -> set[int]:
+    if eos is None:
+        return set()
+    return {eos} if isinstance(eos, int) else set(eos)
