@@ -11,7 +11,7 @@ from distillguard.errors import DistillguardError
 
 def read_prompts(path: Path, limit: int | None = None) -> list[ChatPrompt]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")
     except FileNotFoundError:
         raise DistillguardError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:

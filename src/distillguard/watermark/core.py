@@ -34,6 +34,10 @@ class WatermarkConfig:
     def __post_init__(self) -> None:
         if self.scheme not in ("kgw", "gumbel"):
             raise ValueError(f"unknown watermark scheme {self.scheme!r} (kgw or gumbel)")
+        if not 0.0 < self.gamma < 1.0:
+            raise ValueError(f"gamma must be in (0, 1), got {self.gamma}")
+        if self.delta < 0.0:
+            raise ValueError(f"delta must be >= 0, got {self.delta}")
         if self.context_width < 0:
             raise ValueError("context_width must be >= 0")
         if self.vocab_size < 2:

@@ -40,7 +40,7 @@ def read_inputs(paths: list[str]) -> list[DetectionInput]:
 def _read_one(path: str) -> list[DetectionInput]:
     raw = _read_text(path)
     if path.endswith(".jsonl"):
-        lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
+        lines = [(n, line) for n, line in enumerate(raw.split("\n"), 1) if line.strip()]
         if not lines:
             raise DistillguardError(f"{path}: no JSON lines to test")
         return [_from_json(f"{path}:{n}", line) for n, line in lines]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from distillguard.watermark.hashing import to_unit_interval
 
@@ -53,12 +53,6 @@ class KGW:
     delta: float = 2.0
     name: ClassVar[str] = "kgw"
 
-    def __post_init__(self) -> None:
-        if not 0.0 < self.gamma < 1.0:
-            raise ValueError(f"gamma must be in (0, 1), got {self.gamma}")
-        if self.delta < 0.0:
-            raise ValueError(f"delta must be >= 0, got {self.delta}")
-
     @property
     def threshold(self) -> int:
         """u < threshold is green; gamma is realised to 1 part in 2**32."""
@@ -78,6 +72,9 @@ class KGW:
             return NullTest(z=0.0, p_value=1.0, log10_p_value=0.0)
         green = round(score)
         log_p = float(stats.binom.logsf(green - 1, scored, self.gamma))
+        if not math.isfinite(log_p):  # beyond float range: sum the tail in log space
+            tail = np.arange(green, scored + 1)
+            log_p = float(special.logsumexp(stats.binom.logpmf(tail, scored, self.gamma)))
         z = (green - self.gamma * scored) / math.sqrt(scored * self.gamma * (1 - self.gamma))
         return _null_test(z, log_p)
 
@@ -109,6 +106,10 @@ class Gumbel:
         if scored == 0:
             return NullTest(z=0.0, p_value=1.0, log10_p_value=0.0)
         log_p = float(stats.gamma.logsf(score, a=scored))
+        if not math.isfinite(log_p):
+            # Gamma(n, 1) with integer n is Erlang: sf(x) = exp(-x) * sum_{k<n} x**k / k!
+            k = np.arange(scored)
+            log_p = -score + float(special.logsumexp(k * math.log(score) - special.gammaln(k + 1)))
         return _null_test((score - scored) / math.sqrt(scored), log_p)
 
 

@@ -1,0 +1,43 @@
+"""Shared fixtures. Tests never reach a model hub: the bundled model is a local GGUF."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distillguard.watermark import WatermarkKey
+
+TESTS = Path(__file__).parent
+PROMPT_SAMPLE = TESTS / "data" / "prompts_sample.jsonl"
+
+
+@pytest.fixture
+def key() -> WatermarkKey:
+    return WatermarkKey.generate()
+
+
+@pytest.fixture(scope="session")
+def sample_prompts() -> list[str]:
+    lines = PROMPT_SAMPLE.read_text(encoding="utf-8").split("\n")
+    return [json.loads(line)["turns"][0] for line in lines if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """The user's model cache, so the one-off GGUF conversion is shared across runs."""
+    from distillguard.config import load_settings
+
+    return load_settings().cache_dir
+
+
+@pytest.fixture(scope="session")
+def engine(cache_dir):
+    from distillguard.engine.transformers_engine import TransformersEngine
+
+    return TransformersEngine.bundled(cache_dir)
