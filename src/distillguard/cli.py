@@ -194,15 +194,16 @@ def detect(
 
 
 def _encoder(watermark: Watermark):
-    from distillguard.engine.bundled import load_tokenizer
+    from distillguard.engine.bundled import load_text_tokenizer
 
-    tokenizer = load_tokenizer(_settings().cache_dir, on_convert=_conversion_notice)
-    if len(tokenizer) != watermark.config.vocab_size:
+    tokenizer = load_text_tokenizer(_settings().cache_dir, on_convert=_conversion_notice)
+    size = tokenizer.get_vocab_size()
+    if size != watermark.config.vocab_size:
         raise VocabularyMismatchError(
-            f"the bundled tokenizer has {len(tokenizer)} tokens but the key was made for a "
+            f"the bundled tokenizer has {size} tokens but the key was made for a "
             f"vocabulary of {watermark.config.vocab_size}; give token ids from the key's model"
         )
-    return lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+    return lambda text: tokenizer.encode(text, add_special_tokens=False).ids
 
 
 # -- demo -----------------------------------------------------------------------------

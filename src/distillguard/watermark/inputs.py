@@ -79,10 +79,20 @@ def _from_json(name: str, line: str) -> DetectionInput:
         raise DistillguardError(f"{name}: needs one of the fields {fields}")
     if token_ids is None and not str(text).strip():
         raise DistillguardError(f"{name}: empty text, nothing to test")
-    prompt = record.get("prompt")
-    if prompt is not None and not isinstance(prompt, str):
-        raise DistillguardError(f"{name}: 'prompt' must be a string")
-    return DetectionInput(name, text, token_ids, prompt, prompt_ids)
+    return DetectionInput(
+        name, text, token_ids, _prompt_text(name, record.get("prompt")), prompt_ids
+    )
+
+
+def _prompt_text(name: str, prompt: object) -> str | None:
+    """A prompt string, or chat messages joined (only their windows matter for exclusion)."""
+    if prompt is None or isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, list) and all(
+        isinstance(m, dict) and isinstance(m.get("content"), str) for m in prompt
+    ):
+        return "\n".join(m["content"] for m in prompt)
+    raise DistillguardError(f"{name}: 'prompt' must be a string or a list of chat messages")
 
 
 def _int_list(name: str, record: dict, field: str) -> list[int] | None:

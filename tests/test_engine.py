@@ -1,0 +1,170 @@
+"""The real bundled model: GGUF conversion cache, batched sampled generation, detection."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+from distillguard.engine.bundled import cached_model_dir, load_text_tokenizer
+from distillguard.errors import VocabularyMismatchError
+from distillguard.watermark import Watermark, WatermarkKey
+
+from .test_cli import EXE, assert_user_error
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def prompts(sample_prompts):
+    return sample_prompts[:8]
+
+
+@pytest.fixture(scope="module")
+def module_key():
+    return WatermarkKey.generate()
+
+
+@pytest.fixture(scope="module")
+def marked(engine, prompts, module_key):
+    watermark = Watermark(module_key)
+    return engine.generate(prompts, max_new_tokens=64, watermark=watermark, seed=1)
+
+
+@pytest.fixture(scope="module")
+def plain(engine, prompts):
+    return engine.generate(prompts, max_new_tokens=64, seed=1)
+
+
+def test_watermarked_answers_are_detected(marked, module_key):
+    watermark = Watermark(module_key)
+    results = [watermark.detect(c.completion_ids, c.prompt_ids) for c in marked]
+    assert sum(r.p_value < 1e-3 for r in results) >= 6, [r.p_value for r in results]
+    corpus = watermark.detect_corpus([c.completion_ids for c in marked])
+    assert corpus.log10_p_value < -20
+    assert corpus.green_fraction > 0.45
+
+
+def test_unwatermarked_answers_are_not(plain, module_key):
+    watermark = Watermark(module_key)
+    corpus = watermark.detect_corpus([c.completion_ids for c in plain])
+    assert corpus.p_value > 1e-3
+    assert 0.15 < corpus.green_fraction < 0.35
+
+
+def test_batched_answers_are_real_text(marked, plain):
+    for completion in [*marked, *plain]:
+        assert completion.completion_ids, "empty answer"
+        assert completion.finish_reason in {"stop", "length"}
+        assert len(completion.completion_ids) <= 64
+    assert len({c.text for c in marked}) == len(marked)  # distinct prompts, distinct answers
+
+
+def test_gumbel_scheme_with_the_real_model(engine, prompts):
+    watermark = Watermark(WatermarkKey.generate(), scheme="gumbel")
+    completions = engine.generate(prompts[:4], max_new_tokens=64, watermark=watermark, seed=2)
+    corpus = watermark.detect_corpus([c.completion_ids for c in completions])
+    assert corpus.log10_p_value < -10
+    other = Watermark(WatermarkKey.generate(), scheme="gumbel")
+    assert other.detect_corpus([c.completion_ids for c in completions]).p_value > 1e-3
+
+
+def test_key_for_another_vocabulary_is_refused(engine, prompts):
+    watermark = Watermark(WatermarkKey.generate(), vocab_size=32000)
+    with pytest.raises(VocabularyMismatchError, match="32000"):
+        engine.generate(prompts[:1], max_new_tokens=4, watermark=watermark)
+
+
+def test_fast_text_tokenizer_matches_the_model_tokenizer(engine, cache_dir, sample_prompts):
+    fast = load_text_tokenizer(cache_dir)
+    for text in [*sample_prompts, "emoji 🙂 中文", "  spaces\tand\ttabs\n\n"]:
+        expected = engine.tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert fast.encode(text, add_special_tokens=False).ids == expected
+
+
+def test_cold_cache_converts_once_and_then_loads_from_cache(tmp_path, engine):
+    conversions = []
+    path = cached_model_dir(tmp_path, on_convert=conversions.append)
+    assert len(conversions) == 1 and (path / "model.safetensors").is_file()
+    assert cached_model_dir(tmp_path, on_convert=conversions.append) == path
+    assert len(conversions) == 1
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no staging folder left
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path / "model.safetensors"))
+    reference = engine.model.state_dict()
+    assert len(weights) > 100
+    for name, tensor in weights.items():  # tied embeddings are stored once
+        assert np.array_equal(tensor.numpy(), reference[name].numpy()), name
+
+
+def test_cli_generate_then_detect_text(tmp_path, cache_dir):
+    env = {**os.environ, "DISTILLGUARD_CACHE_DIR": str(cache_dir)}
+    key = tmp_path / "key.json"
+    subprocess.run(
+        [EXE, "watermark", "keygen", "--out", str(key)], check=True, env=env, capture_output=True
+    )
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(
+        "\n".join(
+            json.dumps({"prompt": p})
+            for p in (
+                "Explain how a rainbow forms.",
+                "Write a short story about a lighthouse keeper.",
+            )
+        )
+        + "\n"
+    )
+    generated = subprocess.run(
+        [
+            EXE,
+            "generate",
+            "--prompts",
+            str(prompts),
+            "--key",
+            str(key),
+            "--max-tokens",
+            "80",
+            "--seed",
+            "3",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert generated.returncode == 0, generated.stderr
+    records = [json.loads(line) for line in generated.stdout.splitlines()]
+    assert records[0]["prompt"] == "Explain how a rainbow forms."
+    texts = []
+    for n, record in enumerate(records):
+        path = tmp_path / f"answer{n}.txt"
+        path.write_text(record["response"])
+        texts.append(str(path))
+    detected = subprocess.run(
+        [EXE, "watermark", "detect", "--key", str(key), *texts],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert detected.returncode == 0, detected.stderr
+    results = [json.loads(line) for line in detected.stdout.splitlines()]
+    assert len(results) == 2
+    assert all(r["p_value"] < 1e-3 for r in results), results
+
+
+def test_cli_generate_with_a_mismatched_key(tmp_path, cache_dir):
+    env = {"DISTILLGUARD_CACHE_DIR": str(cache_dir)}
+    key = tmp_path / "key.json"
+    subprocess.run(
+        [EXE, "watermark", "keygen", "--out", str(key), "--vocab-size", "32000"],
+        check=True,
+        capture_output=True,
+    )
+    from .test_cli import run
+
+    assert_user_error(run("generate", "hello", "--key", str(key), env=env), "32000")
