@@ -41,3 +41,13 @@ def engine(cache_dir):
     from distillguard.engine.transformers_engine import TransformersEngine
 
     return TransformersEngine.bundled(cache_dir)
+
+
+@pytest.fixture(scope="session")
+def prompts(sample_prompts) -> list[str]:
+    return sample_prompts[:8]
+
+
+@pytest.fixture(scope="session")
+def unwatermarked_answers(engine, prompts):
+    return engine.generate(prompts, max_new_tokens=64, seed=1)

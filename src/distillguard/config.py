@@ -37,9 +37,11 @@ class WatermarkSettings(BaseModel):
 
 
 class GenerationSettings(BaseModel):
+    """Sampling defaults: the OpenAI API's own (temperature 1, top_p 1), which clients expect."""
+
     max_new_tokens: int = Field(200, ge=1, le=4096)
-    temperature: float = Field(0.7, gt=0.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, gt=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
     batch_size: int = Field(16, ge=1)
 
 
