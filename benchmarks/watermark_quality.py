@@ -6,8 +6,9 @@
   (human prompts from ../shared/data/prompts, and unwatermarked model answers)
   must be uniform (KS test) and rarely below alpha (false-positive rate). An
   ablation scores the same corpus without de-duplication / prompt exclusion.
-* Power: answers of up to --max-tokens new tokens with the default watermark,
-  detected at p < 1e-6; at the API-default temperature 1.0 and at 0.7.
+* Power: --answers answers of ~--max-tokens new tokens (>= 90 %) with the
+  default watermark, detected at p < 1e-6; at the API-default temperature 1.0
+  and at 0.7. Every shorter answer drawn on the way is reported too.
 * Quality: perplexity of watermarked vs unwatermarked answers under the same
   (unbiased) model, conditioned on the prompt.
 """
@@ -47,32 +48,42 @@ def perplexities(engine: TransformersEngine, completions: list[Completion]) -> l
     return values
 
 
-def power(engine, prompts, max_tokens, temperature, seed):
+def power(engine, pool, answers, max_tokens, temperature, seed):
+    """Draw prompts until `answers` watermarked answers reach ~max_tokens new tokens.
+
+    The target is about answers of ~200 tokens; shorter answers (the model
+    stopped early) are reported separately, not hidden.
+    """
     watermark = Watermark(WatermarkKey.generate())
     args = dict(max_new_tokens=max_tokens, temperature=temperature, top_p=1.0, batch_size=25)
+    long_enough = int(0.9 * max_tokens)
     started = time.perf_counter()
-    marked = engine.generate(prompts, watermark=watermark, seed=seed, **args)
-    plain = engine.generate(prompts, seed=seed, **args)
+    prompts, marked, plain = [], [], []
+    batch = 25
+    while sum(len(c.completion_ids) >= long_enough for c in marked) < answers:
+        chunk = pool[len(prompts) : len(prompts) + batch]
+        if not chunk:
+            raise SystemExit("prompt pool exhausted before enough long answers")
+        prompts.extend(chunk)
+        marked.extend(engine.generate(chunk, watermark=watermark, seed=seed, **args))
+        plain.extend(engine.generate(chunk, seed=seed, **args))
     seconds = time.perf_counter() - started
     results = [watermark.detect(c.completion_ids, c.prompt_ids) for c in marked]
-    detected = [r.p_value < POWER_ALPHA for r in results]
-    long = [
-        r.p_value < POWER_ALPHA
-        for r, c in zip(results, marked, strict=True)
-        if len(c.completion_ids) >= 0.9 * max_tokens
-    ]
+    is_long = [len(c.completion_ids) >= long_enough for c in marked]
+    long_results = [r for r, keep in zip(results, is_long, strict=True) if keep][:answers]
     ppl_marked, ppl_plain = perplexities(engine, marked), perplexities(engine, plain)
     return plain, {
         "temperature": temperature,
-        "answers": len(marked),
-        "new_tokens_median": float(np.median([len(c.completion_ids) for c in marked])),
-        "scored_median": float(np.median([r.scored for r in results])),
-        "green_fraction_median": float(np.median([r.green_fraction for r in results])),
-        "detected_rate": float(np.mean(detected)),
-        "long_answers": len(long),
-        "detected_rate_long_answers": float(np.mean(long)) if long else None,
-        "log10_p_median": float(np.median([r.log10_p_value for r in results])),
-        "log10_p_worst": float(max(r.log10_p_value for r in results)),
+        "answers_long": len(long_results),
+        "long_means_new_tokens_at_least": long_enough,
+        "detected_rate_long": float(np.mean([r.p_value < POWER_ALPHA for r in long_results])),
+        "scored_median_long": float(np.median([r.scored for r in long_results])),
+        "green_fraction_median_long": float(np.median([r.green_fraction for r in long_results])),
+        "log10_p_median_long": float(np.median([r.log10_p_value for r in long_results])),
+        "log10_p_worst_long": float(max(r.log10_p_value for r in long_results)),
+        "answers_all": len(results),
+        "new_tokens_median_all": float(np.median([len(c.completion_ids) for c in marked])),
+        "detected_rate_all": float(np.mean([r.p_value < POWER_ALPHA for r in results])),
         "perplexity_median_watermarked": float(np.median(ppl_marked)),
         "perplexity_median_unwatermarked": float(np.median(ppl_plain)),
         "perplexity_ratio_of_medians": float(np.median(ppl_marked) / np.median(ppl_plain)),
@@ -125,10 +136,10 @@ def main() -> None:
     settings = load_settings()
     engine = TransformersEngine.bundled(settings.cache_dir)
     tokenizer = load_text_tokenizer(settings.cache_dir)
-    prompts = corpus_prompts(args.answers, seed=args.seed)
+    pool = corpus_prompts(4 * args.answers, seed=args.seed)
     power_rows, null_answers = [], []
     for temperature in args.temperatures:
-        plain, row = power(engine, prompts, args.max_tokens, temperature, args.seed)
+        plain, row = power(engine, pool, args.answers, args.max_tokens, temperature, args.seed)
         power_rows.append(row)
         null_answers.extend(plain)
         print("power", row, flush=True)

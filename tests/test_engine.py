@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ from distillguard.engine.bundled import cached_model_dir, load_text_tokenizer
 from distillguard.errors import VocabularyMismatchError
 from distillguard.watermark import Watermark, WatermarkKey
 
-from .test_cli import EXE, assert_user_error
+from .helpers import assert_user_error, run
 
 pytestmark = pytest.mark.model
 
@@ -95,55 +93,33 @@ def test_cold_cache_converts_once_and_then_loads_from_cache(tmp_path, engine):
 
 
 def test_cli_generate_then_detect_text(tmp_path, cache_dir):
-    env = {**os.environ, "DISTILLGUARD_CACHE_DIR": str(cache_dir)}
+    env = {"DISTILLGUARD_CACHE_DIR": str(cache_dir)}
     key = tmp_path / "key.json"
-    subprocess.run(
-        [EXE, "watermark", "keygen", "--out", str(key)], check=True, env=env, capture_output=True
-    )
+    assert run("watermark", "keygen", "--out", str(key)).returncode == 0
     prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text(
-        "\n".join(
-            json.dumps({"prompt": p})
-            for p in (
-                "Explain how a rainbow forms.",
-                "Write a short story about a lighthouse keeper.",
-            )
-        )
-        + "\n"
-    )
-    generated = subprocess.run(
-        [
-            EXE,
-            "generate",
-            "--prompts",
-            str(prompts),
-            "--key",
-            str(key),
-            "--max-tokens",
-            "80",
-            "--seed",
-            "3",
-        ],
+    questions = ("Explain how a rainbow forms.", "Write a short story about a lighthouse keeper.")
+    prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in questions))
+    generated = run(
+        "generate",
+        "--prompts",
+        str(prompts),
+        "--key",
+        str(key),
+        "--max-tokens",
+        "80",
+        "--seed",
+        "3",
         env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
     )
     assert generated.returncode == 0, generated.stderr
     records = [json.loads(line) for line in generated.stdout.splitlines()]
-    assert records[0]["prompt"] == "Explain how a rainbow forms."
+    assert [r["prompt"] for r in records] == list(questions)
     texts = []
     for n, record in enumerate(records):
         path = tmp_path / f"answer{n}.txt"
         path.write_text(record["response"])
         texts.append(str(path))
-    detected = subprocess.run(
-        [EXE, "watermark", "detect", "--key", str(key), *texts],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    detected = run("watermark", "detect", "--key", str(key), *texts, env=env)
     assert detected.returncode == 0, detected.stderr
     results = [json.loads(line) for line in detected.stdout.splitlines()]
     assert len(results) == 2
@@ -153,11 +129,23 @@ def test_cli_generate_then_detect_text(tmp_path, cache_dir):
 def test_cli_generate_with_a_mismatched_key(tmp_path, cache_dir):
     env = {"DISTILLGUARD_CACHE_DIR": str(cache_dir)}
     key = tmp_path / "key.json"
-    subprocess.run(
-        [EXE, "watermark", "keygen", "--out", str(key), "--vocab-size", "32000"],
-        check=True,
-        capture_output=True,
-    )
-    from .test_cli import run
-
+    assert run("watermark", "keygen", "--out", str(key), "--vocab-size", "32000").returncode == 0
     assert_user_error(run("generate", "hello", "--key", str(key), env=env), "32000")
+
+
+def test_cli_detect_reads_text_from_stdin(tmp_path, cache_dir):
+    key = tmp_path / "key.json"
+    assert run("watermark", "keygen", "--out", str(key)).returncode == 0
+    text = "Plain human text about gardening, written long before any key existed.\n"
+    result = run(
+        "watermark",
+        "detect",
+        "--key",
+        str(key),
+        "-",
+        stdin=text,
+        env={"DISTILLGUARD_CACHE_DIR": str(cache_dir)},
+    )
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["input"] == "-" and record["scored"] >= 10 and record["p_value"] > 1e-4
