@@ -125,7 +125,7 @@ def calibration(scheme, n_keys, corpora):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--keys", type=int, default=1000, help="0 skips calibration")
     parser.add_argument("--answers", type=int, default=50)
     parser.add_argument("--max-tokens", type=int, default=200)
     parser.add_argument("--human-texts", type=int, default=2000)
@@ -156,7 +156,7 @@ def main() -> None:
         ),
     }
     calibrations = {}
-    for scheme in ("kgw", "gumbel"):
+    for scheme in ("kgw", "gumbel") if args.keys else ():
         calibrations[scheme] = calibration(scheme, args.keys, corpora)
         print("calibration", scheme, calibrations[scheme], flush=True)
     path = save(

@@ -9,6 +9,7 @@ from scipy import stats
 from distillguard.errors import InputTooShortError, VocabularyMismatchError
 from distillguard.watermark import Watermark, WatermarkKey
 from distillguard.watermark import windows as win
+from distillguard.watermark.schemes import null_tests
 
 VOCAB = 49152
 
@@ -184,3 +185,18 @@ def test_apply_rejects_logits_of_another_vocabulary(key):
 def test_invalid_watermark_parameters_are_refused(key, params):
     with pytest.raises(ValueError):
         Watermark(key, **params)
+
+
+@pytest.mark.parametrize(
+    ("scheme", "extreme"),
+    [("kgw", 3000.0), ("gumbel", 20000.0)],  # sums far beyond float range
+)
+def test_vectorised_tests_match_scalar_ones_across_regimes(key, scheme, extreme):
+    watermark = Watermark(key, scheme=scheme)
+    scores = np.array([extreme, 12.0, 0.0])
+    scored = np.array([3000, 40, 0])
+    batch = null_tests(watermark.scheme, scores, scored)
+    assert batch == [watermark.scheme.test(s, n) for s, n in zip(scores, scored, strict=True)]
+    assert batch[2].p_value == 1.0 and batch[2].z == 0.0  # nothing scored
+    assert batch[0].p_value == 0.0 and math.isfinite(batch[0].log10_p_value)  # underflow kept
+    assert 0.0 < batch[1].p_value < 1.0

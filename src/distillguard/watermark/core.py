@@ -13,7 +13,7 @@ from distillguard.errors import InputTooShortError, KeyFileError, VocabularyMism
 from distillguard.watermark import windows as win
 from distillguard.watermark.hashing import KeyedHash
 from distillguard.watermark.keys import WatermarkKey
-from distillguard.watermark.schemes import KGW, Gumbel, Scheme
+from distillguard.watermark.schemes import KGW, Gumbel, Scheme, null_tests
 
 SchemeName = Literal["kgw", "gumbel"]
 
@@ -179,9 +179,7 @@ class Watermark:
         n = selected.n_segments
         scored = np.bincount(selected.segments, minlength=n)
         sums = np.bincount(selected.segments, weights=per_token, minlength=n)
-        return [
-            self._result(float(sums[i]), int(scored[i]), int(selected.total[i])) for i in range(n)
-        ]
+        return self._results(sums, scored, selected.total)
 
     def detect_corpus(
         self,
@@ -191,7 +189,9 @@ class Watermark:
         """One test over a whole corpus, de-duplicated across all of it."""
         selected = self._select(sequences, prompts, pooled=True)
         per_token = self.scheme.token_scores(self.hash.values(selected.contexts, selected.tokens))
-        return self._result(float(per_token.sum()), len(selected), int(selected.total.sum()))
+        return self._results(
+            np.array([per_token.sum()]), np.array([len(selected)]), np.array([selected.total.sum()])
+        )[0]
 
     def _select(self, sequences, prompts, *, pooled: bool) -> win.Windows:
         vocab = self.config.vocab_size
@@ -205,14 +205,19 @@ class Watermark:
             arrays, self.config.context_width, prompt_arrays, vocab_size=vocab, pooled=pooled
         )
 
-    def _result(self, score: float, scored: int, total: int) -> DetectionResult:
-        test = self.scheme.test(score, scored)
-        return DetectionResult(
-            scored=scored,
-            score=score,
-            z=test.z,
-            p_value=test.p_value,
-            log10_p_value=test.log10_p_value,
-            total_windows=total,
-            scheme=self.config.scheme,
-        )
+    def _results(
+        self, scores: np.ndarray, scored: np.ndarray, totals: np.ndarray
+    ) -> list[DetectionResult]:
+        tests = null_tests(self.scheme, scores, scored)
+        return [
+            DetectionResult(
+                scored=int(n),
+                score=float(score),
+                z=test.z,
+                p_value=test.p_value,
+                log10_p_value=test.log10_p_value,
+                total_windows=int(total),
+                scheme=self.config.scheme,
+            )
+            for score, n, total, test in zip(scores, scored, totals, tests, strict=True)
+        ]

@@ -37,7 +37,36 @@ class Scheme(Protocol):
 
     def token_scores(self, values: np.ndarray) -> np.ndarray: ...
 
+    def z(self, scores: np.ndarray, scored: np.ndarray) -> np.ndarray: ...
+
+    def log_sf(self, scores: np.ndarray, scored: np.ndarray) -> np.ndarray:
+        """Natural log of P(score sum >= observed) under the null; `scored` > 0."""
+        ...
+
     def test(self, score: float, scored: int) -> NullTest: ...
+
+
+def null_tests(scheme: Scheme, scores: np.ndarray, scored: np.ndarray) -> list[NullTest]:
+    """Vectorised tests: one scipy call for a whole batch, not one per text."""
+    scores = np.asarray(scores, dtype=np.float64)
+    scored = np.asarray(scored, dtype=np.int64)
+    z = np.zeros(scores.shape)
+    log_p = np.zeros(scores.shape)  # nothing scored: p = 1
+    some = scored > 0
+    if some.any():
+        z[some] = scheme.z(scores[some], scored[some])
+        log_p[some] = np.minimum(scheme.log_sf(scores[some], scored[some]), 0.0)
+    return [
+        NullTest(z=float(zi), p_value=math.exp(lp), log10_p_value=float(lp) / LN10)
+        for zi, lp in zip(z, log_p, strict=True)
+    ]
+
+
+def _refine(log_p: np.ndarray, exact_log_tail) -> np.ndarray:
+    """Replace entries scipy underflowed to -inf by an exact log-space sum."""
+    for i in np.flatnonzero(~np.isfinite(log_p)):
+        log_p[i] = exact_log_tail(i)
+    return log_p
 
 
 @dataclass(frozen=True)
@@ -67,16 +96,21 @@ class KGW:
     def token_scores(self, values: np.ndarray) -> np.ndarray:
         return self.green(values).astype(np.float64)
 
+    def z(self, scores: np.ndarray, scored: np.ndarray) -> np.ndarray:
+        return (scores - self.gamma * scored) / np.sqrt(scored * self.gamma * (1 - self.gamma))
+
+    def log_sf(self, scores: np.ndarray, scored: np.ndarray) -> np.ndarray:
+        green = np.rint(scores).astype(np.int64)
+        log_p = np.asarray(stats.binom.logsf(green - 1, scored, self.gamma), dtype=np.float64)
+
+        def exact(i: int) -> float:  # sum the binomial tail's terms in log space
+            tail = np.arange(green[i], scored[i] + 1)
+            return float(special.logsumexp(stats.binom.logpmf(tail, scored[i], self.gamma)))
+
+        return _refine(np.atleast_1d(log_p), exact)
+
     def test(self, score: float, scored: int) -> NullTest:
-        if scored == 0:
-            return NullTest(z=0.0, p_value=1.0, log10_p_value=0.0)
-        green = round(score)
-        log_p = float(stats.binom.logsf(green - 1, scored, self.gamma))
-        if not math.isfinite(log_p):  # beyond float range: sum the tail in log space
-            tail = np.arange(green, scored + 1)
-            log_p = float(special.logsumexp(stats.binom.logpmf(tail, scored, self.gamma)))
-        z = (green - self.gamma * scored) / math.sqrt(scored * self.gamma * (1 - self.gamma))
-        return _null_test(z, log_p)
+        return null_tests(self, np.array([score]), np.array([scored]))[0]
 
 
 @dataclass(frozen=True)
@@ -102,20 +136,19 @@ class Gumbel:
     def token_scores(self, values: np.ndarray) -> np.ndarray:
         return -np.log1p(-to_unit_interval(values))
 
-    def test(self, score: float, scored: int) -> NullTest:
-        if scored == 0:
-            return NullTest(z=0.0, p_value=1.0, log10_p_value=0.0)
-        log_p = float(stats.gamma.logsf(score, a=scored))
-        if not math.isfinite(log_p):
+    def z(self, scores: np.ndarray, scored: np.ndarray) -> np.ndarray:
+        return (scores - scored) / np.sqrt(scored)
+
+    def log_sf(self, scores: np.ndarray, scored: np.ndarray) -> np.ndarray:
+        log_p = np.asarray(stats.gamma.logsf(scores, a=scored), dtype=np.float64)
+
+        def exact(i: int) -> float:
             # Gamma(n, 1) with integer n is Erlang: sf(x) = exp(-x) * sum_{k<n} x**k / k!
-            k = np.arange(scored)
-            log_p = -score + float(special.logsumexp(k * math.log(score) - special.gammaln(k + 1)))
-        return _null_test((score - scored) / math.sqrt(scored), log_p)
+            k = np.arange(scored[i])
+            x = scores[i]
+            return -x + float(special.logsumexp(k * math.log(x) - special.gammaln(k + 1)))
 
+        return _refine(np.atleast_1d(log_p), exact)
 
-def _null_test(z: float, log_p: float) -> NullTest:
-    log_p = min(log_p, 0.0)
-    return NullTest(z=float(z), p_value=math.exp(log_p), log10_p_value=log_p / LN10)
-
-
-SCHEMES = ("kgw", "gumbel")
+    def test(self, score: float, scored: int) -> NullTest:
+        return null_tests(self, np.array([score]), np.array([scored]))[0]
