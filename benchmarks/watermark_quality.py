@@ -28,7 +28,7 @@ from distillguard.config import load_settings
 from distillguard.engine.bundled import load_text_tokenizer
 from distillguard.engine.transformers_engine import Completion, TransformersEngine
 from distillguard.watermark import Watermark, WatermarkKey
-from distillguard.watermark.windows import sliding
+from distillguard.watermark.windows import Sequences
 
 ALPHAS = (1e-2, 1e-3)
 POWER_ALPHA = 1e-6
@@ -93,9 +93,8 @@ def power(engine, pool, answers, max_tokens, temperature, seed):
 
 def naive_corpus_p(watermark: Watermark, texts: list[np.ndarray]) -> float:
     """Every window counted, repeats and all: what a detector without de-duplication does."""
-    windows = [sliding(t, watermark.config.context_width) for t in texts]
-    contexts = np.concatenate([w[0] for w in windows])
-    tokens = np.concatenate([w[1] for w in windows])
+    packed = Sequences.pack(texts, watermark.config.vocab_size)
+    contexts, tokens, _, _ = packed.windows(watermark.config.context_width)
     scores = watermark.scheme.token_scores(watermark.hash.values(contexts, tokens))
     return watermark.scheme.test(float(scores.sum()), len(tokens)).p_value
 

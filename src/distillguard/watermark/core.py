@@ -195,14 +195,14 @@ class Watermark:
 
     def _select(self, sequences, prompts, *, pooled: bool) -> win.Windows:
         vocab = self.config.vocab_size
-        arrays = [win.as_token_array(s, vocab) for s in sequences]
-        prompt_arrays = None
+        packed = win.Sequences.pack(sequences, vocab)
+        packed_prompts = None
         if prompts is not None:
-            if len(prompts) != len(arrays):
+            if len(prompts) != len(sequences):
                 raise ValueError("prompts must align with sequences")
-            prompt_arrays = [None if p is None else win.as_token_array(p, vocab) for p in prompts]
+            packed_prompts = win.Sequences.pack(prompts, vocab)
         return win.select(
-            arrays, self.config.context_width, prompt_arrays, vocab_size=vocab, pooled=pooled
+            packed, self.config.context_width, packed_prompts, vocab_size=vocab, pooled=pooled
         )
 
     def _results(

@@ -101,7 +101,10 @@ class KGW:
 
     def log_sf(self, scores: np.ndarray, scored: np.ndarray) -> np.ndarray:
         green = np.rint(scores).astype(np.int64)
-        log_p = np.asarray(stats.binom.logsf(green - 1, scored, self.gamma), dtype=np.float64)
+        # P(Binomial(n, gamma) >= g) = I_gamma(g, n - g + 1), the regularised incomplete beta.
+        with np.errstate(divide="ignore"):
+            tail = special.betainc(np.maximum(green, 1), scored - green + 1, self.gamma)
+            log_p = np.where(green <= 0, 0.0, np.log(tail))
 
         def exact(i: int) -> float:  # sum the binomial tail's terms in log space
             tail = np.arange(green[i], scored[i] + 1)
@@ -140,7 +143,8 @@ class Gumbel:
         return (scores - scored) / np.sqrt(scored)
 
     def log_sf(self, scores: np.ndarray, scored: np.ndarray) -> np.ndarray:
-        log_p = np.asarray(stats.gamma.logsf(scores, a=scored), dtype=np.float64)
+        with np.errstate(divide="ignore"):  # Q(n, x) = P(Gamma(n, 1) > x)
+            log_p = np.log(special.gammaincc(scored, scores))
 
         def exact(i: int) -> float:
             # Gamma(n, 1) with integer n is Erlang: sf(x) = exp(-x) * sum_{k<n} x**k / k!

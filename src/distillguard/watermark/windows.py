@@ -37,39 +37,58 @@ class Windows:
         return int(self.tokens.shape[0])
 
 
-def as_token_array(token_ids: Sequence[int] | np.ndarray, vocab_size: int) -> np.ndarray:
-    """Validate token ids against the watermark's vocabulary."""
-    ids = np.asarray(token_ids)
-    if ids.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-        raise VocabularyMismatchError("token ids must be a flat sequence of integers")
-    ids = ids.astype(np.int64, copy=False)
-    low, high = int(ids.min()), int(ids.max())
-    if low < 0 or high >= vocab_size:
-        bad = high if high >= vocab_size else low
-        raise VocabularyMismatchError(
-            f"token id {bad} is outside the watermark vocabulary (size {vocab_size}); "
-            "was the text tokenised with a different tokenizer?"
-        )
-    return ids
+@dataclass(frozen=True)
+class Sequences:
+    """Many token sequences as one flat int64 array, validated once."""
 
+    flat: np.ndarray
+    lengths: np.ndarray  # int64, one per sequence
 
-def sliding(ids: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """All (previous `width` ids, id) windows of one sequence."""
-    n = ids.shape[0] - width
-    if n <= 0:
-        return np.zeros((0, width), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    if width == 0:
-        return np.zeros((n, 0), dtype=np.int64), ids
-    contexts = np.lib.stride_tricks.sliding_window_view(ids[:-1], width)
-    return contexts, ids[width:]
+    @classmethod
+    def pack(
+        cls, sequences: Sequence[Sequence[int] | np.ndarray | None], vocab_size: int
+    ) -> Sequences:
+        arrays = [np.asarray(s if s is not None else (), dtype=None) for s in sequences]
+        if any(a.ndim != 1 for a in arrays):
+            raise VocabularyMismatchError("token ids must be a flat sequence of integers")
+        lengths = np.array([a.size for a in arrays], dtype=np.int64)
+        filled = [a for a in arrays if a.size]
+        if not filled:
+            return cls(np.zeros(0, dtype=np.int64), lengths)
+        flat = np.concatenate(filled)
+        if not np.issubdtype(flat.dtype, np.integer):
+            raise VocabularyMismatchError("token ids must be a flat sequence of integers")
+        low, high = int(flat.min()), int(flat.max())
+        if low < 0 or high >= vocab_size:
+            bad = high if high >= vocab_size else low
+            raise VocabularyMismatchError(
+                f"token id {bad} is outside the watermark vocabulary (size {vocab_size}); "
+                "was the text tokenised with a different tokenizer?"
+            )
+        return cls(flat.astype(np.int64, copy=False), lengths)
+
+    def windows(self, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(contexts (n, width), tokens, segment of each window, windows per sequence).
+
+        Vectorised over all sequences at once: per-sequence Python work would
+        cost more than the hashing for short texts.
+        """
+        counts = np.maximum(self.lengths - width, 0)
+        total = int(counts.sum())
+        starts = np.cumsum(self.lengths) - self.lengths
+        segments = np.repeat(np.arange(self.lengths.size, dtype=np.int64), counts)
+        first_window = np.cumsum(counts) - counts
+        offsets = np.arange(total, dtype=np.int64) - np.repeat(first_window, counts)
+        positions = np.repeat(starts + width, counts) + offsets
+        tokens = self.flat[positions]
+        contexts = self.flat[positions[:, None] + np.arange(-width, 0, dtype=np.int64)[None, :]]
+        return contexts, tokens, segments, counts
 
 
 def select(
-    sequences: Sequence[np.ndarray],
+    sequences: Sequences,
     width: int,
-    prompts: Sequence[np.ndarray | None] | None = None,
+    prompts: Sequences | None = None,
     *,
     vocab_size: int,
     pooled: bool = False,
@@ -80,14 +99,14 @@ def select(
     otherwise each sequence is de-duplicated on its own. The order of the
     returned windows is unspecified.
     """
-    contexts, tokens, segments, counts = _all_windows(sequences, width)
-    n = len(sequences)
+    contexts, tokens, segments, counts = sequences.windows(width)
+    n = int(sequences.lengths.size)
     if tokens.shape[0] == 0:
         return Windows(contexts, tokens, segments, n, counts)
     if pooled:
         segments = np.zeros_like(segments)
     if prompts is not None:
-        p_contexts, p_tokens, p_segments, _ = _all_windows(_none_as_empty(prompts), width)
+        p_contexts, p_tokens, p_segments, _ = prompts.windows(width)
         if pooled:
             p_segments = np.zeros_like(p_segments)
     codec = _Codec.for_shape(width, vocab_size, 1 if pooled else n)
@@ -106,24 +125,6 @@ def select(
             codes = codes[~_member_of(codes, prompt_codes)]
         contexts, tokens, segments = codec.decode(codes)
     return Windows(contexts, tokens, segments, n, counts)
-
-
-def _none_as_empty(prompts: Sequence[np.ndarray | None]) -> list[np.ndarray]:
-    return [np.zeros(0, dtype=np.int64) if p is None else p for p in prompts]
-
-
-def _all_windows(
-    sequences: Sequence[np.ndarray], width: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    parts = [sliding(seq, width) for seq in sequences]
-    counts = np.array([p[1].shape[0] for p in parts], dtype=np.int64)
-    if not parts or counts.sum() == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return np.zeros((0, width), dtype=np.int64), empty, empty, counts
-    contexts = np.concatenate([p[0] for p in parts])
-    tokens = np.concatenate([p[1] for p in parts])
-    segments = np.repeat(np.arange(len(sequences), dtype=np.int64), counts)
-    return contexts, tokens, segments, counts
 
 
 class _Codec:
