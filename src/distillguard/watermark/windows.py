@@ -8,8 +8,10 @@ Two rules keep a clean model from looking watermarked:
 * **prompt exclusion**: a window copied from the prompt was chosen by the user,
   not sampled from our biased distribution.
 
-Windows are identified by a key-independent fingerprint, so the same selection
-serves every key that scores it (e.g. all cohort keys of one suspect test).
+Windows are identified independently of any key (exact bit-packing of the ids,
+or a fixed-seed fingerprint for contexts too wide to pack), so the same
+selection serves every key that scores it (e.g. all cohort keys of one suspect
+test).
 """
 
 from __future__ import annotations
