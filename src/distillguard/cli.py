@@ -29,9 +29,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-watermark_app = typer.Typer(
-    help="Keys, detection and calibration of output watermarks.", no_args_is_help=True
-)
+watermark_app = typer.Typer(help="Watermark keys and detection.", no_args_is_help=True)
 app.add_typer(watermark_app, name="watermark")
 
 err = Console(stderr=True)
@@ -48,10 +46,6 @@ def main() -> None:
     except KeyboardInterrupt:
         print("distillguard: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-
-
-def _settings() -> Settings:
-    return load_settings()
 
 
 def _conversion_notice(gguf: Path) -> None:
@@ -100,7 +94,7 @@ def generate(
 
     if (prompt is None) == (prompts is None):
         raise DistillguardError("give either a PROMPT or --prompts FILE.jsonl")
-    settings = _settings()
+    settings = load_settings()
     gen = settings.generation
     watermark = Watermark.from_key(WatermarkKey.load(key)) if key else None
     items = read_prompts(prompts) if prompts else [prompt]
@@ -146,7 +140,7 @@ def keygen(
     force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a new 256-bit watermark key with its parameters; prints only the key id."""
-    defaults = _settings().watermark.model_dump()
+    defaults = load_settings().watermark.model_dump()
     config = WatermarkConfig.from_params(
         defaults,
         scheme=scheme,
@@ -182,13 +176,12 @@ def detect(
     items = read_inputs(files)
     encode = _encoder(watermark) if any(i.needs_tokenizer for i in items) else None
     pairs = tokenize_inputs(items, encode)
-    width = watermark.config.context_width
-    for item, (ids, _) in zip(items, pairs, strict=True):
-        if len(ids) <= width:
-            raise DistillguardError(
-                f"{item.name}: {len(ids)} token(s) is too short for context width {width}"
-            )
     results = watermark.detect_batch([p[0] for p in pairs], [p[1] for p in pairs])
+    for item, result in zip(items, results, strict=True):
+        if result.total_windows == 0:  # checked for all inputs before any output
+            raise DistillguardError(
+                f"{item.name}: too short for context width {watermark.config.context_width}"
+            )
     for item, result in zip(items, results, strict=True):
         print(json.dumps({"input": item.name, "key_id": watermark.key.key_id, **result.to_dict()}))
 
@@ -196,7 +189,7 @@ def detect(
 def _encoder(watermark: Watermark):
     from distillguard.engine.bundled import load_text_tokenizer
 
-    tokenizer = load_text_tokenizer(_settings().cache_dir, on_convert=_conversion_notice)
+    tokenizer = load_text_tokenizer(load_settings().cache_dir, on_convert=_conversion_notice)
     size = tokenizer.get_vocab_size()
     if size != watermark.config.vocab_size:
         raise VocabularyMismatchError(
@@ -221,7 +214,7 @@ def demo(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Generate answers with and without a fresh watermark key and test them all."""
-    settings = _settings()
+    settings = load_settings()
     key = WatermarkKey.generate(
         WatermarkConfig.from_params(settings.watermark.model_dump()).to_params()
     )

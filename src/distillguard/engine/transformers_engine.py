@@ -81,6 +81,7 @@ class TransformersEngine:
         results: list[Completion | None] = [None] * len(encoded)
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
+            # Fresh processors per `generate` call: Gumbel's tracks contexts per call.
             outputs = self._generate_batch(
                 [encoded[i] for i in batch],
                 self._sampling_args(max_new_tokens, temperature, top_p, watermark, min_new_tokens),

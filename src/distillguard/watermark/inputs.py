@@ -112,12 +112,12 @@ def tokenize_inputs(
     """(token ids, prompt ids) for every input, using `encode` where text is given."""
     pairs = []
     for item in items:
-        ids = item.token_ids
-        prompt_ids = item.prompt_ids
-        if ids is None or (item.prompt is not None and prompt_ids is None):
+        ids, prompt_ids = item.token_ids, item.prompt_ids
+        if item.needs_tokenizer:
             if encode is None:
                 raise DistillguardError(f"{item.name}: text input needs a tokenizer")
-            ids = ids if ids is not None else encode(item.text or "")
+            if ids is None:
+                ids = encode(item.text or "")
             if item.prompt is not None and prompt_ids is None:
                 prompt_ids = encode(item.prompt)
         pairs.append((ids, prompt_ids))
