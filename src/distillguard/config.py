@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from distillguard.errors import DistillguardError
+from distillguard.gateway.policy import Limits
 
 CONFIG_ENV = "DISTILLGUARD_CONFIG"
 DEFAULT_CONFIG_FILE = Path("distillguard.toml")
@@ -45,6 +46,44 @@ class GenerationSettings(BaseModel):
     batch_size: int = Field(16, ge=1)
 
 
+class TierSettings(BaseModel):
+    """Limit multipliers per risk tier; `block` always refuses (403)."""
+
+    normal: float = Field(1.0, gt=0.0)
+    watch: float = Field(1.0, gt=0.0)  # observed closely (events flagged), not slowed
+    throttle: float = Field(0.1, gt=0.0)
+
+
+class LimitDefaults(BaseModel):
+    """Limits for keys, accounts and organisations that set none of their own."""
+
+    key: Limits = Limits(rpm=600, tpm=200_000, tpd=None, concurrency=32)
+    account: Limits = Limits(rpm=1_200, tpm=400_000, tpd=20_000_000, concurrency=64)
+    org: Limits = Limits(rpm=6_000, tpm=2_000_000, tpd=100_000_000, concurrency=256)
+
+
+class GatewaySettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    upstream: str | None = None  # base URL of an OpenAI-compatible API, e.g. http://host/v1
+    upstream_api_key: SecretStr | None = None  # sent upstream instead of the client's key
+    upstream_timeout: float = Field(60.0, gt=0.0)  # seconds for a whole non-streamed answer
+    engine: Literal["bundled"] | None = None
+    watermark_key: Path | None = None
+    store: str | None = None  # database URL; default: SQLite in the user data directory
+    redis: str | None = None  # shared limits across replicas; default: in-process limits
+    shadow: bool = False  # evaluate and log limit/policy decisions, enforce none
+    admin_token: SecretStr | None = None  # Bearer token for /admin; admin API off when unset
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_tokens_cap: int = Field(4_096, ge=1)  # reserved when a request sets no max_tokens
+    cohorts: int = Field(64, ge=1)  # watermark sub-keys: cohort = HMAC(account) mod cohorts
+    key_refresh_seconds: float = Field(2.0, gt=0.0)  # how fast revocations reach replicas
+    event_queue_size: int = Field(10_000, ge=1)
+    event_batch_size: int = Field(500, ge=1)
+    limits: LimitDefaults = LimitDefaults()
+    tiers: TierSettings = TierSettings()
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DISTILLGUARD_", env_nested_delimiter="__", extra="forbid"
@@ -53,6 +92,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(default_factory=lambda: platformdirs.user_cache_path("distillguard"))
     watermark: WatermarkSettings = WatermarkSettings()
     generation: GenerationSettings = GenerationSettings()
+    gateway: GatewaySettings = GatewaySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,231 @@
+"""API keys, accounts and organisations: issuing, revoking, listing, risk tiers.
+
+An API key reads ``dg-<key id>-<secret>``. Only SHA-256 of the secret is
+stored: the secret is 256 random bits, so a slow password hash would add
+latency to every request without adding security. The key id is public (it
+appears in logs and events) and lets the gateway find the record without
+scanning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, select, update
+
+from distillguard.errors import DistillguardError
+from distillguard.gateway.policy import TIERS, Limits
+from distillguard.store.schema import accounts, api_keys, organizations
+
+KEY_PREFIX = "dg"
+LIMIT_COLUMNS = ("rpm", "tpm", "tpd", "concurrency")
+
+
+class AccountError(DistillguardError):
+    """An unknown key or account, or an invalid tier."""
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """What the gateway needs to authenticate a key and apply its limits."""
+
+    key_id: str
+    secret_sha256: str
+    account_id: str
+    org_id: str | None
+    name: str | None
+    created_at: float
+    revoked_at: float | None
+    limits: Limits = field(default_factory=Limits)
+    account_limits: Limits = field(default_factory=Limits)
+    org_limits: Limits = field(default_factory=Limits)
+    tier: str = "normal"
+
+    def matches(self, secret: str) -> bool:
+        """Constant-time comparison, so timing reveals nothing about the stored hash."""
+        return hmac.compare_digest(_sha256(secret), self.secret_sha256)
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    record: KeyRecord
+    api_key: str  # shown once; never stored
+
+
+def parse_api_key(api_key: str) -> tuple[str, str] | None:
+    """(key id, secret) of a well-formed key, else None."""
+    prefix, _, rest = api_key.partition("-")
+    key_id, _, secret = rest.partition("-")
+    if prefix != KEY_PREFIX or not key_id or not secret:
+        return None
+    return key_id, secret
+
+
+def _sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _limits(row, prefix: str = "") -> Limits:
+    return Limits(**{name: row[f"{prefix}{name}"] for name in LIMIT_COLUMNS})
+
+
+class AccountStore:
+    """Keys, accounts and organisations in the store database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def issue_key(
+        self,
+        account_id: str,
+        org_id: str | None = None,
+        limits: Limits = Limits(),
+        name: str | None = None,
+    ) -> IssuedKey:
+        """A new key for `account_id` (created on first use, joined to `org_id`)."""
+        if not account_id.strip():
+            raise AccountError("the account id must not be empty")
+        key_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)  # 256 bits
+        now = time.time()
+        with self.engine.begin() as conn:
+            account = conn.execute(
+                select(accounts.c.org_id).where(accounts.c.account_id == account_id)
+            ).first()
+            if account is None:
+                conn.execute(
+                    accounts.insert().values(
+                        account_id=account_id, org_id=org_id, tier="normal", updated_at=now
+                    )
+                )
+            elif org_id is not None and account.org_id not in (None, org_id):
+                raise AccountError(
+                    f"account {account_id!r} belongs to organisation {account.org_id!r}, "
+                    f"not {org_id!r}"
+                )
+            elif org_id is not None and account.org_id is None:
+                conn.execute(
+                    update(accounts)
+                    .where(accounts.c.account_id == account_id)
+                    .values(org_id=org_id, updated_at=now)
+                )
+            org_id = org_id if org_id is not None else (account.org_id if account else None)
+            if org_id is not None:
+                exists = conn.execute(
+                    select(organizations.c.org_id).where(organizations.c.org_id == org_id)
+                ).first()
+                if exists is None:
+                    conn.execute(organizations.insert().values(org_id=org_id, updated_at=now))
+            conn.execute(
+                api_keys.insert().values(
+                    key_id=key_id,
+                    secret_sha256=_sha256(secret),
+                    account_id=account_id,
+                    org_id=org_id,
+                    name=name,
+                    created_at=now,
+                    **limits.columns(),
+                )
+            )
+        record = KeyRecord(
+            key_id=key_id,
+            secret_sha256=_sha256(secret),
+            account_id=account_id,
+            org_id=org_id,
+            name=name,
+            created_at=now,
+            revoked_at=None,
+            limits=limits,
+        )
+        return IssuedKey(record=record, api_key=f"{KEY_PREFIX}-{key_id}-{secret}")
+
+    def revoke_key(self, key_id: str) -> KeyRecord:
+        """Revoke a key (idempotent); unknown ids are an error, not a silent no-op."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(api_keys)
+                .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+        record = self.get_key(key_id)
+        if record is None:
+            raise AccountError(f"no API key with id {key_id!r}")
+        return record
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        return next(self._key_records(key_id), None)
+
+    def keys(self, include_revoked: bool = True) -> list[KeyRecord]:
+        records = list(self._key_records())
+        return [r for r in records if include_revoked or r.revoked_at is None]
+
+    def active_keys(self) -> dict[str, KeyRecord]:
+        """Every usable key with its account's tier and limits: the gateway's cache."""
+        return {r.key_id: r for r in self._key_records() if r.revoked_at is None}
+
+    def set_tier(self, account_id: str, tier: str, reason: str | None = None) -> None:
+        if tier not in TIERS:
+            raise AccountError(f"unknown tier {tier!r}: choose one of {', '.join(TIERS)}")
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(accounts)
+                .where(accounts.c.account_id == account_id)
+                .values(tier=tier, tier_reason=reason, updated_at=time.time())
+            )
+        if done.rowcount == 0:
+            raise AccountError(f"no account {account_id!r} (issue it a key first)")
+
+    def set_account_limits(self, account_id: str, limits: Limits) -> None:
+        self._set_limits(accounts, accounts.c.account_id, account_id, limits, "account")
+
+    def set_org_limits(self, org_id: str, limits: Limits) -> None:
+        self._set_limits(organizations, organizations.c.org_id, org_id, limits, "organisation")
+
+    def _set_limits(self, table, column, ident: str, limits: Limits, what: str) -> None:
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(table)
+                .where(column == ident)
+                .values(updated_at=time.time(), **limits.columns())
+            )
+        if done.rowcount == 0:
+            raise AccountError(f"no {what} {ident!r}")
+
+    def tiers(self) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(accounts.c.account_id, accounts.c.tier)).all())
+
+    def _key_records(self, key_id: str | None = None) -> Iterator[KeyRecord]:
+        query = (
+            select(
+                api_keys,
+                accounts.c.tier,
+                *(accounts.c[n].label(f"account_{n}") for n in LIMIT_COLUMNS),
+                *(organizations.c[n].label(f"org_{n}") for n in LIMIT_COLUMNS),
+            )
+            .join(accounts, accounts.c.account_id == api_keys.c.account_id)
+            .outerjoin(organizations, organizations.c.org_id == api_keys.c.org_id)
+            .order_by(api_keys.c.created_at)
+        )
+        if key_id is not None:
+            query = query.where(api_keys.c.key_id == key_id)
+        with self.engine.connect() as conn:
+            for row in conn.execute(query).mappings():
+                yield KeyRecord(
+                    key_id=row["key_id"],
+                    secret_sha256=row["secret_sha256"],
+                    account_id=row["account_id"],
+                    org_id=row["org_id"],
+                    name=row["name"],
+                    created_at=row["created_at"],
+                    revoked_at=row["revoked_at"],
+                    limits=_limits(row),
+                    account_limits=_limits(row, "account_"),
+                    org_limits=_limits(row, "org_"),
+                    tier=row["tier"],
+                )

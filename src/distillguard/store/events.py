@@ -1,0 +1,82 @@
+"""One event per gateway request: the record tracing and outside tools read.
+
+`Event` mirrors the `events` table (schema.py) and `docs/events.md`; the
+gateway fills it, `EventStore` writes batches of them and streams them back
+out in insertion order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+
+from distillguard.store.schema import events
+
+
+@dataclass
+class Event:
+    ts: float  # unix seconds when the request arrived
+    request_id: str
+    endpoint: str
+    status: int
+    latency_ms: float
+    decision: str  # admitted | refused | blocked | rejected (bad request / auth)
+    account_id: str | None = None
+    org_id: str | None = None
+    key_id: str | None = None
+    client_ip: str | None = None
+    user_agent: str | None = None
+    model: str | None = None
+    request: dict[str, Any] | None = None  # messages/prompt and parameters, as sent
+    response_text: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    refused_by: str | None = None  # which limit refused (or would have, in shadow mode)
+    tier: str | None = None
+    shadow: bool = False
+    stream: bool = False
+    cohort: int | None = None
+    error: str | None = None
+
+
+EVENT_FIELDS = tuple(f.name for f in fields(Event))
+
+
+class EventStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def write(self, batch: Sequence[Event]) -> None:
+        """Insert a batch in one transaction: all of it or none of it."""
+        if not batch:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(events.insert(), [asdict(e) for e in batch])
+
+    def read(
+        self,
+        since: float | None = None,
+        until: float | None = None,
+        account_id: str | None = None,
+        after_id: int = 0,
+        chunk: int = 1000,
+    ) -> Iterator[dict[str, Any]]:
+        """Events (with their store `id`) in insertion order, streamed in chunks."""
+        query = select(events).where(events.c.id > after_id).order_by(events.c.id)
+        if since is not None:
+            query = query.where(events.c.ts >= since)
+        if until is not None:
+            query = query.where(events.c.ts < until)
+        if account_id is not None:
+            query = query.where(events.c.account_id == account_id)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=chunk).execute(query)
+            for row in result.mappings():
+                yield dict(row)
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(events)).scalar_one())

@@ -1,0 +1,99 @@
+"""The tables, in one place: SQLite by default, PostgreSQL by URL (SQLAlchemy Core).
+
+Columns are portable types; JSON columns become JSONB on PostgreSQL so outside
+tools can query them. `docs/events.md` documents the `events` table field by
+field; keep the two together.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+Json = JSON().with_variant(JSONB(), "postgresql")
+Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("org_id", String(128), primary_key=True),
+    Column("rpm", Integer),  # NULL: the configured default for organisations
+    Column("tpm", Integer),
+    Column("tpd", BigInteger),
+    Column("concurrency", Integer),
+    Column("updated_at", Float, nullable=False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", String(128), primary_key=True),
+    Column("org_id", String(128), nullable=True),
+    Column("tier", String(16), nullable=False, default="normal"),
+    Column("tier_reason", Text),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
+    Column("tpd", BigInteger),
+    Column("concurrency", Integer),
+    Column("updated_at", Float, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("secret_sha256", String(64), nullable=False),  # never the secret itself
+    Column("account_id", String(128), ForeignKey("accounts.account_id"), nullable=False),
+    Column("org_id", String(128), nullable=True),
+    Column("name", String(128)),
+    Column("rpm", Integer),
+    Column("tpm", Integer),
+    Column("tpd", BigInteger),
+    Column("concurrency", Integer),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("account_id", String(128)),
+    Column("org_id", String(128)),
+    Column("key_id", String(32)),
+    Column("client_ip", String(64)),
+    Column("user_agent", Text),
+    Column("model", String(256)),
+    Column("endpoint", String(64), nullable=False),
+    Column("request", Json),
+    Column("response_text", Text),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
+    Column("status", Integer, nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("decision", String(32), nullable=False),
+    Column("refused_by", String(64)),
+    Column("tier", String(16)),
+    Column("shadow", Boolean, nullable=False, default=False),
+    Column("stream", Boolean, nullable=False, default=False),
+    Column("cohort", Integer),
+    Column("error", Text),
+)
+Index("events_ts", events.c.ts)
+Index("events_account_ts", events.c.account_id, events.c.ts)
