@@ -31,6 +31,17 @@ app = typer.Typer(
 )
 watermark_app = typer.Typer(help="Watermark keys and detection.", no_args_is_help=True)
 app.add_typer(watermark_app, name="watermark")
+keys_app = typer.Typer(help="Gateway API keys: issue, revoke, list.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+accounts_app = typer.Typer(help="Accounts: risk tiers and limits.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+events_app = typer.Typer(help="The gateway's request events.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option("--store", help="Database URL (default: the configured store, else SQLite)."),
+]
 
 err = Console(stderr=True)
 
@@ -250,3 +261,163 @@ def demo(
                     f"{r.p_value:.1e}",
                 )
     Console().print(table)
+
+
+# -- serve / keys / accounts / events ---------------------------------------------------
+
+
+@app.command()
+def serve(
+    upstream: Annotated[
+        str | None, typer.Option(help="Base URL of an OpenAI-compatible API to proxy.")
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="`bundled`: answer with the bundled model.")
+    ] = None,
+    watermark_key: Annotated[
+        Path | None, typer.Option(help="Watermark key file (default: the embedded key).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port.")] = None,
+    store: StoreOption = None,
+    redis: Annotated[
+        str | None, typer.Option(help="redis:// URL: share limits across replicas.")
+    ] = None,
+    shadow: Annotated[
+        bool | None, typer.Option("--shadow", help="Log limit and policy decisions, enforce none.")
+    ] = None,
+) -> None:
+    """Run the OpenAI-compatible gateway."""
+    from distillguard.gateway.server import serve as run
+
+    if engine not in (None, "bundled"):
+        raise DistillguardError(f"unknown engine {engine!r}: the only engine is `bundled`")
+    overrides = {
+        "upstream": upstream,
+        "engine": engine,
+        "watermark_key": watermark_key,
+        "host": host,
+        "port": port,
+        "store": store,
+        "redis": redis,
+        "shadow": shadow,
+    }
+    settings = load_settings()
+    gateway = settings.gateway.model_copy(
+        update={k: v for k, v in overrides.items() if v is not None}
+    )
+    if upstream is not None and engine is None:
+        gateway.engine = None
+    settings = settings.model_copy(update={"gateway": gateway})
+    run(settings)
+
+
+def _accounts(store: str | None):
+    from distillguard.store import AccountStore, default_store_url, open_engine
+
+    url = store or load_settings().gateway.store or default_store_url()
+    return AccountStore(open_engine(url))
+
+
+@keys_app.command("issue")
+def keys_issue(
+    account: Annotated[str, typer.Option(help="Account the key belongs to (created if new).")],
+    org: Annotated[str | None, typer.Option(help="Organisation of the account.")] = None,
+    rpm: Annotated[int | None, typer.Option(help="Requests per minute for this key.")] = None,
+    tpm: Annotated[int | None, typer.Option(help="Tokens per minute for this key.")] = None,
+    tpd: Annotated[int | None, typer.Option(help="Tokens per day for this key.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Concurrent requests.")] = None,
+    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Issue an API key; the secret key is printed once on stdout and never stored."""
+    from distillguard.gateway.policy import Limits
+
+    limits = Limits(rpm=rpm, tpm=tpm, tpd=tpd, concurrency=concurrency)
+    issued = _accounts(store).issue_key(account, org, limits, name)
+    err.print(f"issued key {issued.record.key_id} for account {account} (shown once)")
+    print(issued.api_key)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id (the part after `dg-`).")],
+    store: StoreOption = None,
+) -> None:
+    """Revoke a key; gateways stop accepting it within their refresh interval."""
+    record = _accounts(store).revoke_key(key_id)
+    err.print(f"revoked {record.key_id} (account {record.account_id})")
+
+
+@keys_app.command("list")
+def keys_list(
+    store: StoreOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object per key.")] = False,
+) -> None:
+    """List keys (ids, accounts, limits, state); never secrets."""
+    records = _accounts(store).keys()
+    rows = [
+        {
+            "key_id": r.key_id,
+            "account": r.account_id,
+            "org": r.org_id,
+            "tier": r.tier,
+            "rpm": r.limits.rpm,
+            "tpm": r.limits.tpm,
+            "tpd": r.limits.tpd,
+            "concurrency": r.limits.concurrency,
+            "created_at": r.created_at,
+            "revoked": r.revoked_at is not None,
+        }
+        for r in records
+    ]
+    if json_output:
+        for row in rows:
+            print(json.dumps(row))
+        return
+    table = Table("key id", "account", "org", "tier", "rpm", "tpm", "concurrency", "state")
+    for row in rows:
+        table.add_row(
+            row["key_id"],
+            row["account"],
+            row["org"] or "",
+            row["tier"],
+            *(
+                str(row[k]) if row[k] is not None else "default"
+                for k in ("rpm", "tpm", "concurrency")
+            ),
+            "revoked" if row["revoked"] else "active",
+        )
+    Console().print(table)
+
+
+@accounts_app.command("set-tier")
+def accounts_set_tier(
+    account: Annotated[str, typer.Argument(help="Account id.")],
+    tier: Annotated[str, typer.Argument(help="normal, watch, throttle or block.")],
+    reason: Annotated[str | None, typer.Option(help="Why (kept with the account).")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Set an account's risk tier (gateways apply it within their refresh interval)."""
+    _accounts(store).set_tier(account, tier, reason)
+    err.print(f"account {account}: tier {tier}")
+
+
+@events_app.command("export")
+def events_export(
+    format: Annotated[str, typer.Option("--format", help="Output format: jsonl.")] = "jsonl",
+    since: Annotated[float | None, typer.Option(help="Unix time: events at or after.")] = None,
+    until: Annotated[float | None, typer.Option(help="Unix time: events before.")] = None,
+    account: Annotated[str | None, typer.Option(help="Only this account.")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Write events as JSON lines on stdout, oldest first (schema: docs/events.md)."""
+    from distillguard.store import EventStore, default_store_url, open_engine
+
+    if format != "jsonl":
+        raise DistillguardError(f"unknown format {format!r}: the only format is jsonl")
+    url = store or load_settings().gateway.store or default_store_url()
+    events = EventStore(open_engine(url))
+    out = sys.stdout
+    for row in events.read(since=since, until=until, account_id=account):
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")

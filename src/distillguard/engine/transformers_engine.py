@@ -68,10 +68,17 @@ class TransformersEngine:
         seed: int | None = None,
         min_new_tokens: int | None = None,
         on_batch: Callable[[int], None] | None = None,
+        streamer: Any = None,
     ) -> list[Completion]:
-        """Answer every prompt; batches are formed from prompts of similar length."""
+        """Answer every prompt; batches are formed from prompts of similar length.
+
+        A `transformers` streamer (one prompt only) receives the new token ids
+        as they are sampled, for serving streamed answers.
+        """
         import torch
 
+        if streamer is not None and len(prompts) != 1:
+            raise ValueError("a streamer follows exactly one prompt")
         if watermark is not None:
             self.check_watermark(watermark)
         if seed is not None:
@@ -82,10 +89,12 @@ class TransformersEngine:
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
             # Fresh processors per `generate` call: Gumbel's tracks contexts per call.
-            outputs = self._generate_batch(
-                [encoded[i] for i in batch],
-                self._sampling_args(max_new_tokens, temperature, top_p, watermark, min_new_tokens),
+            args = self._sampling_args(
+                max_new_tokens, temperature, top_p, watermark, min_new_tokens
             )
+            if streamer is not None:
+                args["streamer"] = streamer
+            outputs = self._generate_batch([encoded[i] for i in batch], args)
             for index, completion in zip(batch, outputs, strict=True):
                 results[index] = completion
             if on_batch is not None:

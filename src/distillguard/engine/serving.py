@@ -1,0 +1,223 @@
+"""The bundled model behind the gateway: OpenAI-shaped answers, watermarked per cohort.
+
+Generation runs on one worker thread (the model is CPU-bound; a second thread
+would only contend with the first), so the event loop keeps serving other
+requests meanwhile. Streamed answers are sent token by token as the model
+samples them; a client that goes away stops the generation at the next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+
+from distillguard.config import GenerationSettings
+from distillguard.engine.transformers_engine import ChatPrompt, Completion, TransformersEngine
+from distillguard.gateway.errors import ApiError
+from distillguard.gateway.upstream import Reply
+from distillguard.watermark.cohorts import Cohorts
+
+MODEL_NAME = "smollm2-135m-instruct"
+
+
+class _Cancelled(Exception):
+    """Raised inside generation when the client of a stream has gone."""
+
+
+class _TokenFeed:
+    """A `transformers` streamer that hands new token ids to the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue) -> None:
+        self.loop, self.queue = loop, queue
+        self.prompt_seen = False
+        self.cancelled = False
+
+    def put(self, value) -> None:
+        if self.cancelled:
+            raise _Cancelled
+        if not self.prompt_seen:  # generate() first hands over the prompt itself
+            self.prompt_seen = True
+            return
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, None)
+
+
+class BundledBackend:
+    """The gateway's backend for `serve --engine bundled`."""
+
+    def __init__(
+        self, engine: TransformersEngine, cohorts: Cohorts, generation: GenerationSettings
+    ) -> None:
+        self.engine = engine
+        self.cohorts = cohorts
+        self.generation = generation
+        self.models_served = {MODEL_NAME}
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="bundled-model")
+        for cohort in range(cohorts.count):  # fail at start, not on a request
+            engine.check_watermark(cohorts.watermark(cohort))
+
+    async def models(self) -> Reply:
+        data = {
+            "object": "list",
+            "data": [
+                {"id": MODEL_NAME, "object": "model", "created": 0, "owned_by": "distillguard"}
+            ],
+        }
+        return Reply(200, msgspec.json.encode(data), data)
+
+    async def complete(self, endpoint: str, payload: dict[str, Any], cohort: int | None) -> Reply:
+        prompt, args = self._request(endpoint, payload, cohort)
+        loop = asyncio.get_running_loop()
+        started = int(time.time())
+        completions = await loop.run_in_executor(
+            self._worker, lambda: self.engine.generate([prompt] * args.pop("n"), **args)
+        )
+        data = _answer(endpoint, completions, started)
+        return Reply(200, msgspec.json.encode(data), data)
+
+    async def stream(
+        self, endpoint: str, payload: dict[str, Any], cohort: int | None
+    ) -> AsyncIterator[bytes | Reply]:
+        prompt, args = self._request(endpoint, payload, cohort)
+        if args.pop("n") != 1:
+            raise ApiError(400, "the bundled engine streams one choice (n=1)", "unsupported", "n")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        feed = _TokenFeed(loop, queue)
+        job = loop.run_in_executor(
+            self._worker, lambda: self.engine.generate([prompt], streamer=feed, **args)
+        )
+        chunk_id, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
+        chat = endpoint == "/chat/completions"
+        stop_ids = set(self.engine.tokenizer.all_special_ids)
+        ids: list[int] = []
+        sent = ""
+        try:
+            while (new := await queue.get()) is not None:
+                ids.extend(t for t in new if t not in stop_ids)
+                text = self.engine.tokenizer.decode(ids, skip_special_tokens=True)
+                if text.endswith("\ufffd") or len(text) <= len(sent):
+                    continue  # an incomplete UTF-8 sequence: wait for the next token
+                yield _chunk(chunk_id, created, chat, text[len(sent) :], None)
+                sent = text
+            completion: Completion = (await job)[0]
+        finally:
+            feed.cancelled = True
+        if len(completion.text) > len(sent):
+            yield _chunk(chunk_id, created, chat, completion.text[len(sent) :], None)
+        yield _chunk(chunk_id, created, chat, "", completion.finish_reason)
+        usage = _usage([completion])
+        yield msgspec.json.encode(
+            {
+                "id": chunk_id,
+                "object": _object(chat, True),
+                "created": created,
+                "model": MODEL_NAME,
+                "choices": [],
+                "usage": usage,
+            }
+        )
+
+    async def close(self) -> None:
+        self._worker.shutdown(wait=False, cancel_futures=True)
+
+    def _request(
+        self, endpoint: str, payload: dict[str, Any], cohort: int | None
+    ) -> tuple[ChatPrompt, dict[str, Any]]:
+        if endpoint == "/embeddings":
+            raise ApiError(400, "the bundled engine serves no embeddings model", "unsupported")
+        if endpoint == "/chat/completions":
+            prompt: ChatPrompt = [
+                {"role": m["role"], "content": _content(m.get("content"))}
+                for m in payload["messages"]
+            ]
+        else:
+            value = payload["prompt"]
+            if not isinstance(value, str):
+                raise ApiError(
+                    400, "the bundled engine takes one text prompt", "unsupported", "prompt"
+                )
+            prompt = value
+        requested = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        temperature = payload.get("temperature")
+        args: dict[str, Any] = {
+            "max_new_tokens": requested or self.generation.max_new_tokens,
+            "temperature": self.generation.temperature if temperature is None else temperature,
+            "top_p": payload.get("top_p") or self.generation.top_p,
+            "watermark": self.cohorts.watermark(cohort if cohort is not None else 0),
+            "batch_size": self.generation.batch_size,
+            "seed": payload.get("seed"),
+            "n": payload.get("n") or 1,
+        }
+        if args["temperature"] == 0:
+            args["temperature"] = 1e-3  # OpenAI's "greedy"; the sampler needs a positive value
+        return prompt, args
+
+
+def _content(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+    return content or ""
+
+
+def _object(chat: bool, chunk: bool) -> str:
+    if chat:
+        return "chat.completion.chunk" if chunk else "chat.completion"
+    return "text_completion"
+
+
+def _usage(completions: list[Completion]) -> dict[str, int]:
+    prompt = len(completions[0].prompt_ids)
+    completion = sum(len(c.completion_ids) for c in completions)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _answer(endpoint: str, completions: list[Completion], created: int) -> dict[str, Any]:
+    chat = endpoint == "/chat/completions"
+    choices = [
+        {
+            "index": i,
+            "message": {"role": "assistant", "content": c.text},
+            "finish_reason": c.finish_reason,
+        }
+        if chat
+        else {"index": i, "text": c.text, "finish_reason": c.finish_reason, "logprobs": None}
+        for i, c in enumerate(completions)
+    ]
+    return {
+        "id": f"{'chatcmpl' if chat else 'cmpl'}-{secrets.token_hex(12)}",
+        "object": _object(chat, False),
+        "created": created,
+        "model": MODEL_NAME,
+        "choices": choices,
+        "usage": _usage(completions),
+    }
+
+
+def _chunk(chunk_id: str, created: int, chat: bool, text: str, finish: str | None) -> bytes:
+    choice: dict[str, Any] = (
+        {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
+        if chat
+        else {"index": 0, "text": text, "finish_reason": finish}
+    )
+    return msgspec.json.encode(
+        {
+            "id": chunk_id,
+            "object": _object(chat, True),
+            "created": created,
+            "model": MODEL_NAME,
+            "choices": [choice],
+        }
+    )

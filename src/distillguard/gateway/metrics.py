@@ -1,0 +1,44 @@
+"""Prometheus metrics of the gateway, served at /metrics.
+
+One registry for the process; label sets are small and fixed (endpoint,
+status, decision) so cardinality never grows with accounts.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+REQUESTS = Counter(
+    "distillguard_requests",
+    "Requests handled, by endpoint, HTTP status and decision.",
+    ["endpoint", "status", "decision"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "distillguard_request_seconds",
+    "Time from request to last byte, by endpoint.",
+    ["endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+TOKENS = Counter("distillguard_tokens", "Tokens served, by kind.", ["kind"], registry=REGISTRY)
+IN_FLIGHT = Gauge(
+    "distillguard_in_flight_requests", "Requests admitted and not yet finished.", registry=REGISTRY
+)
+UPSTREAM_ERRORS = Counter(
+    "distillguard_upstream_errors", "Upstream failures, by kind.", ["kind"], registry=REGISTRY
+)
+EVENT_QUEUE_DEPTH = Gauge(
+    "distillguard_event_queue_depth", "Events waiting for the writer.", registry=REGISTRY
+)
+EVENTS_WRITTEN = Counter("distillguard_events_written", "Events stored.", registry=REGISTRY)
+EVENTS_DROPPED = Counter(
+    "distillguard_events_dropped",
+    "Events lost: queue full, or store down at shutdown.",
+    registry=REGISTRY,
+)
+EVENT_WRITE_ERRORS = Counter(
+    "distillguard_event_write_errors", "Failed batch writes (retried).", registry=REGISTRY
+)

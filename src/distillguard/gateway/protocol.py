@@ -1,0 +1,145 @@
+"""The request bodies the gateway validates: OpenAI's, as typed msgspec structs.
+
+Validation is strict where a wrong type would change admission (token counts,
+``max_tokens``, ``n``, ``stream``) and lenient elsewhere: unknown fields are
+kept and forwarded, so new OpenAI parameters pass through without a release.
+The same structs generate the OpenAPI schema (`openapi.py`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+from distillguard.gateway.errors import ApiError
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
+
+
+class ContentPart(Struct):
+    type: str
+    text: str | None = None
+
+
+class Message(Struct):
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content or ())
+
+
+class StreamOptions(Struct):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(Struct):
+    model: Annotated[str, Meta(min_length=1)]
+    messages: Annotated[list[Message], Meta(min_length=1)]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: PositiveInt | None = None
+    max_completion_tokens: PositiveInt | None = None
+    n: Annotated[int, Meta(ge=1, le=128)] = 1
+    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[float, Meta(gt=0.0, le=1.0)] | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    user: str | None = None
+
+    @property
+    def requested_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+# One prompt, several prompts, or pre-tokenised prompt(s): OpenAI's four shapes.
+PromptInput = str | list[str | int | list[int]]
+
+
+class CompletionRequest(Struct):
+    model: Annotated[str, Meta(min_length=1)]
+    prompt: PromptInput
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: PositiveInt | None = None
+    n: Annotated[int, Meta(ge=1, le=128)] = 1
+    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[float, Meta(gt=0.0, le=1.0)] | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    user: str | None = None
+
+    @property
+    def requested_tokens(self) -> int | None:
+        return self.max_tokens
+
+
+class EmbeddingRequest(Struct):
+    model: Annotated[str, Meta(min_length=1)]
+    input: PromptInput
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: PositiveInt | None = None
+    user: str | None = None
+
+
+Request = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
+_PARAM = re.compile(r"at `\$\.?([^`]*)`")
+
+
+def parse(body: bytes, kind: type[Request]) -> tuple[Request, dict[str, Any]]:
+    """The typed request and the raw JSON object (forwarded as is), or a 400."""
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not valid UTF-8", "invalid_encoding") from None
+    if not isinstance(raw, dict):
+        raise ApiError(400, "the request body must be a JSON object", "invalid_json")
+    try:
+        typed = msgspec.convert(raw, kind)
+    except msgspec.ValidationError as exc:
+        match = _PARAM.search(str(exc))
+        param = match.group(1) if match and match.group(1) else None
+        raise ApiError(400, f"invalid request: {exc}", "invalid_request", param) from None
+    _check_prompt_shape(typed)
+    return typed, raw
+
+
+def _check_prompt_shape(request: Request) -> None:
+    """Prompts must be homogeneous: all strings, all token ids, or all id lists."""
+    value = getattr(request, "prompt", None) or getattr(request, "input", None)
+    if isinstance(value, list):
+        if not value:
+            field = "prompt" if isinstance(request, CompletionRequest) else "input"
+            raise ApiError(400, f"`{field}` must not be empty", "invalid_request", field)
+        kinds = {type(item) for item in value}
+        if len(kinds) > 1:
+            field = "prompt" if isinstance(request, CompletionRequest) else "input"
+            raise ApiError(
+                400,
+                f"`{field}` must be a string, a list of strings, a list of token ids "
+                "or a list of token-id lists, not a mix",
+                "invalid_request",
+                field,
+            )
+
+
+def prompt_texts(request: Request) -> tuple[list[str], int]:
+    """(texts to tokenise, tokens already given as ids) of any request."""
+    if isinstance(request, ChatCompletionRequest):
+        return [m.text() for m in request.messages], 0
+    value = request.prompt if isinstance(request, CompletionRequest) else request.input
+    if isinstance(value, str):
+        return [value], 0
+    texts = [v for v in value if isinstance(v, str)]
+    ids = sum(1 for v in value if isinstance(v, int))
+    ids += sum(len(v) for v in value if isinstance(v, list))
+    return texts, ids

@@ -1,0 +1,101 @@
+"""Assembling a gateway from settings, and running it with uvicorn."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import platformdirs
+from starlette.applications import Starlette
+
+from distillguard.config import Settings
+from distillguard.errors import DistillguardError, KeyFileError
+from distillguard.gateway.app import Gateway, create_app
+from distillguard.gateway.auth import KeyRing
+from distillguard.gateway.events import EventSink
+from distillguard.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
+from distillguard.gateway.tokens import TokenCounter
+from distillguard.gateway.upstream import UpstreamBackend, UpstreamClient
+from distillguard.store import AccountStore, EventStore, default_store_url, open_engine
+from distillguard.watermark import WatermarkKey
+from distillguard.watermark.cohorts import Cohorts
+
+log = logging.getLogger("distillguard.gateway")
+
+
+def default_watermark_key_path() -> Path:
+    return platformdirs.user_data_path("distillguard") / "watermark-key.json"
+
+
+def watermark_key(path: Path | None) -> WatermarkKey:
+    """The configured key; without one, the embedded default key (created on first use)."""
+    if path is not None:
+        return WatermarkKey.load(path)
+    path = default_watermark_key_path()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            WatermarkKey.generate().save(path)
+            log.warning("created a watermark key at %s: back it up, detection needs it", path)
+        except KeyFileError:  # another replica created it first
+            pass
+    return WatermarkKey.load(path)
+
+
+def build(settings: Settings) -> Starlette:
+    config = settings.gateway
+    if (config.upstream is None) == (config.engine is None):
+        raise DistillguardError("serve needs exactly one of --upstream URL or --engine bundled")
+    engine = open_engine(config.store or default_store_url())
+    keys = KeyRing(AccountStore(engine), config.key_refresh_seconds)
+    limiter: Limiter = RedisLimiter(config.redis) if config.redis else MemoryLimiter()
+    sink = EventSink(EventStore(engine), config.event_queue_size, config.event_batch_size)
+    counter = TokenCounter.bundled(settings.cache_dir)
+    cohorts = None
+    models = None
+    if config.engine == "bundled":
+        from distillguard.engine.serving import BundledBackend
+        from distillguard.engine.transformers_engine import TransformersEngine
+
+        cohorts = Cohorts(watermark_key(config.watermark_key), config.cohorts)
+        backend = BundledBackend(
+            TransformersEngine.bundled(settings.cache_dir), cohorts, settings.generation
+        )
+        models = backend.models_served
+    else:
+        assert config.upstream is not None
+        if config.watermark_key is not None:  # cohorts are recorded for later attribution
+            cohorts = Cohorts(WatermarkKey.load(config.watermark_key), config.cohorts)
+        secret = config.upstream_api_key.get_secret_value() if config.upstream_api_key else None
+        backend = UpstreamBackend(UpstreamClient(config.upstream, secret, config.upstream_timeout))
+    gateway = Gateway(config, keys, limiter, backend, counter, sink, cohorts, models)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        await keys.start()
+        sink.start()
+        try:
+            yield
+        finally:
+            await keys.close()
+            await backend.close()
+            await limiter.close()
+            sink.close()  # drains the queue: no event lost on a graceful shutdown
+            engine.dispose()
+
+    return create_app(gateway, lifespan=lifespan)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    app = build(settings)
+    uvicorn.run(
+        app,
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        log_level="warning",
+        access_log=False,  # the event log is the access log
+        timeout_graceful_shutdown=30,
+    )
