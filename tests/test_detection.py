@@ -86,7 +86,7 @@ def test_tiny_p_values_keep_their_magnitude_in_log10(key):
 
 
 def test_repeated_windows_are_scored_once(key):
-    watermark = Watermark(key)
+    watermark = Watermark(key, context_width=1)
     ids = np.random.default_rng(4).integers(0, VOCAB, 40)
     once = watermark.detect(ids)
     repeated = watermark.detect(np.tile(ids, 50))
@@ -96,7 +96,7 @@ def test_repeated_windows_are_scored_once(key):
 
 
 def test_windows_copied_from_the_prompt_are_not_scored(key):
-    watermark = Watermark(key)
+    watermark = Watermark(key, context_width=1)
     rng = np.random.default_rng(5)
     prompt = rng.integers(0, VOCAB, 100)
     answer = np.concatenate([prompt[10:60], rng.integers(0, VOCAB, 30)])
@@ -115,6 +115,25 @@ def test_detect_batch_equals_detect_one_by_one(key):
         watermark.detect_batch([t], [p])[0] for t, p in zip(texts, prompts, strict=True)
     ]
     assert batch[3].scored == 1
+
+
+def test_scoreable_mask_limits_scoring_to_chosen_tokens(key):
+    watermark = Watermark(key, context_width=1)
+    rng = np.random.default_rng(8)
+    texts = [rng.integers(0, VOCAB, 60), rng.integers(0, VOCAB, 30)]
+    masks = [rng.random(60) < 0.5, np.zeros(30, dtype=bool)]
+    everything = watermark.detect_batch(texts, scoreable=[np.ones(60, bool), np.ones(30, bool)])
+    assert everything == watermark.detect_batch(texts)
+    chosen, none = watermark.detect_batch(texts, scoreable=masks)
+    # Window i scores token i (i >= k); the first token has no window of its own.
+    assert chosen.scored == int(masks[0][1:].sum())
+    assert (none.scored, none.total_windows) == (0, 29)
+    kept = [i for i in range(1, 60) if masks[0][i]]
+    green = watermark.detect_batch([texts[0]])[0]  # same key, every window
+    assert chosen.scored <= green.scored
+    assert watermark.detect(texts[0], scoreable=masks[0]).scored == len(kept)
+    with pytest.raises(ValueError, match="one entry per token"):
+        watermark.detect(texts[0], scoreable=masks[0][:10])
 
 
 def test_corpus_detection_deduplicates_across_texts(key):

@@ -28,7 +28,7 @@ class WatermarkConfig:
     scheme: SchemeName = "kgw"
     gamma: float = 0.25
     delta: float = 2.0
-    context_width: int = 1
+    context_width: int = 2
     vocab_size: int = DEFAULT_VOCAB_SIZE
 
     def __post_init__(self) -> None:
@@ -102,7 +102,7 @@ class Watermark:
         scheme: SchemeName = "kgw",
         gamma: float = 0.25,
         delta: float = 2.0,
-        context_width: int = 1,
+        context_width: int = 2,
         vocab_size: int = DEFAULT_VOCAB_SIZE,
     ) -> None:
         self.key = key
@@ -158,9 +158,18 @@ class Watermark:
         self,
         token_ids: Sequence[int] | np.ndarray,
         prompt_ids: Sequence[int] | np.ndarray | None = None,
+        scoreable: Sequence[bool] | np.ndarray | None = None,
     ) -> DetectionResult:
-        """Test one token sequence; windows that occur in the prompt are not scored."""
-        result = self.detect_batch([token_ids], None if prompt_ids is None else [prompt_ids])[0]
+        """Test one token sequence; windows that occur in the prompt are not scored.
+
+        ``scoreable`` (one bool per token, e.g. from `engine.entropy_mask`)
+        limits scoring to chosen tokens; see `select` for the rule it must obey.
+        """
+        result = self.detect_batch(
+            [token_ids],
+            None if prompt_ids is None else [prompt_ids],
+            None if scoreable is None else [scoreable],
+        )[0]
         if result.total_windows == 0:
             raise InputTooShortError(
                 f"text has no token window to score: it needs more than "
@@ -172,9 +181,10 @@ class Watermark:
         self,
         sequences: Sequence[Sequence[int] | np.ndarray],
         prompts: Sequence[Sequence[int] | np.ndarray | None] | None = None,
+        scoreable: Sequence[Sequence[bool] | np.ndarray] | None = None,
     ) -> list[DetectionResult]:
         """Test many sequences in one vectorised pass (each de-duplicated on its own)."""
-        selected = self._select(sequences, prompts, pooled=False)
+        selected = self._select(sequences, prompts, scoreable, pooled=False)
         per_token = self.scheme.token_scores(self.hash.values(selected.contexts, selected.tokens))
         n = selected.n_segments
         scored = np.bincount(selected.segments, minlength=n)
@@ -185,15 +195,16 @@ class Watermark:
         self,
         sequences: Sequence[Sequence[int] | np.ndarray],
         prompts: Sequence[Sequence[int] | np.ndarray | None] | None = None,
+        scoreable: Sequence[Sequence[bool] | np.ndarray] | None = None,
     ) -> DetectionResult:
         """One test over a whole corpus, de-duplicated across all of it."""
-        selected = self._select(sequences, prompts, pooled=True)
+        selected = self._select(sequences, prompts, scoreable, pooled=True)
         per_token = self.scheme.token_scores(self.hash.values(selected.contexts, selected.tokens))
         return self._results(
             np.array([per_token.sum()]), np.array([len(selected)]), np.array([selected.total.sum()])
         )[0]
 
-    def _select(self, sequences, prompts, *, pooled: bool) -> win.Windows:
+    def _select(self, sequences, prompts, scoreable, *, pooled: bool) -> win.Windows:
         vocab = self.config.vocab_size
         packed = win.Sequences.pack(sequences, vocab)
         packed_prompts = None
@@ -201,8 +212,16 @@ class Watermark:
             if len(prompts) != len(sequences):
                 raise ValueError("prompts must align with sequences")
             packed_prompts = win.Sequences.pack(prompts, vocab)
+        mask = None
+        if scoreable is not None:
+            mask = win.pack_mask(scoreable, packed)
         return win.select(
-            packed, self.config.context_width, packed_prompts, vocab_size=vocab, pooled=pooled
+            packed,
+            self.config.context_width,
+            packed_prompts,
+            vocab_size=vocab,
+            pooled=pooled,
+            scoreable=mask,
         )
 
     def _results(

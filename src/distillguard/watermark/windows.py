@@ -69,9 +69,13 @@ class Sequences:
             )
         return cls(flat.astype(np.int64, copy=False), lengths)
 
-    def windows(self, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def windows(
+        self, width: int, scoreable: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(contexts (n, width), tokens, segment of each window, windows per sequence).
 
+        ``scoreable`` (bool, aligned with ``flat``) drops the windows whose
+        token is not scoreable; the per-sequence counts stay those before it.
         Vectorised over all sequences at once: per-sequence Python work would
         cost more than the hashing for short texts.
         """
@@ -82,9 +86,21 @@ class Sequences:
         first_window = np.cumsum(counts) - counts
         offsets = np.arange(total, dtype=np.int64) - np.repeat(first_window, counts)
         positions = np.repeat(starts + width, counts) + offsets
+        if scoreable is not None:
+            keep = scoreable[positions]
+            positions, segments = positions[keep], segments[keep]
         tokens = self.flat[positions]
         contexts = self.flat[positions[:, None] + np.arange(-width, 0, dtype=np.int64)[None, :]]
         return contexts, tokens, segments, counts
+
+
+def pack_mask(masks: Sequence[Sequence[bool] | np.ndarray], sequences: Sequences) -> np.ndarray:
+    """Per-sequence boolean masks as one flat array aligned with ``sequences.flat``."""
+    arrays = [np.asarray(m, dtype=bool).reshape(-1) for m in masks]
+    lengths = [a.size for a in arrays]
+    if lengths != sequences.lengths.tolist():
+        raise ValueError("scoreable masks must have one entry per token of each sequence")
+    return np.concatenate(arrays) if arrays else np.zeros(0, dtype=bool)
 
 
 def select(
@@ -94,14 +110,17 @@ def select(
     *,
     vocab_size: int,
     pooled: bool = False,
+    scoreable: np.ndarray | None = None,
 ) -> Windows:
     """Windows of each sequence, de-duplicated and minus prompt windows.
 
     ``pooled=True`` de-duplicates across all sequences (one corpus-level test);
-    otherwise each sequence is de-duplicated on its own. The order of the
-    returned windows is unspecified.
+    otherwise each sequence is de-duplicated on its own. ``scoreable`` (bool,
+    aligned with ``sequences.flat``) restricts scoring to chosen token
+    positions; it must not depend on the key, or the null test is no longer
+    exact. The order of the returned windows is unspecified.
     """
-    contexts, tokens, segments, counts = sequences.windows(width)
+    contexts, tokens, segments, counts = sequences.windows(width, scoreable)
     n = int(sequences.lengths.size)
     if tokens.shape[0] == 0:
         return Windows(contexts, tokens, segments, n, counts)
