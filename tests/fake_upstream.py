@@ -73,6 +73,7 @@ async def app(scope, receive, send) -> None:
             "error": {
                 "message": "no such model",
                 "type": "invalid_request_error",
+                "param": None,
                 "code": "model_not_found",
             }
         }

@@ -59,9 +59,10 @@ def test_keygen_rejects_invalid_parameters(tmp_path):
 def test_detect_token_ids_from_jsonl(tmp_path, key_file):
     watermark = Watermark.from_key(WatermarkKey.load(key_file))
     rng = np.random.default_rng(0)
-    green_only = [0]
+    k = watermark.config.context_width
+    green_only = [0] * k
     for _ in range(120):  # a sequence made only of green tokens: maximally watermarked
-        values = watermark.hash.vocabulary_values(np.array([[green_only[-1]]]))[0]
+        values = watermark.hash.vocabulary_values(np.array([green_only[-k:]]))[0]
         green_only.append(int(rng.choice(np.flatnonzero(watermark.scheme.green(values)))))
     clean = rng.integers(0, 49152, 120).tolist()
     data = tmp_path / "texts.jsonl"
@@ -76,7 +77,8 @@ def test_detect_token_ids_from_jsonl(tmp_path, key_file):
     marked, plain = (json.loads(line) for line in result.stdout.splitlines())
     assert marked["input"].endswith("texts.jsonl:1") and plain["input"].endswith("texts.jsonl:3")
     assert marked["green_fraction"] == 1.0 and marked["p_value"] < 1e-60
-    assert plain["p_value"] > 1e-4 and plain["scored"] == 119 - 9
+    windows, prompt_windows = 120 - k, 10 - k
+    assert plain["p_value"] > 1e-4 and plain["scored"] == windows - prompt_windows
     assert set(marked) >= {"p_value", "z", "scored", "green_fraction"}
 
 

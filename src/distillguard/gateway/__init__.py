@@ -1,1 +1,1 @@
-"""The OpenAI-compatible gateway: auth, limits and policy, proxying or the bundled engine, events."""
+"""The OpenAI-compatible gateway: auth, limits and policy, the answer, one event per request."""

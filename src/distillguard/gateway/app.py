@@ -101,12 +101,13 @@ class Gateway:
         trace = Trace(endpoint)
         event = trace.begin(request)
         try:
+            # Authenticate first: an anonymous caller costs no parsing and learns nothing.
+            record = self.keys.authenticate(request.headers.get("authorization"))
+            self._identify(event, record)
             body = await read_body(request, self.settings.max_body_bytes)
             typed, raw = protocol.parse(body, kind)
             event.model, event.request = typed.model, raw
             event.stream = bool(getattr(typed, "stream", False))
-            record = self.keys.authenticate(request.headers.get("authorization"))
-            self._identify(event, record)
             self._check_policy(record, event)
             self._check_model(typed.model)
             plan = self._plan(record, typed)

@@ -1,0 +1,306 @@
+"""The gateway end to end: real `distillguard serve`, real fake-upstream server, openai SDK."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+from distillguard.gateway.policy import Limits
+from distillguard.store import AccountStore, EventStore, open_engine
+from tests.gateway_stack import fake_upstream, gateway
+from tests.helpers import assert_user_error, run
+
+MESSAGES = [{"role": "user", "content": "What is six times seven?"}]
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    with fake_upstream() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('gateway') / 'store.db'}"
+
+
+@pytest.fixture(scope="module")
+def accounts(store) -> AccountStore:
+    return AccountStore(open_engine(store))
+
+
+@pytest.fixture(scope="module")
+def stack(upstream, store, accounts):
+    with gateway(upstream, store) as running:
+        yield running
+
+
+def new_key(accounts: AccountStore, account: str, **limits) -> str:
+    key = accounts.issue_key(account, "org-" + account, Limits(**limits)).api_key
+    time.sleep(0.5)  # the gateway reloads keys every 0.2 s in these tests
+    return key
+
+
+def client(stack, key: str, **kwargs) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.url, api_key=key, **kwargs)
+
+
+def post(stack, path: str, key: str | None, content: bytes) -> httpx.Response:
+    headers = {"content-type": "application/json"}
+    if key:
+        headers["authorization"] = f"Bearer {key}"
+    return httpx.post(stack.url + path, content=content, headers=headers, timeout=30)
+
+
+def assert_openai_error(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["code"] == code and error["message"]
+    return error
+
+
+# -- the openai SDK, unchanged ------------------------------------------------------------
+
+
+def test_openai_sdk_chat_completions_and_streaming(stack, accounts):
+    sdk = client(stack, new_key(accounts, "sdk-user"))
+    answer = sdk.chat.completions.create(model="fake-model", messages=MESSAGES)
+    assert answer.choices[0].message.content == "The answer is forty-two."
+    assert answer.usage.completion_tokens == 5
+
+    stream = sdk.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True)
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+        "The answer is forty-two."
+    )
+    assert all(c.usage is None for c in chunks)  # not asked for: the usage chunk is withheld
+
+    stream = sdk.chat.completions.create(
+        model="fake-model", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
+    assert [c.usage.completion_tokens for c in stream if c.usage] == [5]
+
+
+def test_openai_sdk_completions_embeddings_models(stack, accounts):
+    sdk = client(stack, new_key(accounts, "sdk-other"))
+    assert sdk.completions.create(model="fake-model", prompt="Say it").choices[0].text
+    assert sdk.embeddings.create(model="fake-model", input="hello").data[0].embedding == [0.1, 0.2]
+    assert [m.id for m in sdk.models.list()] == ["fake-model"]
+
+
+def test_rate_limit_refusal_is_openai_shaped_and_sdk_retry_succeeds(stack, accounts):
+    key = new_key(accounts, "burst-user", rpm=60)  # one request per second after a burst of 60
+    body = b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}'
+    started = time.monotonic()
+    admitted = 0
+    while (refused := post(stack, "/chat/completions", key, body)).status_code == 200:
+        admitted += 1
+    # A burst of exactly 60, plus the one request per second that refills meanwhile.
+    assert 60 <= admitted <= 60 + int(time.monotonic() - started) + 1
+    assert_openai_error(refused, 429, "requests_rate_limit_exceeded")
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    headers = refused.headers
+    assert headers["x-ratelimit-limit-requests"] == "60"
+    assert headers["x-ratelimit-remaining-requests"] == "0"
+    assert 0 < int(headers["retry-after-ms"]) <= 1000
+    assert headers["retry-after"] == "1"
+    assert headers["x-ratelimit-reset-requests"].endswith("s")
+
+    started = time.monotonic()
+    answer = client(stack, key, max_retries=3).chat.completions.create(
+        model="fake-model", messages=MESSAGES
+    )
+    assert answer.choices[0].message.content
+    assert time.monotonic() - started > 0.05  # it had to wait for the window to free
+
+
+def test_token_reservation_larger_than_the_limit_is_refused_without_retry(stack, accounts):
+    key = new_key(accounts, "small-tpm", tpm=1000)
+    body = (
+        b'{"model": "fake-model", "max_tokens": 5000, '
+        b'"messages": [{"role": "user", "content": "hi"}]}'
+    )
+    refused = post(stack, "/chat/completions", key, body)
+    assert_openai_error(refused, 429, "request_too_large")
+    assert refused.headers["x-should-retry"] == "false"
+    ok = post(stack, "/chat/completions", key, body.replace(b"5000", b"100"))
+    assert ok.status_code == 200
+
+
+# -- bad input: OpenAI-shaped 4xx, never a 500 ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "code"),
+    [
+        (b'{"model": "fake-model", "messages": [', "invalid_json"),
+        (b'{"model": "fake-model", "messages": "hi"}', "invalid_request"),
+        (b'{"model": 3, "messages": [{"role": "user", "content": "hi"}]}', "invalid_request"),
+        (b'{"model": "m", "messages": [{"role": "user", "content": "\xff"}]}', "invalid_encoding"),
+        (b"[1, 2]", "invalid_json"),
+        (
+            b'{"model": "m", "messages": [{"role": "user", "content": "' + b"x" * 5000 + b'"}]}',
+            "body_too_large",
+        ),
+    ],
+)
+def test_malformed_requests_get_a_400_class_error(stack, accounts, content, code):
+    key = new_key(accounts, "bad-input")
+    response = post(stack, "/chat/completions", key, content)
+    assert 400 <= response.status_code < 500
+    assert_openai_error(response, response.status_code, code)
+
+
+def test_wrong_type_names_the_parameter(stack, accounts):
+    key = new_key(accounts, "bad-param")
+    body = b'{"model": "fake-model", "max_tokens": "many", "messages": [{"role": "user", "content": "hi"}]}'
+    error = assert_openai_error(post(stack, "/chat/completions", key, body), 400, "invalid_request")
+    assert error["param"] == "max_tokens"
+
+
+def test_missing_invalid_and_revoked_keys_are_401(stack, accounts):
+    body = b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}'
+    assert_openai_error(post(stack, "/chat/completions", None, body), 401, "missing_api_key")
+    assert_openai_error(
+        post(stack, "/chat/completions", "dg-nope-nope", body), 401, "invalid_api_key"
+    )
+    issued = accounts.issue_key("to-revoke")
+    time.sleep(0.5)
+    assert post(stack, "/chat/completions", issued.api_key, body).status_code == 200
+    accounts.revoke_key(issued.record.key_id)
+    time.sleep(0.5)
+    assert_openai_error(
+        post(stack, "/chat/completions", issued.api_key, body), 401, "invalid_api_key"
+    )
+
+
+def test_upstream_errors_become_502_504_and_unknown_models_404(stack, accounts):
+    key = new_key(accounts, "upstream-errors")
+
+    def ask(model: str) -> httpx.Response:
+        body = f'{{"model": "{model}", "messages": [{{"role": "user", "content": "hi"}}]}}'
+        return post(stack, "/chat/completions", key, body.encode())
+
+    assert_openai_error(ask("fail-500"), 502, "upstream_error")
+    assert_openai_error(ask("slow-10"), 504, "upstream_timeout")
+    error = assert_openai_error(ask("unknown-model"), 404, "model_not_found")
+    assert error["type"] == "invalid_request_error"
+
+
+def test_upstream_down_is_a_502(upstream, store, accounts):
+    key = accounts.issue_key("no-upstream").api_key
+    with gateway("http://127.0.0.1:9/v1", store) as dead:  # nothing listens on port 9
+        body = b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}'
+        assert_openai_error(post(dead, "/chat/completions", key, body), 502, "upstream_error")
+
+
+# -- concurrency slots are never leaked ----------------------------------------------------------
+
+
+def test_concurrency_slot_is_released_after_cancelled_streams_and_timeouts(stack, accounts):
+    key = new_key(accounts, "one-at-a-time", concurrency=1)
+    body = b'{"model": "slow-0.5", "stream": true, "messages": [{"role": "user", "content": "hi"}]}'
+    # A slow stream holds the only slot: a second request is refused meanwhile.
+    with httpx.stream(
+        "POST",
+        stack.url + "/chat/completions",
+        content=body,
+        headers={"authorization": f"Bearer {key}"},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        chunks = response.iter_bytes()  # keep the iterator: dropping it closes the response
+        next(chunks)
+        quick = b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}'
+        assert_openai_error(
+            post(stack, "/chat/completions", key, quick), 429, "concurrency_limit_exceeded"
+        )
+    # The client hung up mid-stream; an upstream timeout follows; each must free the slot.
+    time.sleep(0.3)
+    timeout = b'{"model": "slow-10", "messages": [{"role": "user", "content": "hi"}]}'
+    assert post(stack, "/chat/completions", key, timeout).status_code == 504
+    quick = b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}'
+    assert post(stack, "/chat/completions", key, quick).status_code == 200
+    metrics = httpx.get(stack.url.removesuffix("/v1") + "/metrics").text
+    assert "distillguard_in_flight_requests 0.0" in metrics
+
+
+def test_sdk_retries_a_concurrency_refusal_until_the_slot_frees(stack, accounts):
+    key = new_key(accounts, "retry-slot", concurrency=1)
+    slow = threading.Thread(
+        target=lambda: client(stack, key).chat.completions.create(model="slow-1", messages=MESSAGES)
+    )
+    slow.start()
+    time.sleep(0.3)
+    answer = client(stack, key, max_retries=5).chat.completions.create(
+        model="fake-model", messages=MESSAGES
+    )
+    slow.join()
+    assert answer.choices[0].message.content
+
+
+# -- policy ---------------------------------------------------------------------------------
+
+
+def test_blocked_account_gets_403_and_shadow_mode_only_logs(upstream, store, stack, accounts):
+    key = new_key(accounts, "to-block")
+    run_result = run("accounts", "set-tier", "to-block", "block", "--store", store)
+    assert run_result.returncode == 0, run_result.stderr
+    time.sleep(0.5)
+    body = b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}'
+    error = assert_openai_error(post(stack, "/chat/completions", key, body), 403, "account_blocked")
+    assert error["type"] == "permission_error"
+    with gateway(upstream, store, "--shadow") as shadow:
+        assert post(shadow, "/chat/completions", key, body).status_code == 200
+    events = [e for e in EventStore(open_engine(store)).read(account_id="to-block")]
+    assert [(e["status"], e["decision"], e["shadow"]) for e in events] == [
+        (403, "blocked", False),
+        (200, "blocked", True),
+    ]
+
+
+def test_unknown_tier_is_a_clear_cli_error(store, accounts):
+    accounts.issue_key("tiered")
+    assert_user_error(
+        run("accounts", "set-tier", "tiered", "sideways", "--store", store), "unknown tier"
+    )
+    assert_user_error(run("keys", "revoke", "nope", "--store", store), "no API key")
+
+
+# -- the event log --------------------------------------------------------------------------------
+
+
+def test_every_request_is_one_event_and_none_is_lost_on_shutdown(upstream, tmp_path):
+    store = f"sqlite:///{tmp_path / 'events.db'}"
+    accounts = AccountStore(open_engine(store))
+    key = accounts.issue_key("eventful", "org-e").api_key
+    with gateway(upstream, store) as running:
+        sdk = client(running, key)
+        for _ in range(40):
+            sdk.chat.completions.create(model="fake-model", messages=MESSAGES, max_tokens=9)
+        list(sdk.chat.completions.create(model="fake-model", messages=MESSAGES, stream=True))
+        post(running, "/chat/completions", None, b"{}")
+        assert running.stop() in (0, -signal.SIGTERM)
+    events = list(EventStore(open_engine(store)).read())
+    assert len(events) == 42
+    first = events[0]
+    assert first["account_id"] == "eventful" and first["org_id"] == "org-e"
+    assert first["request"]["max_tokens"] == 9 and first["request"]["messages"] == MESSAGES
+    assert first["response_text"] == "The answer is forty-two."
+    assert (first["prompt_tokens"], first["completion_tokens"]) == (7, 5)
+    assert first["decision"] == "admitted" and first["status"] == 200
+    assert first["user_agent"].startswith("OpenAI/Python")
+    assert (
+        events[40]["stream"] is True and events[40]["response_text"] == "The answer is forty-two."
+    )
+    assert (events[41]["status"], events[41]["decision"]) == (401, "rejected")
+
+    exported = run("events", "export", "--format", "jsonl", "--store", store)
+    assert exported.returncode == 0
+    assert len(exported.stdout.strip().split("\n")) == 42
