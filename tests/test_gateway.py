@@ -159,7 +159,10 @@ def test_malformed_requests_get_a_400_class_error(stack, accounts, content, code
 
 def test_wrong_type_names_the_parameter(stack, accounts):
     key = new_key(accounts, "bad-param")
-    body = b'{"model": "fake-model", "max_tokens": "many", "messages": [{"role": "user", "content": "hi"}]}'
+    body = (
+        b'{"model": "fake-model", "max_tokens": "many", '
+        b'"messages": [{"role": "user", "content": "hi"}]}'
+    )
     error = assert_openai_error(post(stack, "/chat/completions", key, body), 400, "invalid_request")
     assert error["param"] == "max_tokens"
 
