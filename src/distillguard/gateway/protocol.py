@@ -40,32 +40,9 @@ class StreamOptions(Struct):
     include_usage: bool = False
 
 
-class ChatCompletionRequest(Struct):
-    model: Annotated[str, Meta(min_length=1)]
-    messages: Annotated[list[Message], Meta(min_length=1)]
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: PositiveInt | None = None
-    max_completion_tokens: PositiveInt | None = None
-    n: Annotated[int, Meta(ge=1, le=128)] = 1
-    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, Meta(gt=0.0, le=1.0)] | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    user: str | None = None
+class Sampling(Struct, kw_only=True):
+    """Parameters chat and text completions share."""
 
-    @property
-    def requested_tokens(self) -> int | None:
-        return self.max_completion_tokens or self.max_tokens
-
-
-# One prompt, several prompts, or pre-tokenised prompt(s): OpenAI's four shapes.
-PromptInput = str | list[str | int | list[int]]
-
-
-class CompletionRequest(Struct):
-    model: Annotated[str, Meta(min_length=1)]
-    prompt: PromptInput
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: PositiveInt | None = None
@@ -79,6 +56,25 @@ class CompletionRequest(Struct):
     @property
     def requested_tokens(self) -> int | None:
         return self.max_tokens
+
+
+class ChatCompletionRequest(Sampling, kw_only=True):
+    model: Annotated[str, Meta(min_length=1)]
+    messages: Annotated[list[Message], Meta(min_length=1)]
+    max_completion_tokens: PositiveInt | None = None
+
+    @property
+    def requested_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+# One prompt, several prompts, or pre-tokenised prompt(s): OpenAI's four shapes.
+PromptInput = str | list[str | int | list[int]]
+
+
+class CompletionRequest(Sampling, kw_only=True):
+    model: Annotated[str, Meta(min_length=1)]
+    prompt: PromptInput
 
 
 class EmbeddingRequest(Struct):

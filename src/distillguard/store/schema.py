@@ -27,14 +27,22 @@ metadata = MetaData()
 Json = JSON().with_variant(JSONB(), "postgresql")
 Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
 
+
+def limit_columns() -> list[Column]:
+    """rpm, tpm, tpd, concurrency; NULL means the configured default for that level."""
+    return [
+        Column("rpm", Integer),
+        Column("tpm", Integer),
+        Column("tpd", BigInteger),
+        Column("concurrency", Integer),
+    ]
+
+
 organizations = Table(
     "organizations",
     metadata,
     Column("org_id", String(128), primary_key=True),
-    Column("rpm", Integer),  # NULL: the configured default for organisations
-    Column("tpm", Integer),
-    Column("tpd", BigInteger),
-    Column("concurrency", Integer),
+    *limit_columns(),
     Column("updated_at", Float, nullable=False),
 )
 
@@ -45,10 +53,7 @@ accounts = Table(
     Column("org_id", String(128), nullable=True),
     Column("tier", String(16), nullable=False, default="normal"),
     Column("tier_reason", Text),
-    Column("rpm", Integer),
-    Column("tpm", Integer),
-    Column("tpd", BigInteger),
-    Column("concurrency", Integer),
+    *limit_columns(),
     Column("updated_at", Float, nullable=False),
 )
 
@@ -60,10 +65,7 @@ api_keys = Table(
     Column("account_id", String(128), ForeignKey("accounts.account_id"), nullable=False),
     Column("org_id", String(128), nullable=True),
     Column("name", String(128)),
-    Column("rpm", Integer),
-    Column("tpm", Integer),
-    Column("tpd", BigInteger),
-    Column("concurrency", Integer),
+    *limit_columns(),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float),
 )
