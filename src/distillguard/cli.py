@@ -355,7 +355,7 @@ def keys_list(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object per key.")] = False,
 ) -> None:
     """List keys (ids, accounts, limits, state); never secrets."""
-    records = _accounts(store).keys()
+    records = _accounts(store).list_keys()
     rows = [
         {
             "key_id": r.key_id,

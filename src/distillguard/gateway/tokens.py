@@ -4,8 +4,8 @@ The bundled model's tokenizer (the `tokenizers` library, no torch) is the
 reference. Upstream models tokenise differently, so the count is an estimate
 there; the gateway reconciles with the upstream's reported usage afterwards.
 Without the tokenizer cache (a light install that never ran the model) a
-conservative byte-based estimate is used instead, never an undercount of
-more than a few percent for natural text.
+byte-based estimate is used instead (one token per 3 UTF-8 bytes); either
+way the reservation is replaced by the real usage once the answer is in.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 # OpenAI's own accounting uses 3-4 per message plus 3 to prime the answer.
 PER_MESSAGE = 4
 PER_REQUEST = 3
-BYTES_PER_TOKEN = 3  # fallback: BPE vocabularies average ~4 bytes/token on English
+BYTES_PER_TOKEN = 3  # fallback estimate; settle() corrects it with real usage
 
 
 class TokenCounter:

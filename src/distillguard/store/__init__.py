@@ -8,10 +8,9 @@ from distillguard.store.accounts import (
     parse_api_key,
 )
 from distillguard.store.database import StoreError, default_store_url, open_engine
-from distillguard.store.events import EVENT_FIELDS, Event, EventStore
+from distillguard.store.events import Event, EventStore
 
 __all__ = [
-    "EVENT_FIELDS",
     "AccountError",
     "AccountStore",
     "Event",

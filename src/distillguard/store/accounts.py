@@ -132,16 +132,8 @@ class AccountStore:
                     **limits.columns(),
                 )
             )
-        record = KeyRecord(
-            key_id=key_id,
-            secret_sha256=_sha256(secret),
-            account_id=account_id,
-            org_id=org_id,
-            name=name,
-            created_at=now,
-            revoked_at=None,
-            limits=limits,
-        )
+        record = self.get_key(key_id)  # read back: carries the account's tier and limits
+        assert record is not None
         return IssuedKey(record=record, api_key=f"{KEY_PREFIX}-{key_id}-{secret}")
 
     def revoke_key(self, key_id: str) -> KeyRecord:
@@ -160,9 +152,9 @@ class AccountStore:
     def get_key(self, key_id: str) -> KeyRecord | None:
         return next(self._key_records(key_id), None)
 
-    def keys(self, include_revoked: bool = True) -> list[KeyRecord]:
-        records = list(self._key_records())
-        return [r for r in records if include_revoked or r.revoked_at is None]
+    def list_keys(self) -> list[KeyRecord]:
+        """Every key, revoked ones included, oldest first."""
+        return list(self._key_records())
 
     def active_keys(self) -> dict[str, KeyRecord]:
         """Every usable key with its account's tier and limits: the gateway's cache."""
@@ -179,26 +171,6 @@ class AccountStore:
             )
         if done.rowcount == 0:
             raise AccountError(f"no account {account_id!r} (issue it a key first)")
-
-    def set_account_limits(self, account_id: str, limits: Limits) -> None:
-        self._set_limits(accounts, accounts.c.account_id, account_id, limits, "account")
-
-    def set_org_limits(self, org_id: str, limits: Limits) -> None:
-        self._set_limits(organizations, organizations.c.org_id, org_id, limits, "organisation")
-
-    def _set_limits(self, table, column, ident: str, limits: Limits, what: str) -> None:
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                update(table)
-                .where(column == ident)
-                .values(updated_at=time.time(), **limits.columns())
-            )
-        if done.rowcount == 0:
-            raise AccountError(f"no {what} {ident!r}")
-
-    def tiers(self) -> dict[str, str]:
-        with self.engine.connect() as conn:
-            return dict(conn.execute(select(accounts.c.account_id, accounts.c.tier)).all())
 
     def _key_records(self, key_id: str | None = None) -> Iterator[KeyRecord]:
         query = (

@@ -8,10 +8,10 @@ out in insertion order.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from distillguard.store.schema import events
 
@@ -40,9 +40,6 @@ class Event:
     stream: bool = False
     cohort: int | None = None
     error: str | None = None
-
-
-EVENT_FIELDS = tuple(f.name for f in fields(Event))
 
 
 class EventStore:
@@ -76,7 +73,3 @@ class EventStore:
             result = conn.execution_options(yield_per=chunk).execute(query)
             for row in result.mappings():
                 yield dict(row)
-
-    def count(self) -> int:
-        with self.engine.connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
