@@ -2,6 +2,14 @@
 
 Under the null (text that never saw the key) p-values must be uniform over
 keys, and a strict threshold must almost never fire.
+
+KGW's exact p-value is a binomial tail: on the few hundred windows this test
+can afford it lives on a coarse lattice, and a KS test against U(0, 1) rejects
+even perfectly i.i.d. Bernoulli(gamma) green counts. So the uniformity check
+uses the randomised probability integral transform, which is exactly U(0, 1)
+if and only if the green count is Binomial(scored, gamma): the null itself,
+tested without the lattice. (The benchmark's corpora are large enough for the
+plain exact p-values; see docs/benchmarks.md.)
 """
 
 import numpy as np
@@ -9,10 +17,18 @@ import pytest
 from scipy import stats
 
 from distillguard.engine.bundled import load_text_tokenizer
-from distillguard.watermark import Watermark, WatermarkKey
+from distillguard.watermark import DetectionResult, Watermark, WatermarkKey
 
 pytestmark = pytest.mark.model
 KEYS = 300
+
+
+def uniform_under_null(result: DetectionResult, gamma: float, rng: np.random.Generator) -> float:
+    """Randomised PIT for a discrete score; the exact p-value for a continuous one."""
+    if result.green is None:
+        return result.p_value
+    n, g = result.scored, result.green
+    return float(stats.binom.sf(g, n, gamma) + rng.uniform() * stats.binom.pmf(g, n, gamma))
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +45,12 @@ def test_p_values_are_uniform_over_random_keys(scheme, source, human_texts, unwa
     else:
         texts = [np.array(c.completion_ids) for c in unwatermarked_answers]
         prompts = [np.array(c.prompt_ids) for c in unwatermarked_answers]
+    rng = np.random.default_rng()
     corpus_p, per_text_p = [], []
     for _ in range(KEYS):
         watermark = Watermark(WatermarkKey.generate(), scheme=scheme)
-        corpus_p.append(watermark.detect_corpus(texts, prompts).p_value)
+        corpus = watermark.detect_corpus(texts, prompts)
+        corpus_p.append(uniform_under_null(corpus, watermark.config.gamma, rng))
         per_text_p.extend(r.p_value for r in watermark.detect_batch(texts, prompts) if r.scored)
     assert stats.kstest(corpus_p, "uniform").pvalue > 0.01
     per_text = np.array(per_text_p)

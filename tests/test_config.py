@@ -13,7 +13,7 @@ def test_embedded_defaults(monkeypatch, tmp_path):
         settings.watermark.gamma,
         settings.watermark.delta,
         settings.watermark.context_width,
-    ) == ("kgw", 0.25, 2.0, 1)
+    ) == ("kgw", 0.25, 2.0, 2)
 
 
 def test_file_then_environment_then_arguments(monkeypatch, tmp_path):
@@ -31,8 +31,8 @@ def test_file_then_environment_then_arguments(monkeypatch, tmp_path):
 def test_local_file_is_found_in_the_working_directory(monkeypatch, tmp_path):
     monkeypatch.delenv("DISTILLGUARD_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "distillguard.toml").write_text("[watermark]\ncontext_width = 2\n")
-    assert load_settings().watermark.context_width == 2
+    (tmp_path / "distillguard.toml").write_text("[watermark]\ncontext_width = 1\n")
+    assert load_settings().watermark.context_width == 1
 
 
 @pytest.mark.parametrize(

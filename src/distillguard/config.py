@@ -34,7 +34,7 @@ class WatermarkSettings(BaseModel):
     scheme: Literal["kgw", "gumbel"] = "kgw"
     gamma: float = Field(0.25, gt=0.0, lt=1.0)
     delta: float = Field(2.0, ge=0.0)
-    context_width: int = Field(1, ge=0, le=8)
+    context_width: int = Field(2, ge=0, le=8)
 
 
 class GenerationSettings(BaseModel):

@@ -28,7 +28,7 @@ class WatermarkConfig:
     scheme: SchemeName = "kgw"
     gamma: float = 0.25
     delta: float = 2.0
-    context_width: int = 1
+    context_width: int = 2
     vocab_size: int = DEFAULT_VOCAB_SIZE
 
     def __post_init__(self) -> None:
@@ -102,7 +102,7 @@ class Watermark:
         scheme: SchemeName = "kgw",
         gamma: float = 0.25,
         delta: float = 2.0,
-        context_width: int = 1,
+        context_width: int = 2,
         vocab_size: int = DEFAULT_VOCAB_SIZE,
     ) -> None:
         self.key = key
