@@ -35,6 +35,8 @@ keys_app = typer.Typer(help="Gateway API keys: issue, revoke, list.", no_args_is
 app.add_typer(keys_app, name="keys")
 accounts_app = typer.Typer(help="Accounts: risk tiers and limits.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
+orgs_app = typer.Typer(help="Organisations: limits.", no_args_is_help=True)
+app.add_typer(orgs_app, name="orgs")
 events_app = typer.Typer(help="The gateway's request events.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 
@@ -42,6 +44,11 @@ StoreOption = Annotated[
     str | None,
     typer.Option("--store", help="Database URL (default: the configured store, else SQLite)."),
 ]
+
+RpmOption = Annotated[int | None, typer.Option(help="Requests per minute.")]
+TpmOption = Annotated[int | None, typer.Option(help="Tokens per minute.")]
+TpdOption = Annotated[int | None, typer.Option(help="Tokens per day.")]
+ConcurrencyOption = Annotated[int | None, typer.Option(help="Concurrent requests.")]
 
 err = Console(stderr=True)
 
@@ -306,8 +313,11 @@ def serve(
     gateway = settings.gateway.model_copy(
         update={k: v for k, v in overrides.items() if v is not None}
     )
+    # The command line picks the backend: one flag there overrides the other's configured value.
     if upstream is not None and engine is None:
         gateway.engine = None
+    if engine is not None and upstream is None:
+        gateway.upstream = None
     settings = settings.model_copy(update={"gateway": gateway})
     run(settings)
 
@@ -323,10 +333,10 @@ def _accounts(store: str | None):
 def keys_issue(
     account: Annotated[str, typer.Option(help="Account the key belongs to (created if new).")],
     org: Annotated[str | None, typer.Option(help="Organisation of the account.")] = None,
-    rpm: Annotated[int | None, typer.Option(help="Requests per minute for this key.")] = None,
-    tpm: Annotated[int | None, typer.Option(help="Tokens per minute for this key.")] = None,
-    tpd: Annotated[int | None, typer.Option(help="Tokens per day for this key.")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Concurrent requests.")] = None,
+    rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    tpd: TpdOption = None,
+    concurrency: ConcurrencyOption = None,
     name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
     store: StoreOption = None,
 ) -> None:
@@ -355,38 +365,24 @@ def keys_list(
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object per key.")] = False,
 ) -> None:
     """List keys (ids, accounts, limits, state); never secrets."""
-    records = _accounts(store).list_keys()
-    rows = [
-        {
-            "key_id": r.key_id,
-            "account": r.account_id,
-            "org": r.org_id,
-            "tier": r.tier,
-            "rpm": r.limits.rpm,
-            "tpm": r.limits.tpm,
-            "tpd": r.limits.tpd,
-            "concurrency": r.limits.concurrency,
-            "created_at": r.created_at,
-            "revoked": r.revoked_at is not None,
-        }
-        for r in records
-    ]
+    records = [r.public() for r in _accounts(store).list_keys()]
     if json_output:
-        for row in rows:
-            print(json.dumps(row))
+        for record in records:
+            print(json.dumps(record))
         return
     table = Table("key id", "account", "org", "tier", "rpm", "tpm", "concurrency", "state")
-    for row in rows:
+    for record in records:
+        limits = record["limits"]
         table.add_row(
-            row["key_id"],
-            row["account"],
-            row["org"] or "",
-            row["tier"],
+            record["key_id"],
+            record["account_id"],
+            record["org_id"] or "",
+            record["tier"],
             *(
-                str(row[k]) if row[k] is not None else "default"
+                str(limits[k]) if limits[k] is not None else "default"
                 for k in ("rpm", "tpm", "concurrency")
             ),
-            "revoked" if row["revoked"] else "active",
+            "revoked" if record["revoked_at"] else "active",
         )
     Console().print(table)
 
@@ -401,6 +397,43 @@ def accounts_set_tier(
     """Set an account's risk tier (gateways apply it within their refresh interval)."""
     _accounts(store).set_tier(account, tier, reason)
     err.print(f"account {account}: tier {tier}")
+
+
+@accounts_app.command("set-limits")
+def accounts_set_limits(
+    account: Annotated[str, typer.Argument(help="Account id.")],
+    rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    tpd: TpdOption = None,
+    concurrency: ConcurrencyOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Set an account's limits, shared by all its keys (unset options: the default)."""
+    _set_limits("account", account, rpm, tpm, tpd, concurrency, store)
+
+
+@orgs_app.command("set-limits")
+def orgs_set_limits(
+    org: Annotated[str, typer.Argument(help="Organisation id.")],
+    rpm: RpmOption = None,
+    tpm: TpmOption = None,
+    tpd: TpdOption = None,
+    concurrency: ConcurrencyOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Set an organisation's limits, shared by all its accounts (unset options: the default)."""
+    _set_limits("org", org, rpm, tpm, tpd, concurrency, store)
+
+
+def _set_limits(level: str, owner: str, rpm, tpm, tpd, concurrency, store: str | None) -> None:
+    from distillguard.gateway.policy import Limits
+
+    limits = Limits(rpm=rpm, tpm=tpm, tpd=tpd, concurrency=concurrency)
+    _accounts(store).set_limits(level, owner, limits)
+    shown = ", ".join(
+        f"{k} {v if v is not None else 'default'}" for k, v in limits.columns().items()
+    )
+    err.print(f"{level} {owner}: {shown}")
 
 
 @events_app.command("export")

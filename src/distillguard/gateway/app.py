@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -461,7 +461,7 @@ def error_response(exc: ApiError, request_id: str | None = None) -> Response:
     return Response(exc.body(), exc.status, headers=headers, media_type="application/json")
 
 
-def create_app(gateway: Gateway, lifespan=None) -> Starlette:
+def create_app(gateway: Gateway, lifespan=None, extra_routes: Sequence[Route] = ()) -> Starlette:
     async def chat(request: Request) -> Any:
         return await gateway.handle(request, "/chat/completions", protocol.ChatCompletionRequest)
 
@@ -496,6 +496,7 @@ def create_app(gateway: Gateway, lifespan=None) -> Starlette:
         Route("/v1/models", gateway.list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
+        *extra_routes,
     ]
     return Starlette(
         routes=routes,

@@ -9,7 +9,7 @@ The same structs generate the OpenAPI schema (`openapi.py`).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 from msgspec import Meta, Struct
@@ -17,6 +17,7 @@ from msgspec import Meta, Struct
 from distillguard.gateway.errors import ApiError
 
 PositiveInt = Annotated[int, Meta(ge=1)]
+S = TypeVar("S", bound=Struct)
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -89,8 +90,8 @@ Request = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
 _PARAM = re.compile(r"at `\$\.?([^`]*)`")
 
 
-def parse(body: bytes, kind: type[Request]) -> tuple[Request, dict[str, Any]]:
-    """The typed request and the raw JSON object (forwarded as is), or a 400."""
+def decode(body: bytes, kind: type[S]) -> tuple[S, dict[str, Any]]:
+    """A JSON object body as `kind` and as the raw object, or a 400 naming the bad field."""
     try:
         raw = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
@@ -105,6 +106,12 @@ def parse(body: bytes, kind: type[Request]) -> tuple[Request, dict[str, Any]]:
         match = _PARAM.search(str(exc))
         param = match.group(1) if match and match.group(1) else None
         raise ApiError(400, f"invalid request: {exc}", "invalid_request", param) from None
+    return typed, raw
+
+
+def parse(body: bytes, kind: type[Request]) -> tuple[Request, dict[str, Any]]:
+    """The typed request and the raw JSON object (forwarded as is), or a 400."""
+    typed, raw = decode(body, kind)
     _check_prompt_shape(typed)
     return typed, raw
 

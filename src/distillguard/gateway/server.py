@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 
 from distillguard.config import Settings
 from distillguard.errors import DistillguardError, KeyFileError
+from distillguard.gateway.admin import AdminApi
 from distillguard.gateway.app import Gateway, create_app
 from distillguard.gateway.auth import KeyRing
 from distillguard.gateway.events import EventSink
@@ -48,7 +49,8 @@ def build(settings: Settings) -> Starlette:
     if (config.upstream is None) == (config.engine is None):
         raise DistillguardError("serve needs exactly one of --upstream URL or --engine bundled")
     engine = open_engine(config.store or default_store_url())
-    keys = KeyRing(AccountStore(engine), config.key_refresh_seconds)
+    accounts = AccountStore(engine)
+    keys = KeyRing(accounts, config.key_refresh_seconds)
     limiter: Limiter = RedisLimiter(config.redis) if config.redis else MemoryLimiter()
     sink = EventSink(EventStore(engine), config.event_queue_size, config.event_batch_size)
     counter = TokenCounter.bundled(settings.cache_dir)
@@ -84,7 +86,8 @@ def build(settings: Settings) -> Starlette:
             sink.close()  # drains the queue: no event lost on a graceful shutdown
             engine.dispose()
 
-    return create_app(gateway, lifespan=lifespan)
+    token = config.admin_token.get_secret_value() if config.admin_token else None
+    return create_app(gateway, lifespan, AdminApi(accounts, keys, token).routes())
 
 
 def serve(settings: Settings) -> None:

@@ -5,6 +5,7 @@ from distillguard.store.accounts import (
     AccountStore,
     IssuedKey,
     KeyRecord,
+    UnknownIdError,
     parse_api_key,
 )
 from distillguard.store.database import StoreError, default_store_url, open_engine
@@ -18,6 +19,7 @@ __all__ = [
     "IssuedKey",
     "KeyRecord",
     "StoreError",
+    "UnknownIdError",
     "default_store_url",
     "open_engine",
     "parse_api_key",

@@ -27,7 +27,11 @@ LIMIT_COLUMNS = ("rpm", "tpm", "tpd", "concurrency")
 
 
 class AccountError(DistillguardError):
-    """An unknown key or account, or an invalid tier."""
+    """A request the account store cannot carry out (invalid tier, conflicting org, …)."""
+
+
+class UnknownIdError(AccountError):
+    """A key, account or organisation id that names nothing."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,19 @@ class KeyRecord:
     def matches(self, secret: str) -> bool:
         """Constant-time comparison, so timing reveals nothing about the stored hash."""
         return hmac.compare_digest(_sha256(secret), self.secret_sha256)
+
+    def public(self) -> dict[str, object]:
+        """Everything a listing may show: never the secret, nor its hash."""
+        return {
+            "key_id": self.key_id,
+            "account_id": self.account_id,
+            "org_id": self.org_id,
+            "name": self.name,
+            "tier": self.tier,
+            "limits": self.limits.columns(),
+            "created_at": self.created_at,
+            "revoked_at": self.revoked_at,
+        }
 
 
 @dataclass(frozen=True)
@@ -146,7 +163,7 @@ class AccountStore:
             )
         record = self.get_key(key_id)
         if record is None:
-            raise AccountError(f"no API key with id {key_id!r}")
+            raise UnknownIdError(f"no API key with id {key_id!r}")
         return record
 
     def get_key(self, key_id: str) -> KeyRecord | None:
@@ -170,7 +187,21 @@ class AccountStore:
                 .values(tier=tier, tier_reason=reason, updated_at=time.time())
             )
         if done.rowcount == 0:
-            raise AccountError(f"no account {account_id!r} (issue it a key first)")
+            raise UnknownIdError(f"no account {account_id!r} (issue it a key first)")
+
+    def set_limits(self, level: str, owner_id: str, limits: Limits) -> None:
+        """Replace an account's or organisation's limits (None: the configured default)."""
+        table = {"account": accounts, "org": organizations}[level]
+        id_column = table.c.account_id if level == "account" else table.c.org_id
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(table)
+                .where(id_column == owner_id)
+                .values(updated_at=time.time(), **limits.columns())
+            )
+        if done.rowcount == 0:
+            noun = "account" if level == "account" else "organisation"
+            raise UnknownIdError(f"no {noun} {owner_id!r} (issue it a key first)")
 
     def _key_records(self, key_id: str | None = None) -> Iterator[KeyRecord]:
         query = (

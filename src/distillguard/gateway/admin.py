@@ -1,0 +1,150 @@
+"""The admin API: keys, risk tiers and limits over HTTP, for the operators' tooling.
+
+Guarded by one Bearer token (``gateway.admin_token``) compared in constant
+time; without a configured token the API answers 403 to everyone. Every
+change is written to the store and then the key ring is reloaded at once, so
+this replica applies it on the next request and the others within their
+refresh interval. Errors are OpenAI-shaped like the rest of the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable, Callable
+
+from msgspec import Struct
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from distillguard.gateway import protocol
+from distillguard.gateway.app import error_response, read_body
+from distillguard.gateway.auth import KeyRing
+from distillguard.gateway.errors import ApiError
+from distillguard.gateway.policy import Limits, Tier
+from distillguard.gateway.protocol import PositiveInt
+from distillguard.store import AccountError, AccountStore, UnknownIdError
+
+ADMIN_BODY_LIMIT = 64 * 1024
+
+
+class LimitsBody(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Requests/min, tokens/min, tokens/day, concurrency; null or absent: the default."""
+
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    tpd: PositiveInt | None = None
+    concurrency: PositiveInt | None = None
+
+    def limits(self) -> Limits:
+        return Limits(rpm=self.rpm, tpm=self.tpm, tpd=self.tpd, concurrency=self.concurrency)
+
+
+class IssueKeyBody(LimitsBody, forbid_unknown_fields=True, kw_only=True):
+    account: str
+    org: str | None = None
+    name: str | None = None
+
+
+class TierBody(Struct, forbid_unknown_fields=True):
+    tier: Tier
+    reason: str | None = None
+
+
+class AdminApi:
+    def __init__(self, accounts: AccountStore, keys: KeyRing, token: str | None) -> None:
+        self.accounts = accounts
+        self.keys = keys
+        self.token = token
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/admin/keys", self._guard(self.issue_key), methods=["POST"]),
+            Route("/admin/keys", self._guard(self.list_keys), methods=["GET"]),
+            Route("/admin/keys/{key_id}", self._guard(self.revoke_key), methods=["DELETE"]),
+            Route("/admin/accounts/{owner_id}/tier", self._guard(self.set_tier), methods=["PUT"]),
+            Route(
+                "/admin/accounts/{owner_id}/limits",
+                self._guard(self.set_account_limits),
+                methods=["PUT"],
+            ),
+            Route(
+                "/admin/orgs/{owner_id}/limits", self._guard(self.set_org_limits), methods=["PUT"]
+            ),
+        ]
+
+    def _guard(
+        self, handler: Callable[[Request], Awaitable[Response]]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """Check the admin token, and turn store errors into OpenAI-shaped answers."""
+
+        async def guarded(request: Request) -> Response:
+            try:
+                self._authorize(request.headers.get("authorization"))
+                return await handler(request)
+            except UnknownIdError as exc:
+                return error_response(ApiError(404, str(exc), "not_found"))
+            except AccountError as exc:
+                return error_response(ApiError(400, str(exc), "invalid_request"))
+            except ApiError as exc:
+                return error_response(exc)
+
+        return guarded
+
+    def _authorize(self, authorization: str | None) -> None:
+        if self.token is None:
+            raise ApiError(
+                403,
+                "the admin API is disabled: set gateway.admin_token to enable it",
+                "admin_disabled",
+            )
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.strip().encode(), self.token.encode()
+        ):
+            raise ApiError(401, "invalid or missing admin token", "invalid_admin_token")
+
+    async def _changed(self) -> None:
+        await self.keys.refresh()
+
+    async def issue_key(self, request: Request) -> Response:
+        body, _ = protocol.decode(await _read(request), IssueKeyBody)
+        issued = await asyncio.to_thread(
+            self.accounts.issue_key, body.account, body.org, body.limits(), body.name
+        )
+        await self._changed()
+        return JSONResponse({"api_key": issued.api_key, **issued.record.public()}, 201)
+
+    async def list_keys(self, request: Request) -> Response:
+        records = await asyncio.to_thread(self.accounts.list_keys)
+        return JSONResponse({"object": "list", "data": [r.public() for r in records]})
+
+    async def revoke_key(self, request: Request) -> Response:
+        record = await asyncio.to_thread(self.accounts.revoke_key, request.path_params["key_id"])
+        await self._changed()
+        return JSONResponse(record.public())
+
+    async def set_tier(self, request: Request) -> Response:
+        body, _ = protocol.decode(await _read(request), TierBody)
+        owner = request.path_params["owner_id"]
+        await asyncio.to_thread(self.accounts.set_tier, owner, body.tier, body.reason)
+        await self._changed()
+        return JSONResponse({"account_id": owner, "tier": body.tier, "reason": body.reason})
+
+    async def set_account_limits(self, request: Request) -> Response:
+        return await self._set_limits(request, "account")
+
+    async def set_org_limits(self, request: Request) -> Response:
+        return await self._set_limits(request, "org")
+
+    async def _set_limits(self, request: Request, level: str) -> Response:
+        body, _ = protocol.decode(await _read(request), LimitsBody)
+        owner = request.path_params["owner_id"]
+        await asyncio.to_thread(self.accounts.set_limits, level, owner, body.limits())
+        await self._changed()
+        return JSONResponse({f"{level}_id": owner, "limits": body.limits().columns()})
+
+
+async def _read(request: Request) -> bytes:
+    return await read_body(request, ADMIN_BODY_LIMIT)
