@@ -159,7 +159,7 @@ def test_cli_sets_account_and_org_limits(tmp_path):
 
     assert_user_error(
         run("accounts", "set-limits", "cli-account", "--rpm", "0", "--store", store),
-        "rpm must be a positive integer",
+        "rpm must be an integer from 1 to",
     )
     assert_user_error(
         run("orgs", "set-limits", "ghost", "--rpm", "3", "--store", store), "no organisation"

@@ -65,3 +65,48 @@ def test_events_round_trip_in_order_with_json_requests(engine):
     assert rows[3]["request"] == {"messages": [{"role": "user", "content": "q3"}], "n": 1}
     assert [r["request_id"] for r in events.read(account_id="a1")] == ["r1", "r3"]
     assert [r["request_id"] for r in events.read(since=now + 3)] == ["r3", "r4"]
+
+
+def event(request_id: str | None, **fields) -> Event:
+    base = dict(ts=time.time(), endpoint="/chat/completions", status=200, latency_ms=1.0)
+    return Event(request_id=request_id, decision="admitted", **{**base, **fields})  # type: ignore[arg-type]
+
+
+def test_whatever_a_client_sends_is_stored_without_failing_the_batch(engine):
+    """NUL characters, over-long strings and huge numbers are made to fit, on both databases."""
+    events = EventStore(engine)
+    odd = event(
+        "odd",
+        model="m" * 1000,
+        user_agent="agent\x00with NUL",
+        request={"messages": [{"role": "user", "content": "nul \x00 here"}], "k\x00": 1},
+        response_text="answer \x00",
+        completion_tokens=2**40,
+    )
+    events.write([event("before"), odd, event("after")])
+    rows = {r["request_id"]: r for r in events.read()}
+    assert set(rows) == {"before", "odd", "after"}
+    stored = rows["odd"]
+    assert stored["model"] == "m" * 256
+    assert stored["user_agent"] == "agent\ufffdwith NUL"
+    assert stored["request"] == {
+        "messages": [{"role": "user", "content": "nul \ufffd here"}],
+        "k\ufffd": 1,
+    }
+    assert stored["response_text"] == "answer \ufffd"
+    assert stored["completion_tokens"] == 2**31 - 1
+
+
+def test_a_row_the_database_refuses_is_dropped_alone(engine):
+    """The sink isolates a refused row instead of retrying its whole batch forever."""
+    from distillguard.gateway import metrics
+    from distillguard.gateway.events import EventSink
+
+    sink = EventSink(EventStore(engine), batch_size=10)
+    dropped = metrics.EVENTS_DROPPED._value.get()
+    sink.start()
+    for item in (event("kept-1"), event(None), event("kept-2")):  # request_id is NOT NULL
+        sink.emit(item)
+    sink.close()  # drains the queue: returns only once every event is written or dropped
+    assert [r["request_id"] for r in EventStore(engine).read()] == ["kept-1", "kept-2"]
+    assert metrics.EVENTS_DROPPED._value.get() == dropped + 1

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from msgspec import Struct
+from msgspec import Meta, Struct
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -22,9 +23,9 @@ from distillguard.gateway import protocol
 from distillguard.gateway.app import error_response, read_body
 from distillguard.gateway.auth import KeyRing
 from distillguard.gateway.errors import ApiError
-from distillguard.gateway.policy import Limits, Tier
-from distillguard.gateway.protocol import PositiveInt
+from distillguard.gateway.policy import MAX_LIMIT, Limits, Tier
 from distillguard.store import AccountError, AccountStore, UnknownIdError
+from distillguard.store.accounts import MAX_ID_LENGTH
 
 ADMIN_BODY_LIMIT = 64 * 1024
 
@@ -32,19 +33,22 @@ ADMIN_BODY_LIMIT = 64 * 1024
 class LimitsBody(Struct, forbid_unknown_fields=True, kw_only=True):
     """Requests/min, tokens/min, tokens/day, concurrency; null or absent: the default."""
 
-    rpm: PositiveInt | None = None
-    tpm: PositiveInt | None = None
-    tpd: PositiveInt | None = None
-    concurrency: PositiveInt | None = None
+    rpm: Annotated[int, Meta(ge=1, le=MAX_LIMIT["rpm"])] | None = None
+    tpm: Annotated[int, Meta(ge=1, le=MAX_LIMIT["tpm"])] | None = None
+    tpd: Annotated[int, Meta(ge=1, le=MAX_LIMIT["tpd"])] | None = None
+    concurrency: Annotated[int, Meta(ge=1, le=MAX_LIMIT["concurrency"])] | None = None
 
     def limits(self) -> Limits:
         return Limits(rpm=self.rpm, tpm=self.tpm, tpd=self.tpd, concurrency=self.concurrency)
 
 
+Id = Annotated[str, Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+
+
 class IssueKeyBody(LimitsBody, forbid_unknown_fields=True, kw_only=True):
-    account: str
-    org: str | None = None
-    name: str | None = None
+    account: Id
+    org: Id | None = None
+    name: Id | None = None
 
 
 class TierBody(Struct, forbid_unknown_fields=True):

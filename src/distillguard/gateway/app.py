@@ -278,7 +278,7 @@ class Admitted:
         wants_usage = bool(typed.stream_options and typed.stream_options.include_usage)  # type: ignore[union-attr]
         payload = {
             **raw,
-            "stream_options": {**raw.get("stream_options", {}), "include_usage": True},
+            "stream_options": {**(raw.get("stream_options") or {}), "include_usage": True},
         }
         chunks = self.gateway.backend.stream(endpoint, payload, self.event.cohort)
         try:

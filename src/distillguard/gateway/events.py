@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from distillguard.gateway import metrics
 from distillguard.store import Event, EventStore
@@ -76,11 +76,24 @@ class EventSink:
             self._write(batch)
 
     def _write(self, batch: list[Event]) -> None:
-        """Write one batch, retrying with back-off while the store is down."""
+        """Write one batch, retrying with back-off while the store is down.
+
+        A row the database refuses (events are sanitised first, so this should
+        not happen) must not block the queue forever: the batch is retried row
+        by row and only the refused row is dropped, loudly.
+        """
         attempt = 0
         while batch:
             try:
                 self.store.write(batch)
+            except (DataError, IntegrityError) as exc:
+                if len(batch) > 1:
+                    for event in batch:
+                        self._write([event])
+                    return
+                log.error("the store refused event %s; dropped: %s", batch[0].request_id, exc)
+                metrics.EVENTS_DROPPED.inc()
+                return
             except SQLAlchemyError as exc:
                 metrics.EVENT_WRITE_ERRORS.inc()
                 delay = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]

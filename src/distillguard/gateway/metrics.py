@@ -36,7 +36,7 @@ EVENT_QUEUE_DEPTH = Gauge(
 EVENTS_WRITTEN = Counter("distillguard_events_written", "Events stored.", registry=REGISTRY)
 EVENTS_DROPPED = Counter(
     "distillguard_events_dropped",
-    "Events lost: queue full, or store down at shutdown.",
+    "Events lost: queue full, store down at shutdown, or a row the store refused.",
     registry=REGISTRY,
 )
 EVENT_WRITE_ERRORS = Counter(

@@ -19,6 +19,10 @@ Tier = Literal["normal", "watch", "throttle", "block"]
 TIERS: tuple[str, ...] = get_args(Tier)
 
 
+# The store's column widths: tokens per day is a BIGINT, the others INTEGERs.
+MAX_LIMIT = {"rpm": 2**31 - 1, "tpm": 2**31 - 1, "tpd": 2**63 - 1, "concurrency": 2**31 - 1}
+
+
 class InvalidLimitError(DistillguardError, ValueError):
     """A limit that is not a positive integer (a ValueError, so settings validation reports it)."""
 
@@ -33,10 +37,10 @@ class Limits:
     concurrency: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("rpm", "tpm", "tpd", "concurrency"):
+        for name, most in MAX_LIMIT.items():
             value = getattr(self, name)
-            if value is not None and value < 1:
-                raise InvalidLimitError(f"{name} must be a positive integer, got {value}")
+            if value is not None and not 1 <= value <= most:
+                raise InvalidLimitError(f"{name} must be an integer from 1 to {most}, got {value}")
 
     def over(self, defaults: Limits) -> Limits:
         """These limits, with the unset ones taken from `defaults`."""

@@ -16,6 +16,7 @@ from distillguard.gateway.app import Gateway, create_app
 from distillguard.gateway.auth import KeyRing
 from distillguard.gateway.events import EventSink
 from distillguard.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
+from distillguard.gateway.openapi import openapi_route
 from distillguard.gateway.tokens import TokenCounter
 from distillguard.gateway.upstream import UpstreamBackend, UpstreamClient
 from distillguard.store import AccountStore, EventStore, default_store_url, open_engine
@@ -87,7 +88,8 @@ def build(settings: Settings) -> Starlette:
             engine.dispose()
 
     token = config.admin_token.get_secret_value() if config.admin_token else None
-    return create_app(gateway, lifespan, AdminApi(accounts, keys, token).routes())
+    routes = [*AdminApi(accounts, keys, token).routes(), openapi_route()]
+    return create_app(gateway, lifespan, routes)
 
 
 def serve(settings: Settings) -> None:

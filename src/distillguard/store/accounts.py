@@ -83,6 +83,19 @@ def parse_api_key(api_key: str) -> tuple[str, str] | None:
     return key_id, secret
 
 
+MAX_ID_LENGTH = 128  # the width of the id and name columns
+
+
+def _check_id(what: str, value: str) -> None:
+    """Ids are printable text that fits its column, on SQLite and PostgreSQL alike."""
+    if not value.strip():
+        raise AccountError(f"the {what} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise AccountError(f"the {what} is longer than {MAX_ID_LENGTH} characters")
+    if not value.isprintable():
+        raise AccountError(f"the {what} must not contain control characters")
+
+
 def _sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -105,8 +118,11 @@ class AccountStore:
         name: str | None = None,
     ) -> IssuedKey:
         """A new key for `account_id` (created on first use, joined to `org_id`)."""
-        if not account_id.strip():
-            raise AccountError("the account id must not be empty")
+        _check_id("account id", account_id)
+        if org_id is not None:
+            _check_id("organisation id", org_id)
+        if name is not None:
+            _check_id("key name", name)
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)  # 256 bits
         now = time.time()

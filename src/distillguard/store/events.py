@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import BigInteger, Engine, Integer, String, select
 
 from distillguard.store.schema import events
 
@@ -51,7 +51,7 @@ class EventStore:
         if not batch:
             return
         with self.engine.begin() as conn:
-            conn.execute(events.insert(), [asdict(e) for e in batch])
+            conn.execute(events.insert(), [storable(e) for e in batch])
 
     def read(
         self,
@@ -73,3 +73,41 @@ class EventStore:
             result = conn.execution_options(yield_per=chunk).execute(query)
             for row in result.mappings():
                 yield dict(row)
+
+
+# Events carry what clients sent, and clients send anything. Every value is
+# made to fit its column before the insert, so that one odd request can never
+# fail a batch (on PostgreSQL: NUL characters, over-long strings, out-of-range
+# integers); what was changed is documented in docs/events.md.
+_INT_RANGE = {Integer: 2**31 - 1, BigInteger: 2**63 - 1}
+
+
+def storable(event: Event) -> dict[str, Any]:
+    row = asdict(event)
+    for column in events.columns:
+        value = row.get(column.name)
+        if value is None:
+            continue
+        if isinstance(column.type, String):  # Text is a String without a length
+            row[column.name] = _text(value)[: column.type.length]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            most = _INT_RANGE.get(type(column.type))
+            if most is not None:
+                row[column.name] = max(-most - 1, min(most, value))
+        elif isinstance(value, dict | list):
+            row[column.name] = _json(value)
+    return row
+
+
+def _text(value: str) -> str:
+    return value.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, dict):
+        return {_text(str(k)): _json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json(v) for v in value]
+    return value
