@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SETUP_STAMP := $(VENV)/.distillguard-setup
 
-.PHONY: setup services demo test lint bench clean
+.PHONY: setup services bench-tools demo test lint bench clean
 
 setup: $(SETUP_STAMP)
 
@@ -20,6 +20,10 @@ $(SETUP_STAMP): pyproject.toml
 services:
 	./scripts/services.sh
 
+# wrk, hey and LiteLLM's proxy (own venv) for benchmarks/gateway_bench.py.
+bench-tools:
+	./scripts/bench-tools.sh
+
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/distillguard demo
 
@@ -30,7 +34,8 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-bench: setup
+bench: setup bench-tools
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gateway_bench.py --redis
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/watermark_bench.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/watermark_quality.py
 

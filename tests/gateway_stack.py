@@ -71,8 +71,9 @@ def fake_upstream() -> Iterator[str]:
 
 @contextmanager
 def gateway(
-    upstream: str, store: str, *extra: str, env: dict[str, str] | None = None
+    upstream: str | None, store: str, *extra: str, env: dict[str, str] | None = None
 ) -> Iterator[Stack]:
+    """`distillguard serve` proxying `upstream` (None: the backend is chosen by `extra`)."""
     port = free_port()
     settings = {
         "DISTILLGUARD_GATEWAY__KEY_REFRESH_SECONDS": "0.2",
@@ -80,8 +81,9 @@ def gateway(
         "DISTILLGUARD_GATEWAY__MAX_BODY_BYTES": "4096",
         **(env or {}),
     }
+    backend = ["--upstream", upstream] if upstream is not None else []
     process = subprocess.Popen(
-        [EXE, "serve", "--upstream", upstream, "--port", str(port), "--store", store, *extra],
+        [EXE, "serve", *backend, "--port", str(port), "--store", store, *extra],
         env={**os.environ, **settings},
         stderr=subprocess.PIPE,
         text=True,

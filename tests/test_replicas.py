@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections import Counter
 from contextlib import ExitStack
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,9 +20,12 @@ import pytest
 from distillguard.gateway.limits import RedisLimiter
 from distillguard.gateway.policy import Limits
 from distillguard.store import AccountStore, EventStore, open_engine
+from distillguard.watermark import WatermarkKey
+from distillguard.watermark.cohorts import Cohorts
 from tests.gateway_stack import fake_upstream, gateway
 
 REPLICAS = 3
+EXAMPLE_CONFIG = Path(__file__).parents[1] / "examples" / "scaled-out" / "distillguard.toml"
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +35,24 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def replicas(upstream, postgres_server, redis_server):
+def key_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("replicas") / "watermark-key.json"
+    WatermarkKey.generate().save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def replicas(upstream, postgres_server, redis_server, key_file):
+    """The README's example configuration, with loopback servers for its URLs."""
+    env = {
+        "DISTILLGUARD_CONFIG": str(EXAMPLE_CONFIG),
+        "DISTILLGUARD_GATEWAY__HOST": "127.0.0.1",
+        "DISTILLGUARD_GATEWAY__REDIS": redis_server,
+        "DISTILLGUARD_GATEWAY__WATERMARK_KEY": str(key_file),
+    }
     with ExitStack() as stack:
         yield [
-            stack.enter_context(gateway(upstream, postgres_server, "--redis", redis_server))
+            stack.enter_context(gateway(upstream, postgres_server, env=env))
             for _ in range(REPLICAS)
         ]
 
@@ -100,7 +118,7 @@ async def slots_in_use(redis_url: str, key_id: str, account: str) -> dict[str, i
 
 @pytest.mark.asyncio
 async def test_slots_return_to_zero_after_cancelled_streams_timeouts_and_failures(
-    replicas, accounts, redis_server, postgres_server
+    replicas, accounts, redis_server, postgres_server, key_file
 ):
     account = "leaky"
     api_key, key_id = issue(accounts, account, concurrency=100)
@@ -149,8 +167,11 @@ async def test_slots_return_to_zero_after_cancelled_streams_timeouts_and_failure
     expected = {499: REPLICAS, 504: REPLICAS, 502: 2 * REPLICAS}
     events = EventStore(open_engine(postgres_server))
     deadline = time.monotonic() + 10
-    while (
-        found := Counter(e["status"] for e in events.read(since=started, account_id=account))
-    ) != expected:
-        assert time.monotonic() < deadline, found
+    while True:
+        mine = list(events.read(since=started, account_id=account))
+        if Counter(e["status"] for e in mine) == expected:
+            break
+        assert time.monotonic() < deadline, Counter(e["status"] for e in mine)
         await asyncio.sleep(0.2)
+    cohort = Cohorts(WatermarkKey.load(key_file), 64).of(account)
+    assert {e["cohort"] for e in mine} == {cohort}  # recorded for later attribution

@@ -1,0 +1,306 @@
+"""Gateway speed, side by side in one run: direct upstream vs distillguard vs LiteLLM's proxy.
+
+Every target sits in front of the same fast fake upstream (tests/fake_upstream.py,
+one uvicorn process) and is loaded from separate processes by C and Go load
+generators, so Python measures nothing:
+
+* **throughput** — `wrk`, 64 connections, closed loop: requests/s and the
+  latency distribution at saturation;
+* **latency** — `hey`, 64 workers at a fixed total rate well below
+  saturation: what the gateway adds to each request (target p50 <= 1 ms,
+  p99 <= 5 ms over direct).
+
+distillguard runs as one `distillguard serve` process with per-key, account
+and organisation limits checked on every request (in-process, and optionally
+Redis) and every request written to the event log (SQLite). LiteLLM runs as
+`litellm --num_workers 1` in its own virtual environment with the equivalent
+per-key rpm/tpm limits (a custom_auth hook: its virtual keys need a database
+and Prisma binaries fetched at run time, which this machine cannot do).
+
+Rounds alternate the targets (A B C A B C ...) so drift on a shared machine hits
+all of them alike; the report takes the median over rounds. Set up the load
+generators and LiteLLM with scripts/bench-tools.sh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from common import ROOT, save
+
+sys.path.insert(0, str(ROOT))  # the tests' fake upstream and private servers
+from tests.servers import free_port, redis_server
+
+from distillguard.gateway.policy import MAX_LIMIT, Limits
+from distillguard.store import AccountStore, open_engine
+
+FAKE_UPSTREAM = ROOT / "tests" / "fake_upstream.py"
+LITELLM_VENV = ROOT / ".bench" / "litellm"
+BODY = {
+    "model": "fake-model",
+    "messages": [{"role": "user", "content": "What is six times seven? Answer in one line."}],
+    "max_tokens": 16,
+}
+# Never refuse during the benchmark, but check every limit on every request.
+LIMITS = Limits(rpm=10_000_000, tpm=1_000_000_000, tpd=MAX_LIMIT["tpd"], concurrency=10_000)
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = os.getenv("BENCH_BODY")
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_KEY")
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, ' ..
+    '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+LITELLM_AUTH = """
+from fastapi import Request
+from litellm.proxy._types import ProxyException, UserAPIKeyAuth
+
+KEY, RPM, TPM = {key!r}, {rpm}, {tpm}
+
+
+async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
+    if api_key != KEY:
+        raise ProxyException(message="invalid key", type="auth_error", param="api_key", code=401)
+    return UserAPIKeyAuth(api_key="bench-key", rpm_limit=RPM, tpm_limit=TPM)
+"""
+LITELLM_CONFIG = """
+model_list:
+  - model_name: fake-model
+    litellm_params:
+      model: openai/fake-model
+      api_base: {upstream}
+      api_key: sk-upstream
+general_settings:
+  master_key: sk-master-unused
+  custom_auth: litellm_auth.user_api_key_auth
+litellm_settings:
+  telemetry: false
+"""
+
+
+@dataclass
+class Target:
+    name: str
+    url: str  # the chat completions URL
+    key: str
+
+
+def wait_ready(url: str, process: subprocess.Popen, headers: dict | None = None) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url}: server exited during startup")
+        try:
+            if httpx.post(url, json=BODY, headers=headers, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} not ready in time")
+
+
+@contextmanager
+def process(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> Iterator:
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            cmd, env={**os.environ, **(env or {})}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextmanager
+def upstream() -> Iterator[str]:
+    port = free_port()
+    with process([sys.executable, str(FAKE_UPSTREAM), str(port)]) as proc:
+        base = f"http://127.0.0.1:{port}/v1"
+        wait_ready(base + "/chat/completions", proc)
+        yield base
+
+
+@contextmanager
+def distillguard(upstream_url: str, workdir: Path, redis: str | None) -> Iterator[Target]:
+    store = f"sqlite:///{workdir / ('store-redis.db' if redis else 'store.db')}"
+    accounts = AccountStore(open_engine(store))
+    issued = accounts.issue_key("bench-account", "bench-org", LIMITS)
+    accounts.set_limits("account", "bench-account", LIMITS)
+    accounts.set_limits("org", "bench-org", LIMITS)
+    port = free_port()
+    exe = str(Path(sys.executable).parent / "distillguard")
+    cmd = [exe, "serve", "--upstream", upstream_url, "--port", str(port), "--store", store]
+    if redis:
+        cmd += ["--redis", redis]
+    with process(cmd, env={"HF_HUB_OFFLINE": "1"}) as proc:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        wait_ready(url, proc, {"authorization": f"Bearer {issued.api_key}"})
+        name = "distillguard + Redis limits" if redis else "distillguard"
+        yield Target(name, url, issued.api_key)
+
+
+@contextmanager
+def litellm(upstream_url: str, workdir: Path, venv: Path) -> Iterator[Target | None]:
+    exe = venv / "bin" / "litellm"
+    if not exe.exists():
+        print(f"LiteLLM not installed in {venv}: run scripts/bench-tools.sh", file=sys.stderr)
+        yield None
+        return
+    key = "sk-bench-key"
+    (workdir / "litellm_auth.py").write_text(
+        LITELLM_AUTH.format(key=key, rpm=LIMITS.rpm, tpm=LIMITS.tpm)
+    )
+    (workdir / "litellm.yaml").write_text(LITELLM_CONFIG.format(upstream=upstream_url))
+    port = free_port()
+    env = {
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no download of the price list
+        "LITELLM_TELEMETRY": "False",
+        "LITELLM_LOG": "ERROR",
+        "NO_DOCS": "True",
+        "PYTHONPATH": str(workdir),
+    }
+    cmd = [str(exe), "--config", "litellm.yaml", "--port", str(port), "--num_workers", "1"]
+    with process(cmd, env=env, cwd=workdir) as proc:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        wait_ready(url, proc, {"authorization": f"Bearer {key}"})
+        yield Target("LiteLLM proxy", url, key)
+
+
+def run_wrk(target: Target, seconds: int, connections: int, script: Path) -> dict:
+    env = {**os.environ, "BENCH_KEY": target.key, "BENCH_BODY": json.dumps(BODY)}
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script)]
+    out = subprocess.run([*cmd, target.url], env=env, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def run_hey(target: Target, seconds: int, workers: int, rate: int) -> dict:
+    cmd = [
+        "hey", "-z", f"{seconds}s", "-c", str(workers), "-q", f"{rate / workers:.3f}",
+        "-m", "POST", "-T", "application/json", "-d", json.dumps(BODY),
+        "-H", f"Authorization: Bearer {target.key}", "-o", "csv", target.url,
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    latencies = sorted(float(r["response-time"]) * 1000 for r in rows)
+    ok = sum(r["status-code"] == "200" for r in rows)
+
+    def pct(q: float) -> float:
+        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
+
+    return {
+        "requests": len(rows),
+        "ok": ok,
+        "rps": len(rows) / seconds,
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+    }
+
+
+def median_of(runs: list[dict], field: str) -> float:
+    return statistics.median(r[field] for r in runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=10, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rate", type=int, default=200, help="fixed total req/s for latency")
+    parser.add_argument("--redis", action="store_true", help="also measure Redis-backed limits")
+    parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV)
+    args = parser.parse_args()
+    for tool in ("wrk", "hey"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"`{tool}` not found: run scripts/bench-tools.sh")
+
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dg-bench-")))
+        script = workdir / "post.lua"
+        script.write_text(WRK_SCRIPT)
+        base = stack.enter_context(upstream())
+        targets = [Target("direct (fake upstream)", base + "/chat/completions", "unused")]
+        targets.append(stack.enter_context(distillguard(base, workdir, None)))
+        if args.redis:
+            redis_url = stack.enter_context(redis_server())
+            targets.append(stack.enter_context(distillguard(base, workdir, redis_url)))
+        proxy = stack.enter_context(litellm(base, workdir, args.litellm_venv))
+        if proxy is not None:
+            targets.append(proxy)
+
+        throughput: dict[str, list[dict]] = {t.name: [] for t in targets}
+        latency: dict[str, list[dict]] = {t.name: [] for t in targets}
+        for round_ in range(args.rounds):
+            for target in targets:
+                run_wrk(target, 2, args.connections, script)  # warm-up
+                result = run_wrk(target, args.seconds, args.connections, script)
+                throughput[target.name].append(result)
+                print(f"round {round_} wrk {target.name}: {result}", flush=True)
+            for target in targets:
+                result = run_hey(target, args.seconds, args.connections, args.rate)
+                latency[target.name].append(result)
+                print(f"round {round_} hey {target.name}: {result}", flush=True)
+
+    report = {"settings": vars(args) | {"litellm_venv": str(args.litellm_venv)}, "targets": {}}
+    for name in throughput:
+        report["targets"][name] = {
+            "throughput_rps": median_of(throughput[name], "rps"),
+            "saturated_p50_ms": median_of(throughput[name], "p50_us") / 1000,
+            "saturated_p99_ms": median_of(throughput[name], "p99_us") / 1000,
+            "non_2xx": sum(r["non2xx"] + r["socket_errors"] for r in throughput[name]),
+            "fixed_rate_rps": median_of(latency[name], "rps"),
+            "fixed_rate_p50_ms": median_of(latency[name], "p50_ms"),
+            "fixed_rate_p99_ms": median_of(latency[name], "p99_ms"),
+            "fixed_rate_failed": sum(r["requests"] - r["ok"] for r in latency[name]),
+            "runs": {"wrk": throughput[name], "hey": latency[name]},
+        }
+    direct = report["targets"][targets[0].name]
+    print(
+        "\n| target | req/s (64 conn.) | p50 / p99 at saturation | "
+        f"p50 / p99 at {args.rate} req/s | added p50 / p99 | failed |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, row in report["targets"].items():
+        added = (
+            f"{row['fixed_rate_p50_ms'] - direct['fixed_rate_p50_ms']:+.2f} / "
+            f"{row['fixed_rate_p99_ms'] - direct['fixed_rate_p99_ms']:+.2f} ms"
+        )
+        print(
+            f"| {name} | {row['throughput_rps']:,.0f} | {row['saturated_p50_ms']:.1f} / "
+            f"{row['saturated_p99_ms']:.1f} ms | {row['fixed_rate_p50_ms']:.2f} / "
+            f"{row['fixed_rate_p99_ms']:.2f} ms | {added} | "
+            f"{row['non_2xx'] + row['fixed_rate_failed']} |"
+        )
+    print(f"wrote {save('gateway_bench', report)}")
+
+
+if __name__ == "__main__":
+    main()

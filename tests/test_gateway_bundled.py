@@ -1,0 +1,74 @@
+"""`serve --engine bundled`: the real model answers, watermarked with its cohort's key."""
+
+from __future__ import annotations
+
+import numpy as np
+import openai
+import pytest
+
+from distillguard.engine.bundled import load_text_tokenizer
+from distillguard.engine.serving import MODEL_NAME
+from distillguard.store import AccountStore, EventStore, open_engine
+from distillguard.watermark import WatermarkKey
+from distillguard.watermark.cohorts import Cohorts
+from tests.gateway_stack import gateway
+
+pytestmark = pytest.mark.model
+COHORTS = 8
+PROMPT = [{"role": "user", "content": "Write a long story about a dragon who learns to cook."}]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("bundled")
+    key = WatermarkKey.generate()
+    key.save(workdir / "key.json")
+    store = f"sqlite:///{workdir / 'store.db'}"
+    api_key = AccountStore(open_engine(store)).issue_key("writer").api_key
+    args = ("--engine", "bundled", "--watermark-key", str(workdir / "key.json"))
+    env = {"DISTILLGUARD_GATEWAY__COHORTS": str(COHORTS)}
+    with gateway(None, store, *args, env=env) as stack:
+        yield stack, api_key, Cohorts(key, COHORTS)
+
+
+def test_answers_whole_and_streamed_carry_the_accounts_cohort_watermark(served, cache_dir):
+    stack, api_key, cohorts = served
+    sdk = openai.OpenAI(base_url=stack.url, api_key=api_key, max_retries=0)
+    assert [m.id for m in sdk.models.list()] == [MODEL_NAME]
+
+    whole = sdk.chat.completions.create(model=MODEL_NAME, messages=PROMPT, max_tokens=150, seed=3)
+    assert whole.usage.completion_tokens > 50
+    stream = sdk.chat.completions.create(
+        model=MODEL_NAME,
+        messages=PROMPT,
+        max_tokens=150,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage.completion_tokens > 50
+
+    tokenizer = load_text_tokenizer(cache_dir)
+    answers = [
+        np.array(tokenizer.encode(t, add_special_tokens=False).ids)
+        for t in (whole.choices[0].message.content, streamed)
+    ]
+    mine = cohorts.of("writer")
+    own = cohorts.watermark(mine).detect_corpus(answers)
+    assert own.p_value < 1e-4, own
+    others = [cohorts.watermark(c).detect_corpus(answers).p_value for c in range(COHORTS)]
+    assert min(p for c, p in enumerate(others) if c != mine) > 1e-4  # attribution: one cohort
+
+    events = list(EventStore(open_engine(stack.store)).read())
+    assert [e["cohort"] for e in events if e["status"] == 200] == [mine, mine]
+    assert events[-1]["response_text"] == streamed
+
+
+def test_unknown_model_and_unsupported_requests_are_clear_4xx(served):
+    stack, api_key, _ = served
+    sdk = openai.OpenAI(base_url=stack.url, api_key=api_key, max_retries=0)
+    with pytest.raises(openai.NotFoundError, match=MODEL_NAME):
+        sdk.chat.completions.create(model="gpt-4o", messages=PROMPT)
+    with pytest.raises(openai.BadRequestError, match="embeddings"):
+        sdk.embeddings.create(model=MODEL_NAME, input="hello")
