@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from distillguard.errors import VocabularyMismatchError
 from distillguard.watermark import Watermark
 
@@ -14,6 +16,18 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 ChatPrompt = str | Sequence[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """Per answer token, under the unbiased model: surprise and next-token entropy (nats)."""
+
+    nll: np.ndarray  # -log p(token | everything before it)
+    entropy: np.ndarray  # entropy of the distribution the token was drawn from
+
+    @property
+    def perplexity(self) -> float:
+        return float(np.exp(self.nll.mean()))
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,28 @@ class TransformersEngine:
                 f"the watermark key is for a vocabulary of {watermark.config.vocab_size} tokens "
                 f"but the model has {self.vocab_size}"
             )
+
+    def token_stats(self, prompt_ids: Sequence[int], completion_ids: Sequence[int]) -> TokenStats:
+        """One forward pass over prompt + answer: the answer's per-token NLL and entropy.
+
+        The entropy lets a detector score only the windows where the model had a
+        real choice (SWEET, Lee et al. 2023): a selection made from the text
+        alone, never the key, so the exact p-value stays exact.
+        """
+        import torch
+
+        if not prompt_ids:
+            raise ValueError("token_stats needs the prompt: the first answer token depends on it")
+        if not completion_ids:
+            return TokenStats(np.zeros(0), np.zeros(0))
+        ids = torch.tensor([list(prompt_ids) + list(completion_ids)])
+        with torch.inference_mode():
+            logits = self.model(ids).logits[0, len(prompt_ids) - 1 : -1].float()
+        log_probs = torch.log_softmax(logits, dim=-1)
+        targets = ids[0, len(prompt_ids) :]
+        nll = -log_probs.gather(1, targets[:, None])[:, 0]
+        entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
+        return TokenStats(nll.numpy(), entropy.numpy())
 
     def generate(
         self,

@@ -162,7 +162,7 @@ class Watermark:
     ) -> DetectionResult:
         """Test one token sequence; windows that occur in the prompt are not scored.
 
-        ``scoreable`` (one bool per token, e.g. from `engine.entropy_mask`)
+        ``scoreable`` (one bool per token, e.g. `engine.token_stats(...).entropy >= 1.0`)
         limits scoring to chosen tokens; see `select` for the rule it must obey.
         """
         result = self.detect_batch(
