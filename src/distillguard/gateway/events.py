@@ -25,9 +25,16 @@ RETRY_SECONDS = (0.05, 0.2, 1.0, 5.0)
 
 
 class EventSink:
-    def __init__(self, store: EventStore, max_queue: int = 10_000, batch_size: int = 500) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        max_queue: int = 10_000,
+        batch_size: int = 500,
+        linger_seconds: float = 0.05,
+    ) -> None:
         self.store = store
         self.batch_size = batch_size
+        self.linger_seconds = linger_seconds
         self._queue: queue.Queue = queue.Queue(max_queue)
         self._thread = threading.Thread(target=self._run, name="distillguard-events", daemon=True)
         self._closing = False
@@ -59,19 +66,19 @@ class EventSink:
         stop = False
         while not stop:
             first = self._queue.get()
-            batch: list[Event] = []
             if first is _STOP:
-                stop = True
-            else:
-                batch.append(first)
+                break
+            batch: list[Event] = [first]
+            # Linger briefly for company: one commit per batch, not per request.
+            deadline = time.monotonic() + self.linger_seconds
             while len(batch) < self.batch_size:
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if item is _STOP:
                     stop = True
-                    continue
+                    break
                 batch.append(item)
             self._write(batch)
 
