@@ -307,3 +307,8 @@ def test_every_request_is_one_event_and_none_is_lost_on_shutdown(upstream, tmp_p
     exported = run("events", "export", "--format", "jsonl", "--store", store)
     assert exported.returncode == 0
     assert len(exported.stdout.strip().split("\n")) == 42
+
+
+def test_several_workers_without_redis_are_refused(upstream, store):
+    result = run("serve", "--upstream", upstream, "--store", store, "--workers", "2")
+    assert_user_error(result, "--workers above 1 needs --redis")

@@ -9,6 +9,7 @@ This is also the README's scaled-out deployment, run as written there.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from contextlib import ExitStack
@@ -42,14 +43,19 @@ def key_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def replicas(upstream, postgres_server, redis_server, key_file):
+def example_env(redis_server, key_file) -> dict[str, str]:
     """The README's example configuration, with loopback servers for its URLs."""
-    env = {
+    return {
         "DISTILLGUARD_CONFIG": str(EXAMPLE_CONFIG),
         "DISTILLGUARD_GATEWAY__HOST": "127.0.0.1",
         "DISTILLGUARD_GATEWAY__REDIS": redis_server,
         "DISTILLGUARD_GATEWAY__WATERMARK_KEY": str(key_file),
     }
+
+
+@pytest.fixture(scope="module")
+def replicas(upstream, postgres_server, example_env):
+    env = example_env
     with ExitStack() as stack:
         yield [
             stack.enter_context(gateway(upstream, postgres_server, env=env))
@@ -105,6 +111,17 @@ async def test_a_burst_over_three_replicas_admits_exactly_the_concurrency_limit(
     api_key, _ = issue(accounts, "burst-slots", concurrency=5)
     statuses = await burst(replicas, api_key, 30, model="slow-2")  # each holds its slot 2 s
     assert statuses == {200: 5, 429: 25}
+
+
+@pytest.mark.asyncio
+async def test_one_server_with_two_worker_processes_shares_its_limits_through_redis(
+    upstream, postgres_server, example_env, accounts
+):
+    with gateway(upstream, postgres_server, "--workers", "2", env=example_env) as server:
+        api_key, _ = issue(accounts, "two-workers", rpm=20, concurrency=1000)
+        statuses = await burst([server], api_key, 60)
+        assert server.stop() in (0, -signal.SIGTERM)
+    assert statuses == {200: 20, 429: 40}
 
 
 async def slots_in_use(redis_url: str, key_id: str, account: str) -> dict[str, int]:

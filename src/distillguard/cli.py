@@ -293,6 +293,9 @@ def serve(
     shadow: Annotated[
         bool | None, typer.Option("--shadow", help="Log limit and policy decisions, enforce none.")
     ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Processes sharing the port (more than 1 needs --redis).")
+    ] = 1,
 ) -> None:
     """Run the OpenAI-compatible gateway."""
     from distillguard.gateway.server import serve as run
@@ -319,7 +322,7 @@ def serve(
     if engine is not None and upstream is None:
         gateway.upstream = None
     settings = settings.model_copy(update={"gateway": gateway})
-    run(settings)
+    run(settings, workers)
 
 
 def _accounts(store: str | None):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 from pathlib import Path
 
 import platformdirs
 from starlette.applications import Starlette
 
-from distillguard.config import Settings
+from distillguard.config import Settings, load_settings
 from distillguard.errors import DistillguardError, KeyFileError
 from distillguard.gateway.admin import AdminApi
 from distillguard.gateway.app import Gateway, create_app
@@ -92,15 +94,42 @@ def build(settings: Settings) -> Starlette:
     return create_app(gateway, lifespan, routes)
 
 
-def serve(settings: Settings) -> None:
+def app_from_environment() -> Starlette:
+    """uvicorn's factory in each worker process: the settings `serve` left in the environment."""
+    return build(load_settings())
+
+
+def serve(settings: Settings, workers: int = 1) -> None:
+    """Run the gateway; with `workers` > 1, that many processes share the port (and Redis)."""
     import uvicorn
 
-    app = build(settings)
-    uvicorn.run(
-        app,
+    options = dict(
         host=settings.gateway.host,
         port=settings.gateway.port,
         log_level="warning",
         access_log=False,  # the event log is the access log
         timeout_graceful_shutdown=30,
     )
+    if workers == 1:
+        uvicorn.run(build(settings), **options)
+        return
+    if not settings.gateway.redis:
+        raise DistillguardError(
+            "--workers above 1 needs --redis URL: in-process limits would be per worker, "
+            "so every limit would multiply by the number of workers"
+        )
+    # Workers are fresh processes: they rebuild the settings from the environment,
+    # where the whole gateway section (command-line overrides included) now is.
+    os.environ[GATEWAY_ENV] = _gateway_json(settings)
+    uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+
+
+GATEWAY_ENV = "DISTILLGUARD_GATEWAY"
+
+
+def _gateway_json(settings: Settings) -> str:
+    data = json.loads(settings.gateway.model_dump_json())
+    for name in ("upstream_api_key", "admin_token"):  # dumped masked; the workers need them
+        secret = getattr(settings.gateway, name)
+        data[name] = secret.get_secret_value() if secret is not None else None
+    return json.dumps(data)
