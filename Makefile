@@ -20,7 +20,7 @@ $(SETUP_STAMP): pyproject.toml
 services:
 	./scripts/services.sh
 
-# wrk, hey and LiteLLM's proxy (own venv) for benchmarks/gateway_bench.py.
+# wrk and LiteLLM's proxy (own venv) for benchmarks/gateway_bench.py.
 bench-tools:
 	./scripts/bench-tools.sh
 
@@ -34,8 +34,8 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-bench: setup bench-tools
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gateway_bench.py --redis
+bench: setup services bench-tools
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gateway_bench.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/watermark_bench.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/watermark_quality.py
 

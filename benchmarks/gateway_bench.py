@@ -4,29 +4,30 @@ Every target sits in front of the same fast fake upstream (tests/fake_upstream.p
 one uvicorn process) and is loaded from separate processes by C and Go load
 generators, so Python measures nothing:
 
-* **throughput** — `wrk`, 64 connections, closed loop: requests/s and the
+* **throughput** — `wrk` (C), 64 connections, closed loop: requests/s and the
   latency distribution at saturation;
-* **latency** — `hey`, 64 workers at a fixed total rate well below
-  saturation: what the gateway adds to each request (target p50 <= 1 ms,
-  p99 <= 5 ms over direct).
+* **latency** — `openloop.py` (aiohttp + uvloop, its own process), Poisson
+  arrivals at a fixed rate below saturation, each latency measured from the
+  request's scheduled time: what the gateway adds to a request (target
+  p50 <= 1 ms, p99 <= 5 ms over direct).
 
-distillguard runs as one `distillguard serve` process with per-key, account
-and organisation limits checked on every request (in-process, and optionally
-Redis) and every request written to the event log (SQLite). LiteLLM runs as
+distillguard runs as `distillguard serve` with per-key, account and
+organisation limits checked on every request and every request written to
+the event log (SQLite): one process with in-process limits, and
+`--workers 2` sharing limits through a real Redis (this machine has 2 cores;
+one process uses one). LiteLLM runs as
 `litellm --num_workers 1` in its own virtual environment with the equivalent
 per-key rpm/tpm limits (a custom_auth hook: its virtual keys need a database
 and Prisma binaries fetched at run time, which this machine cannot do).
 
 Rounds alternate the targets (A B C A B C ...) so drift on a shared machine hits
-all of them alike; the report takes the median over rounds. Set up the load
-generators and LiteLLM with scripts/bench-tools.sh.
+all of them alike; the report takes the median over rounds. Set up wrk and
+LiteLLM with scripts/bench-tools.sh, redis-server with scripts/services.sh.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import shutil
@@ -51,6 +52,7 @@ from distillguard.gateway.policy import MAX_LIMIT, Limits
 from distillguard.store import AccountStore, open_engine
 
 FAKE_UPSTREAM = ROOT / "tests" / "fake_upstream.py"
+OPENLOOP = Path(__file__).with_name("openloop.py")
 LITELLM_VENV = ROOT / ".bench" / "litellm"
 BODY = {
     "model": "fake-model",
@@ -147,8 +149,10 @@ def upstream() -> Iterator[str]:
 
 
 @contextmanager
-def distillguard(upstream_url: str, workdir: Path, redis: str | None) -> Iterator[Target]:
-    store = f"sqlite:///{workdir / ('store-redis.db' if redis else 'store.db')}"
+def distillguard(
+    upstream_url: str, workdir: Path, redis: str | None, workers: int = 1
+) -> Iterator[Target]:
+    store = f"sqlite:///{workdir / f'store-{workers}.db'}"
     accounts = AccountStore(open_engine(store))
     issued = accounts.issue_key("bench-account", "bench-org", LIMITS)
     accounts.set_limits("account", "bench-account", LIMITS)
@@ -157,11 +161,11 @@ def distillguard(upstream_url: str, workdir: Path, redis: str | None) -> Iterato
     exe = str(Path(sys.executable).parent / "distillguard")
     cmd = [exe, "serve", "--upstream", upstream_url, "--port", str(port), "--store", store]
     if redis:
-        cmd += ["--redis", redis]
+        cmd += ["--redis", redis, "--workers", str(workers)]
     with process(cmd, env={"HF_HUB_OFFLINE": "1"}) as proc:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         wait_ready(url, proc, {"authorization": f"Bearer {issued.api_key}"})
-        name = "distillguard + Redis limits" if redis else "distillguard"
+        name = f"distillguard, {workers} workers, Redis limits" if redis else "distillguard"
         yield Target(name, url, issued.api_key)
 
 
@@ -201,28 +205,12 @@ def run_wrk(target: Target, seconds: int, connections: int, script: Path) -> dic
     return result
 
 
-def run_hey(target: Target, seconds: int, workers: int, rate: int) -> dict:
-    cmd = [
-        "hey", "-z", f"{seconds}s", "-c", str(workers), "-q", f"{rate / workers:.3f}",
-        "-m", "POST", "-T", "application/json", "-d", json.dumps(BODY),
-        "-H", f"Authorization: Bearer {target.key}", "-o", "csv", target.url,
-    ]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    rows = list(csv.DictReader(io.StringIO(out.stdout)))
-    latencies = sorted(float(r["response-time"]) * 1000 for r in rows)
-    ok = sum(r["status-code"] == "200" for r in rows)
-
-    def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(q * len(latencies)))]
-
-    return {
-        "requests": len(rows),
-        "ok": ok,
-        "rps": len(rows) / seconds,
-        "p50_ms": pct(0.50),
-        "p90_ms": pct(0.90),
-        "p99_ms": pct(0.99),
-    }
+def run_openloop(target: Target, seconds: int, rate: int) -> dict:
+    cmd = [sys.executable, str(OPENLOOP), target.url, target.key, str(rate), str(seconds)]
+    out = subprocess.run([*cmd, json.dumps(BODY)], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    result["failed"] = result["requests"] - result["statuses"].get("200", 0)
+    return result
 
 
 def median_of(runs: list[dict], field: str) -> float:
@@ -234,13 +222,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10, help="per measurement")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--rate", type=int, default=200, help="fixed total req/s for latency")
-    parser.add_argument("--redis", action="store_true", help="also measure Redis-backed limits")
+    parser.add_argument("--rate", type=int, default=300, help="Poisson req/s for latency")
+    parser.add_argument("--workers", type=int, default=2, help="of the Redis-backed gateway")
     parser.add_argument("--litellm-venv", type=Path, default=LITELLM_VENV)
     args = parser.parse_args()
-    for tool in ("wrk", "hey"):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"`{tool}` not found: run scripts/bench-tools.sh")
+    if shutil.which("wrk") is None:
+        raise SystemExit("`wrk` not found: run scripts/bench-tools.sh")
 
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dg-bench-")))
@@ -249,9 +236,8 @@ def main() -> None:
         base = stack.enter_context(upstream())
         targets = [Target("direct (fake upstream)", base + "/chat/completions", "unused")]
         targets.append(stack.enter_context(distillguard(base, workdir, None)))
-        if args.redis:
-            redis_url = stack.enter_context(redis_server())
-            targets.append(stack.enter_context(distillguard(base, workdir, redis_url)))
+        redis_url = stack.enter_context(redis_server())
+        targets.append(stack.enter_context(distillguard(base, workdir, redis_url, args.workers)))
         proxy = stack.enter_context(litellm(base, workdir, args.litellm_venv))
         if proxy is not None:
             targets.append(proxy)
@@ -265,9 +251,9 @@ def main() -> None:
                 throughput[target.name].append(result)
                 print(f"round {round_} wrk {target.name}: {result}", flush=True)
             for target in targets:
-                result = run_hey(target, args.seconds, args.connections, args.rate)
+                result = run_openloop(target, args.seconds, args.rate)
                 latency[target.name].append(result)
-                print(f"round {round_} hey {target.name}: {result}", flush=True)
+                print(f"round {round_} open loop {target.name}: {result}", flush=True)
 
     report = {"settings": vars(args) | {"litellm_venv": str(args.litellm_venv)}, "targets": {}}
     for name in throughput:
@@ -276,11 +262,10 @@ def main() -> None:
             "saturated_p50_ms": median_of(throughput[name], "p50_us") / 1000,
             "saturated_p99_ms": median_of(throughput[name], "p99_us") / 1000,
             "non_2xx": sum(r["non2xx"] + r["socket_errors"] for r in throughput[name]),
-            "fixed_rate_rps": median_of(latency[name], "rps"),
             "fixed_rate_p50_ms": median_of(latency[name], "p50_ms"),
             "fixed_rate_p99_ms": median_of(latency[name], "p99_ms"),
-            "fixed_rate_failed": sum(r["requests"] - r["ok"] for r in latency[name]),
-            "runs": {"wrk": throughput[name], "hey": latency[name]},
+            "fixed_rate_failed": sum(r["failed"] for r in latency[name]),
+            "runs": {"wrk": throughput[name], "open_loop": latency[name]},
         }
     direct = report["targets"][targets[0].name]
     print(

@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
-# What benchmarks/gateway_bench.py needs besides the project: the `wrk` and `hey` load
-# generators (Debian packages) and LiteLLM's proxy in its own virtual environment (.bench/litellm),
+# What benchmarks/gateway_bench.py needs besides the project: the `wrk` load generator
+# (a Debian package) and LiteLLM's proxy in its own virtual environment (.bench/litellm),
 # so that its many dependencies never meet ours. Idempotent; instant when everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v hey >/dev/null 2>&1 || missing+=(hey)
 if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import platformdirs
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
@@ -43,7 +44,13 @@ def open_engine(url: str) -> Engine:
     if backend == "sqlite" and parsed.database and parsed.database != ":memory:":
         Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     try:
-        engine = create_engine(parsed, pool_pre_ping=backend == "postgresql")
+        engine = create_engine(
+            parsed,
+            pool_pre_ping=backend == "postgresql",
+            # Events carry whole requests as JSON: msgspec encodes them ~5x faster than json.
+            json_serializer=_json_text,
+            json_deserializer=msgspec.json.decode,
+        )
     except (ArgumentError, ImportError) as exc:
         raise StoreError(f"store URL {url!r}: {exc}") from None
     if backend == "sqlite":
@@ -54,6 +61,10 @@ def open_engine(url: str) -> Engine:
         where = parsed.render_as_string()  # password hidden
         raise StoreError(f"cannot open the store {where}: {_first_line(exc)}") from None
     return engine
+
+
+def _json_text(value: object) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def _sqlite_pragmas(connection, _record) -> None:

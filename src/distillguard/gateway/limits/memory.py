@@ -7,6 +7,7 @@ multiplies every limit; use `RedisLimiter` for that.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -17,13 +18,35 @@ from distillguard.gateway.limits.base import Charge, Decision, Slot, check_admit
 SWEEP_EVERY = 1024  # decisions between sweeps of drained buckets and empty slots
 
 
+class _Held:
+    """The leases of one slot. Expired ones are pruned only once the soonest can have
+    expired, so counting is O(1) per admission rather than O(leases held)."""
+
+    __slots__ = ("expiry", "soonest")
+
+    def __init__(self) -> None:
+        self.expiry: dict[str, float] = {}  # lease id -> expiry µs
+        self.soonest = math.inf
+
+    def add(self, lease: str, expiry: float) -> None:
+        self.expiry[lease] = expiry
+        self.soonest = min(self.soonest, expiry)
+
+    def count(self, now_us: float) -> int:
+        """Live leases at `now_us` (a lease expiring at or before it is gone)."""
+        if now_us >= self.soonest:
+            self.expiry = {lease: e for lease, e in self.expiry.items() if e > now_us}
+            self.soonest = min(self.expiry.values(), default=math.inf)
+        return len(self.expiry)
+
+
 class MemoryLimiter:
     """`Limiter` on dicts; `clock` returns seconds (monotonic by default)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._buckets: dict[str, gcra.State] = {}
-        self._leases: dict[str, dict[str, float]] = {}  # slot key -> lease id -> expiry µs
+        self._leases: dict[str, _Held] = {}  # slot key -> its leases
         self._ops = 0
 
     def _now_us(self, now: float | None) -> float:
@@ -56,7 +79,7 @@ class MemoryLimiter:
                 lease = uuid.uuid4().hex
                 expiry = now_us + float(to_us(lease_ttl))
                 for slot in slots:
-                    self._leases.setdefault(slot.key, {})[lease] = expiry
+                    self._leases.setdefault(slot.key, _Held()).add(lease, expiry)
         self._maybe_sweep(now_us)
         return gcra.decide(charges, slots, levels, refused, lease)
 
@@ -77,8 +100,8 @@ class MemoryLimiter:
             for slot in slots:
                 held = self._leases.get(slot.key)
                 if held is not None:
-                    held.pop(lease, None)
-                    if not held:
+                    held.expiry.pop(lease, None)
+                    if not held.expiry:
                         del self._leases[slot.key]
 
     async def in_flight(self, key: str, *, now: float | None = None) -> int:
@@ -96,13 +119,8 @@ class MemoryLimiter:
             self._buckets[charge.key] = (level, now_us, charge.rate.limit)
 
     def _live(self, key: str, now_us: float) -> int:
-        """Prune leases expired at `now_us` (expiry <= now), then count the rest."""
         held = self._leases.get(key)
-        if not held:
-            return 0
-        for lease in [lease for lease, expiry in held.items() if expiry <= now_us]:
-            del held[lease]
-        return len(held)
+        return held.count(now_us) if held is not None else 0
 
     def _maybe_sweep(self, now_us: float) -> None:
         """Forget drained buckets and empty slots now and then, so idle accounts cost nothing."""
