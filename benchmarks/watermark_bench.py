@@ -36,9 +36,10 @@ from common import corpus_prompts, save
 from distillguard.config import load_settings
 from distillguard.engine.bundled import load_text_tokenizer
 from distillguard.engine.transformers_engine import TransformersEngine
-from distillguard.watermark import Watermark, WatermarkKey
+from distillguard.watermark import Watermark, WatermarkConfig, WatermarkKey
 
-GAMMA, DELTA, WIDTH = 0.25, 2.0, 1
+DEFAULT = WatermarkConfig()  # measure what users get
+GAMMA, DELTA, WIDTH = DEFAULT.gamma, DEFAULT.delta, DEFAULT.context_width
 
 
 def token_sequences(tokenizer, n: int, length: int, seed: int) -> list[np.ndarray]:
