@@ -8,7 +8,7 @@ out in insertion order.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, Engine, Integer, String, select
@@ -83,7 +83,7 @@ _INT_RANGE = {Integer: 2**31 - 1, BigInteger: 2**63 - 1}
 
 
 def storable(event: Event) -> dict[str, Any]:
-    row = asdict(event)
+    row = dict(vars(event))  # shallow: `_json` rebuilds the one nested value, `request`
     for column in events.columns:
         value = row.get(column.name)
         if value is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 
@@ -26,7 +27,7 @@ class Rate:
         if not self.period_us >= 1:
             raise ValueError(f"rate period must be at least 1µs, got {self.period!r}")
 
-    @property
+    @cached_property  # read several times per decision
     def period_us(self) -> int:
         """The period in whole microseconds, the resolution of every backend's clock."""
         return round(self.period * 1_000_000)
