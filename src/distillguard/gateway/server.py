@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -80,6 +81,10 @@ def build(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette):
         await keys.start()
         sink.start()
+        # Everything loaded so far lives as long as the process: move it out of the
+        # collector's sight, or each full collection walks it all (tens of ms, a p99 spike).
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:
