@@ -26,14 +26,14 @@ from common import corpus_prompts, save
 from distillguard.config import load_settings
 from distillguard.engine.bundled import load_text_tokenizer
 from distillguard.engine.transformers_engine import TransformersEngine
-from distillguard.watermark import Watermark, WatermarkKey
+from distillguard.watermark import Watermark, WatermarkConfig, WatermarkKey
 from distillguard.watermark.windows import Sequences
 
 ALPHAS = (1e-2, 1e-3)
 POWER_ALPHA = 1e-6
 
 
-def power(engine, pool, answers, max_tokens, temperature, seed, entropy_threshold):
+def power(engine, pool, answers, max_tokens, temperature, seed, entropy_threshold, delta):
     """Draw prompts until `answers` watermarked answers reach ~max_tokens new tokens.
 
     The target is about answers of ~200 tokens; shorter answers (the model
@@ -41,7 +41,7 @@ def power(engine, pool, answers, max_tokens, temperature, seed, entropy_threshol
     twice: every window, and only the windows whose next-token entropy under
     the unbiased model reaches `entropy_threshold` (SWEET-style selection).
     """
-    watermark = Watermark(WatermarkKey.generate())
+    watermark = Watermark(WatermarkKey.generate(), delta=delta)
     args = dict(max_new_tokens=max_tokens, temperature=temperature, top_p=1.0, batch_size=25)
     long_enough = int(0.9 * max_tokens)
     started = time.perf_counter()
@@ -74,6 +74,7 @@ def power(engine, pool, answers, max_tokens, temperature, seed, entropy_threshol
     plain_entropy = [s.entropy >= entropy_threshold for s in stats_plain]
     return (plain, plain_entropy), {
         "temperature": temperature,
+        "delta": delta,
         "answers_long": len(long_results),
         "long_means_new_tokens_at_least": long_enough,
         "detected_rate_long": detected(long_results),
@@ -140,6 +141,9 @@ def main() -> None:
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.7])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--delta", type=float, default=WatermarkConfig().delta, help="KGW bias (default: the default watermark)"
+    )
+    parser.add_argument(
         "--entropy-threshold",
         type=float,
         default=1.0,
@@ -155,7 +159,7 @@ def main() -> None:
     for temperature in args.temperatures:
         (plain, masks), row = power(
             engine, pool, args.answers, args.max_tokens, temperature, args.seed,
-            args.entropy_threshold,
+            args.entropy_threshold, args.delta,
         )  # fmt: skip
         power_rows.append(row)
         null_answers.extend(plain)
