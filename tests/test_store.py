@@ -8,6 +8,7 @@ import pytest
 
 from distillguard.gateway.policy import Limits
 from distillguard.store import AccountError, AccountStore, Event, EventStore, open_engine
+from distillguard.store.schema import metadata
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -17,10 +18,11 @@ def engine(request, tmp_path):
     else:
         url = request.getfixturevalue("postgres_server")
     engine = open_engine(url)
+    if request.param == "postgresql":  # one server per session, shared: start from empty
+        metadata.drop_all(engine)
+        metadata.create_all(engine)
     yield engine
-    if request.param == "postgresql":  # one server per session: leave it empty
-        from distillguard.store.schema import metadata
-
+    if request.param == "postgresql":
         metadata.drop_all(engine)
     engine.dispose()
 
