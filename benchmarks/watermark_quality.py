@@ -141,7 +141,10 @@ def main() -> None:
     parser.add_argument("--temperatures", type=float, nargs="+", default=[1.0, 0.7])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--delta", type=float, default=WatermarkConfig().delta, help="KGW bias (default: the default watermark)"
+        "--delta",
+        type=float,
+        default=WatermarkConfig().delta,
+        help="KGW bias (default: the default watermark)",
     )
     parser.add_argument(
         "--entropy-threshold",
