@@ -57,6 +57,15 @@ def unwatermarked_answers(engine, prompts):
 
 
 @pytest.fixture(scope="session")
+def upstream() -> Iterator[str]:
+    """Base URL of the fake OpenAI-compatible upstream (tests/fake_upstream.py); stateless."""
+    from tests.gateway_stack import fake_upstream
+
+    with fake_upstream() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """URL of a private redis-server for the whole session (see tests/servers.py)."""
     yield from _serve(servers.redis_server)

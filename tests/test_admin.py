@@ -7,19 +7,13 @@ import openai
 import pytest
 
 from distillguard.store import AccountStore, open_engine
-from tests.gateway_stack import fake_upstream, gateway
+from tests.gateway_stack import gateway
 from tests.helpers import assert_user_error, run
 from tests.test_gateway import MESSAGES, assert_openai_error
 
 TOKEN = "admin-secret-for-tests"
 # Changes made through the admin API must apply at once, not at the next reload.
 SLOW_RELOAD = {"DISTILLGUARD_GATEWAY__KEY_REFRESH_SECONDS": "600"}
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    with fake_upstream() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,10 @@ import pytest
 
 from distillguard.gateway.policy import Limits
 from distillguard.store import AccountStore, EventStore, open_engine
-from tests.gateway_stack import fake_upstream, gateway
+from tests.gateway_stack import gateway
 from tests.helpers import assert_user_error, run
 
 MESSAGES = [{"role": "user", "content": "What is six times seven?"}]
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    with fake_upstream() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 
 from distillguard.gateway.policy import MAX_LIMIT, Limits
 from distillguard.store import AccountStore, open_engine
-from tests.gateway_stack import fake_upstream, gateway
+from tests.gateway_stack import gateway
 
 ADMIN_TOKEN = "fuzzing-admin-token"
 # Fuzzing must meet the gateway's validation, not its rate limits.
@@ -31,14 +31,14 @@ ST = shutil.which("st", path=str(Path(sys.executable).parent))
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory):
+def fuzzed(tmp_path_factory, upstream):
     store = f"sqlite:///{tmp_path_factory.mktemp('openapi') / 'store.db'}"
     accounts = AccountStore(open_engine(store))
     api_key = accounts.issue_key("schemathesis-account", "schemathesis-org", HIGH).api_key
     accounts.set_limits("account", "schemathesis-account", HIGH)
     accounts.set_limits("org", "schemathesis-org", HIGH)
     env = {"DISTILLGUARD_GATEWAY__ADMIN_TOKEN": ADMIN_TOKEN}
-    with fake_upstream() as upstream, gateway(upstream, store, env=env) as stack:
+    with gateway(upstream, store, env=env) as stack:
         yield stack.url.removesuffix("/v1"), api_key
 
 

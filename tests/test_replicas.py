@@ -23,16 +23,10 @@ from distillguard.gateway.policy import Limits
 from distillguard.store import AccountStore, EventStore, open_engine
 from distillguard.watermark import WatermarkKey
 from distillguard.watermark.cohorts import Cohorts
-from tests.gateway_stack import fake_upstream, gateway
+from tests.gateway_stack import gateway
 
 REPLICAS = 3
 EXAMPLE_CONFIG = Path(__file__).parents[1] / "examples" / "scaled-out" / "distillguard.toml"
-
-
-@pytest.fixture(scope="module")
-def upstream():
-    with fake_upstream() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -402,41 +402,30 @@ def accounts_set_tier(
     err.print(f"account {account}: tier {tier}")
 
 
-@accounts_app.command("set-limits")
-def accounts_set_limits(
-    account: Annotated[str, typer.Argument(help="Account id.")],
-    rpm: RpmOption = None,
-    tpm: TpmOption = None,
-    tpd: TpdOption = None,
-    concurrency: ConcurrencyOption = None,
-    store: StoreOption = None,
-) -> None:
-    """Set an account's limits, shared by all its keys (unset options: the default)."""
-    _set_limits("account", account, rpm, tpm, tpd, concurrency, store)
+def _limits_setter(level: str, noun: str, members: str):
+    """`accounts set-limits` and `orgs set-limits`: one command, two levels."""
+
+    def set_limits(
+        owner: Annotated[str, typer.Argument(metavar="ID", help="Account or organisation id.")],
+        rpm: RpmOption = None,
+        tpm: TpmOption = None,
+        tpd: TpdOption = None,
+        concurrency: ConcurrencyOption = None,
+        store: StoreOption = None,
+    ) -> None:
+        from distillguard.gateway.policy import Limits
+
+        limits = Limits(rpm=rpm, tpm=tpm, tpd=tpd, concurrency=concurrency)
+        _accounts(store).set_limits(level, owner, limits)
+        shown = ", ".join(f"{k} {v or 'default'}" for k, v in limits.columns().items())
+        err.print(f"{noun} {owner}: {shown}")
+
+    set_limits.__doc__ = f"Set an {noun}'s limits, shared by all its {members} (unset: default)."
+    return set_limits
 
 
-@orgs_app.command("set-limits")
-def orgs_set_limits(
-    org: Annotated[str, typer.Argument(help="Organisation id.")],
-    rpm: RpmOption = None,
-    tpm: TpmOption = None,
-    tpd: TpdOption = None,
-    concurrency: ConcurrencyOption = None,
-    store: StoreOption = None,
-) -> None:
-    """Set an organisation's limits, shared by all its accounts (unset options: the default)."""
-    _set_limits("org", org, rpm, tpm, tpd, concurrency, store)
-
-
-def _set_limits(level: str, owner: str, rpm, tpm, tpd, concurrency, store: str | None) -> None:
-    from distillguard.gateway.policy import Limits
-
-    limits = Limits(rpm=rpm, tpm=tpm, tpd=tpd, concurrency=concurrency)
-    _accounts(store).set_limits(level, owner, limits)
-    shown = ", ".join(
-        f"{k} {v if v is not None else 'default'}" for k, v in limits.columns().items()
-    )
-    err.print(f"{level} {owner}: {shown}")
+accounts_app.command("set-limits")(_limits_setter("account", "account", "keys"))
+orgs_app.command("set-limits")(_limits_setter("org", "organisation", "accounts"))
 
 
 @events_app.command("export")
