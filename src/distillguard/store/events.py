@@ -8,10 +8,11 @@ out in insertion order.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import BigInteger, Engine, Integer, String, select
+import msgspec
+from sqlalchemy import JSON, BigInteger, Engine, Integer, String, select
 
 from distillguard.store.schema import events
 
@@ -80,22 +81,27 @@ class EventStore:
 # fail a batch (on PostgreSQL: NUL characters, over-long strings, out-of-range
 # integers); what was changed is documented in docs/events.md.
 _INT_RANGE = {Integer: 2**31 - 1, BigInteger: 2**63 - 1}
+# Which columns need which care, worked out once: this runs for every request.
+_COLUMNS = [c for c in events.columns if c.name in {f.name for f in fields(Event)}]
+_STRINGS = [(c.name, c.type.length) for c in _COLUMNS if isinstance(c.type, String)]
+_INTS = [(c.name, _INT_RANGE[type(c.type)]) for c in _COLUMNS if type(c.type) in _INT_RANGE]
+_JSONS = [c.name for c in _COLUMNS if isinstance(c.type, JSON)]
 
 
 def storable(event: Event) -> dict[str, Any]:
     row = dict(vars(event))  # shallow: `_json` rebuilds the one nested value, `request`
-    for column in events.columns:
-        value = row.get(column.name)
-        if value is None:
-            continue
-        if isinstance(column.type, String):  # Text is a String without a length
-            row[column.name] = _text(value)[: column.type.length]
-        elif isinstance(value, int) and not isinstance(value, bool):
-            most = _INT_RANGE.get(type(column.type))
-            if most is not None:
-                row[column.name] = max(-most - 1, min(most, value))
-        elif isinstance(value, dict | list):
-            row[column.name] = _json(value)
+    for name, length in _STRINGS:  # Text is a String without a length
+        value = row[name]
+        if value is not None and ("\x00" in value or (length and len(value) > length)):
+            row[name] = _text(value)[:length]
+    for name, most in _INTS:
+        value = row[name]
+        if value is not None and not -most - 1 <= value <= most:
+            row[name] = max(-most - 1, min(most, value))
+    for name in _JSONS:
+        value = row[name]
+        if value is not None and b"\\u0000" in msgspec.json.encode(value):
+            row[name] = _json(value)
     return row
 
 
