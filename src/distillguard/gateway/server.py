@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from distillguard.config import Settings, load_settings
 from distillguard.errors import DistillguardError, KeyFileError
 from distillguard.gateway.admin import AdminApi
-from distillguard.gateway.app import Gateway, create_app
+from distillguard.gateway.app import Gateway, HotPath, create_app
 from distillguard.gateway.auth import KeyRing
 from distillguard.gateway.events import EventSink
 from distillguard.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
@@ -48,7 +48,7 @@ def watermark_key(path: Path | None) -> WatermarkKey:
     return WatermarkKey.load(path)
 
 
-def build(settings: Settings) -> Starlette:
+def build(settings: Settings) -> HotPath:
     config = settings.gateway
     if (config.upstream is None) == (config.engine is None):
         raise DistillguardError("serve needs exactly one of --upstream URL or --engine bundled")
@@ -99,7 +99,7 @@ def build(settings: Settings) -> Starlette:
     return create_app(gateway, lifespan, routes)
 
 
-def app_from_environment() -> Starlette:
+def app_from_environment() -> HotPath:
     """uvicorn's factory in each worker process: the settings `serve` left in the environment."""
     return build(load_settings())
 
