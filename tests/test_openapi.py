@@ -71,6 +71,7 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(fuzzed, a
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tmp_path,  # schemathesis keeps a cache in its working directory
         env={"NO_COLOR": "1", "PATH": str(Path(sys.executable).parent)},
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
