@@ -109,15 +109,12 @@ class AdminApi:
         ):
             raise ApiError(401, "invalid or missing admin token", "invalid_admin_token")
 
-    async def _changed(self) -> None:
-        await self.keys.refresh()
-
     async def issue_key(self, request: Request) -> Response:
         body, _ = protocol.decode(await _read(request), IssueKeyBody)
         issued = await asyncio.to_thread(
             self.accounts.issue_key, body.account, body.org, body.limits(), body.name
         )
-        await self._changed()
+        await self.keys.refresh()
         return JSONResponse({"api_key": issued.api_key, **issued.record.public()}, 201)
 
     async def list_keys(self, request: Request) -> Response:
@@ -126,14 +123,14 @@ class AdminApi:
 
     async def revoke_key(self, request: Request) -> Response:
         record = await asyncio.to_thread(self.accounts.revoke_key, request.path_params["key_id"])
-        await self._changed()
+        await self.keys.refresh()
         return JSONResponse(record.public())
 
     async def set_tier(self, request: Request) -> Response:
         body, _ = protocol.decode(await _read(request), TierBody)
         owner = request.path_params["owner_id"]
         await asyncio.to_thread(self.accounts.set_tier, owner, body.tier, body.reason)
-        await self._changed()
+        await self.keys.refresh()
         return JSONResponse({"account_id": owner, "tier": body.tier, "reason": body.reason})
 
     async def set_account_limits(self, request: Request) -> Response:
@@ -146,7 +143,7 @@ class AdminApi:
         body, _ = protocol.decode(await _read(request), LimitsBody)
         owner = request.path_params["owner_id"]
         await asyncio.to_thread(self.accounts.set_limits, level, owner, body.limits())
-        await self._changed()
+        await self.keys.refresh()
         return JSONResponse({f"{level}_id": owner, "limits": body.limits().columns()})
 
 

@@ -27,6 +27,7 @@ from distillguard.watermark import WatermarkKey
 from distillguard.watermark.cohorts import Cohorts
 
 log = logging.getLogger("distillguard.gateway")
+GATEWAY_ENV = "DISTILLGUARD_GATEWAY"  # the whole gateway section, as JSON, for worker processes
 
 
 def default_watermark_key_path() -> Path:
@@ -127,9 +128,6 @@ def serve(settings: Settings, workers: int = 1) -> None:
     # where the whole gateway section (command-line overrides included) now is.
     os.environ[GATEWAY_ENV] = _gateway_json(settings)
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
-
-
-GATEWAY_ENV = "DISTILLGUARD_GATEWAY"
 
 
 def _gateway_json(settings: Settings) -> str:
