@@ -48,7 +48,7 @@ class Limits:
         return Limits(**{n: fallback[n] if v is None else v for n, v in own.items()})
 
     def columns(self) -> dict[str, int | None]:
-        return {"rpm": self.rpm, "tpm": self.tpm, "tpd": self.tpd, "concurrency": self.concurrency}
+        return {name: getattr(self, name) for name in MAX_LIMIT}
 
     def scaled(self, factor: float) -> Limits:
         """Every limit times `factor`, never below 1 (a throttled account still gets through)."""

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select, update
 
 from distillguard.errors import DistillguardError
-from distillguard.gateway.policy import TIERS, Limits
+from distillguard.gateway.policy import MAX_LIMIT, TIERS, Limits
 from distillguard.store.schema import accounts, api_keys, organizations
 
 KEY_PREFIX = "dg"
-LIMIT_COLUMNS = ("rpm", "tpm", "tpd", "concurrency")
+LIMIT_COLUMNS = tuple(MAX_LIMIT)  # rpm, tpm, tpd, concurrency: one list, in policy.py
 
 
 class AccountError(DistillguardError):
