@@ -11,6 +11,11 @@ generators, so Python measures nothing:
   request's scheduled time: what the gateway adds to a request (target
   p50 <= 1 ms, p99 <= 5 ms over direct).
 
+Two floors run beside them, so the added latency can be read against what
+any proxy costs here: nginx as a plain reverse proxy (one more hop, no work)
+and `passthrough_proxy.py` (distillguard's own server and upstream client,
+uvicorn + aiohttp, doing no work).
+
 distillguard runs as `distillguard serve` with per-key, account and
 organisation limits checked on every request and every request written to
 the event log (SQLite): one process with in-process limits, and
@@ -21,8 +26,8 @@ per-key rpm/tpm limits (a custom_auth hook: its virtual keys need a database
 and Prisma binaries fetched at run time, which this machine cannot do).
 
 Rounds alternate the targets (A B C A B C ...) so drift on a shared machine hits
-all of them alike; the report takes the median over rounds. Set up wrk and
-LiteLLM with scripts/bench-tools.sh, redis-server with scripts/services.sh.
+all of them alike; the report takes the median over rounds. Set up wrk,
+nginx and LiteLLM with scripts/bench-tools.sh, redis-server with scripts/services.sh.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from distillguard.store import AccountStore, open_engine
 
 FAKE_UPSTREAM = ROOT / "tests" / "fake_upstream.py"
 OPENLOOP = Path(__file__).with_name("openloop.py")
+PASSTHROUGH = Path(__file__).with_name("passthrough_proxy.py")
 LITELLM_VENV = ROOT / ".bench" / "litellm"
 BODY = {
     "model": "fake-model",
@@ -100,6 +106,25 @@ general_settings:
 litellm_settings:
   telemetry: false
 """
+NGINX_CONFIG = """
+daemon off;
+worker_processes 1;
+pid @PID@;
+error_log stderr error;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    upstream fake { server @UPSTREAM@; keepalive 128; }
+    server {
+        listen 127.0.0.1:@PORT@;
+        location / {
+            proxy_pass http://fake;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+"""
 
 
 @dataclass
@@ -146,6 +171,40 @@ def upstream() -> Iterator[str]:
         base = f"http://127.0.0.1:{port}/v1"
         wait_ready(base + "/chat/completions", proc)
         yield base
+
+
+@contextmanager
+def nginx(upstream_url: str, workdir: Path) -> Iterator[Target | None]:
+    """nginx as a plain reverse proxy: what one more hop costs when the proxy does no work."""
+    exe = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/sbin/nginx") if Path(p).exists()), None
+    )
+    if exe is None:
+        print("nginx not installed: run scripts/bench-tools.sh", file=sys.stderr)
+        yield None
+        return
+    port = free_port()
+    upstream_host = upstream_url.split("//", 1)[1].split("/", 1)[0]
+    config = workdir / "nginx.conf"
+    config.write_text(
+        NGINX_CONFIG.replace("@PID@", str(workdir / "nginx.pid"))
+        .replace("@UPSTREAM@", upstream_host)
+        .replace("@PORT@", str(port))
+    )
+    with process([exe, "-c", str(config), "-p", str(workdir)]) as proc:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        wait_ready(url, proc)
+        yield Target("nginx (reverse proxy, no work)", url, "unused")
+
+
+@contextmanager
+def passthrough(upstream_url: str) -> Iterator[Target]:
+    port = free_port()
+    upstream_chat = upstream_url + "/chat/completions"
+    with process([sys.executable, str(PASSTHROUGH), str(port), upstream_chat]) as proc:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        wait_ready(url, proc)
+        yield Target("Python proxy, no work (uvicorn + aiohttp)", url, "unused")
 
 
 @contextmanager
@@ -235,6 +294,11 @@ def main() -> None:
         script.write_text(WRK_SCRIPT)
         base = stack.enter_context(upstream())
         targets = [Target("direct (fake upstream)", base + "/chat/completions", "unused")]
+        # Two floors: one more hop at no work (nginx), and the same Python stack at no work.
+        floor = stack.enter_context(nginx(base, workdir))
+        if floor is not None:
+            targets.append(floor)
+        targets.append(stack.enter_context(passthrough(base)))
         targets.append(stack.enter_context(distillguard(base, workdir, None)))
         redis_url = stack.enter_context(redis_server())
         targets.append(stack.enter_context(distillguard(base, workdir, redis_url, args.workers)))

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # What benchmarks/gateway_bench.py needs besides the project: the `wrk` load generator
-# (a Debian package) and LiteLLM's proxy in its own virtual environment (.bench/litellm),
-# so that its many dependencies never meet ours. Idempotent; instant when everything is present.
+# and nginx (the no-work proxy floor), both Debian packages, and LiteLLM's proxy in its
+# own virtual environment (.bench/litellm), so that its many dependencies never meet ours. Idempotent; instant when everything is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
