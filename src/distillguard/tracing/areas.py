@@ -1,0 +1,58 @@
+"""Which capability a prompt exercises: code, maths, tool use, writing, translation, ...
+
+Capability sweeps are how distillers cover a skill: thousands of coding tasks,
+then thousands of maths problems, then tool-use transcripts. A person asks about
+whatever their day brings; a harvester's traffic covers areas systematically,
+or sits in one area at a volume no single project needs. The classifier is a
+small multilingual keyword lexicon per area (the first area that matches wins,
+most specific first), cheap enough for every request and easy to audit.
+"""
+
+from __future__ import annotations
+
+from distillguard.tracing.patterns import PatternSet
+
+AREAS = ("tool_use", "code", "math", "translation", "writing", "reasoning", "knowledge", "chat")
+
+_LEXICON = {
+    "tool_use": (
+        r"\btools?\b.*\b(?:call|use|invoke)|function[_ ]call|\"tool_calls?\"|\bapi call\b|"
+        r"you (?:are|act as) an? (?:autonomous |ai )?agent|\bagentic\b|available tools|"
+        r"\bbash\b.*\bcommand|\bterminal\b|\bbrowse\b|工具调用|ツール"
+    ),
+    "code": (
+        r"```|\bdef \w+\(|\bfunction\b|\bclass\b|\bpython\b|\bjavascript\b|\btypescript\b|"
+        r"\bjava\b|\bc\+\+|\bsql\b|\bhtml\b|\bcss\b|\bregex|\bcode\b|\bprogram\b|\bscript\b|"
+        r"\bbug\b|\bcompile|\balgorithm|\bapi\b|\barray\b|\bstring\b.*\breturn|"
+        r"代码|编程|函数|コード|プログラム|코드|código|programa|fonction|funktion"
+    ),
+    "math": (
+        r"\d+\s*[-+*/×÷^=]\s*\d+|\bsolve\b|\bequation|\bcalculate|\bcompute\b|\bhow many\b|"
+        r"\bhow much\b|\bpercent|\bintegral|\bderivative|\bprobability|\bsum of\b|\bprime\b|"
+        r"\bgeometry|\btriangle|\bfraction|\baverage\b|\$\d|多少|几个|计算|方程|いくつ|何人|"
+        r"몇|계산|cuántos|cuántas|combien|wie viele|quantos|quantas|сколько|कितने|"
+        r"\bkaç\b|bao nhiêu|berapa"
+    ),
+    "translation": r"\btranslat|翻译|翻訳|번역|tradu[cz]|übersetz|перевед",
+    "writing": (
+        r"\bwrite (?:a|an|me|the)\b|\bessay\b|\bpoem\b|\bstory\b|\bblog\b|\barticle\b|"
+        r"\bemail\b|\bletter\b|\bsummari[sz]e|\brewrite\b|\bparaphrase|\bslogan|\bheadline|"
+        r"写一|作文|诗|故事|総括|要約|書いて|작성|escribe|écris|schreibe|escreva|напиши"
+    ),
+    "reasoning": (
+        r"\bpuzzle\b|\briddle\b|\blogic(?:al)?\b|\bdeduce|\binfer\b|\bif .* then\b|"
+        r"\btrue or false\b|\bwhich of the following\b|推理|逻辑|論理|논리"
+    ),
+    "knowledge": (
+        r"^(?:what|who|when|where|why|which|how)\b|\bexplain\b|\bdefine\b|\bdifference between\b|"
+        r"\bhistory of\b|什么|为什么|何ですか|무엇|qué es|qu'est-ce|was ist|o que é|что такое"
+    ),
+}
+_matcher = PatternSet(list(_LEXICON.values()))
+_NAMES = list(_LEXICON)
+
+
+def area_of(text: str) -> str:
+    """The capability area of one prompt; "chat" when nothing more specific matches."""
+    found = _matcher.found(text[:2000])  # the task is stated early; pasted inputs add nothing
+    return _NAMES[min(found)] if found else "chat"

@@ -1,0 +1,198 @@
+"""Per-account behaviour, accumulated one event at a time.
+
+`Profile` is the online state of one actor (an account, or a whole cluster of
+accounts judged as one): constant work per event, so the same code serves the
+gateway's live updates and a batch replay of the event log. What each request
+says about itself (reasoning asked for? which capability? near-duplicate of an
+earlier prompt?) is worked out once per event by `describe`, a batch at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from distillguard.tracing import minhash
+from distillguard.tracing.areas import AREAS, area_of
+from distillguard.tracing.cot import asks_for_reasoning
+from distillguard.tracing.records import TraceEvent
+
+# A long answer: reasoning traces and full solutions, what a student learns most from.
+LONG_ANSWER_TOKENS = 700
+LONG_ANSWER_CHARS = 3000  # when only the text is known (~4 characters a token)
+SKELETON_BYTES = 40  # the opening (or closing) words a template repeats
+HOUR = 3600.0
+AREA_INDEX = {area: i for i, area in enumerate(AREAS)}
+DAY = 86_400.0
+
+
+@dataclass
+class Described:
+    """What each request of a batch says about itself, independent of who sent it.
+
+    Columns, one row per event: `cot` (asks for reasoning), `area` (index into
+    AREAS), `bands` (MinHash LSH band keys), `head`/`tail` (hashes of the
+    normalised opening and closing, which templates repeat) and `exact` (hash
+    of the whole normalised prompt).
+    """
+
+    cot: np.ndarray
+    area: np.ndarray
+    bands: np.ndarray
+    head: np.ndarray
+    tail: np.ndarray
+    exact: np.ndarray
+
+    def rows(self) -> Iterator[tuple[bool, int, list[int], int, int, int]]:
+        """Plain Python values per event: the per-event loop reads them fastest."""
+        return zip(
+            self.cot.tolist(),
+            self.area.tolist(),
+            self.bands.tolist(),
+            self.head.tolist(),
+            self.tail.tolist(),
+            self.exact.tolist(),
+            strict=True,
+        )
+
+    def take(self, index: np.ndarray) -> Described:
+        return Described(*(getattr(self, f.name)[index] for f in fields(self)))
+
+
+def describe(events: Sequence[TraceEvent]) -> Described:
+    texts = [e.text for e in events]
+    norms = [minhash.normalise(t) for t in texts]
+    return Described(
+        cot=np.fromiter((asks_for_reasoning(t) for t in texts), dtype=bool, count=len(texts)),
+        area=np.fromiter((AREA_INDEX[area_of(t)] for t in texts), dtype=np.int8, count=len(texts)),
+        bands=minhash.band_keys(minhash.signatures(texts)),
+        head=np.fromiter((_skeleton(n, opening=True) for n in norms), np.int64, len(norms)),
+        tail=np.fromiter((_skeleton(n, opening=False) for n in norms), np.int64, len(norms)),
+        exact=np.fromiter((hash(n) for n in norms), np.int64, len(norms)),
+    )
+
+
+def _skeleton(norm: bytes, opening: bool) -> int:
+    """Hash of a prompt's first (or last) bytes; 0 when the prompt is too short to tell."""
+    if len(norm) <= 2 * SKELETON_BYTES:
+        return 0
+    return hash(norm[:SKELETON_BYTES] if opening else norm[-SKELETON_BYTES:]) or 1
+
+
+@dataclass
+class Profile:
+    """Running totals of one actor's traffic; `features()` reads them as rates."""
+
+    requests: int = 0
+    first_ts: float = math.inf
+    last_ts: float = -math.inf
+    cot: int = 0
+    multi_turn: int = 0
+    long_answers: int = 0
+    short_answers: int = 0  # max_tokens <= 64: labels, extraction, routing
+    near_duplicates: int = 0
+    templated: int = 0
+    repeats: int = 0  # exact re-sends of an earlier prompt
+    gaps: int = 0
+    gap_log_sum: float = 0.0
+    gap_log_sq: float = 0.0
+    areas: list[int] = field(default_factory=lambda: [0] * len(AREAS))
+    hours: list[int] = field(default_factory=lambda: [0] * 24)
+    days: set[int] = field(default_factory=set)
+    models: dict[str, int] = field(default_factory=dict)
+    ips: set[str] = field(default_factory=set)
+    agents: set[str] = field(default_factory=set)
+    _exact: set[int] = field(default_factory=set)
+    _heads: dict[int, int] = field(default_factory=dict)
+    _tails: dict[int, int] = field(default_factory=dict)
+    _lsh: minhash.LshIndex = field(default_factory=minhash.LshIndex)
+
+    def add(self, event: TraceEvent, row: tuple[bool, int, list[int], int, int, int]) -> None:
+        cot, area, bands, head, tail, exact = row
+        self.requests += 1
+        if self.requests > 1 and event.ts > self.last_ts:
+            gap = math.log10(max(event.ts - self.last_ts, 0.01))
+            self.gaps += 1
+            self.gap_log_sum += gap
+            self.gap_log_sq += gap * gap
+        self.first_ts = min(self.first_ts, event.ts)
+        self.last_ts = max(self.last_ts, event.ts)
+        self.cot += cot
+        self.multi_turn += event.user_turns > 1 or event.conversation_id is not None
+        given = event.completion_tokens
+        if given is not None and given >= LONG_ANSWER_TOKENS:
+            self.long_answers += 1
+        elif given is None and event.response_chars >= LONG_ANSWER_CHARS:
+            self.long_answers += 1
+        if event.max_tokens is not None and event.max_tokens <= 64:
+            self.short_answers += 1
+        self.areas[area] += 1
+        self.hours[int(event.ts // HOUR) % 24] += 1
+        self.days.add(int(event.ts // DAY))
+        if event.model:
+            self.models[event.model] = self.models.get(event.model, 0) + 1
+        if event.ip and len(self.ips) < 64:
+            self.ips.add(event.ip)
+        if event.user_agent and len(self.agents) < 16:
+            self.agents.add(event.user_agent)
+        if exact in self._exact:
+            self.repeats += 1
+        else:
+            self._exact.add(exact)
+            self.near_duplicates += self._lsh.add(bands)
+        self.templated += _seen(self._heads, head) | _seen(self._tails, tail)
+
+    def features(self) -> dict[str, float]:
+        """Rates in [0, 1] (and a few counts) that scoring and evidence read."""
+        n = max(self.requests, 1)
+        active_hours = sum(1 for h in self.hours if h)
+        spread = _entropy(self.hours) / math.log(24)
+        gap_sd = 0.0
+        if self.gaps > 1:
+            mean = self.gap_log_sum / self.gaps
+            gap_sd = math.sqrt(max(self.gap_log_sq / self.gaps - mean * mean, 0.0))
+        return {
+            "requests": float(self.requests),
+            "active_days": float(len(self.days)),
+            "requests_per_day": self.requests / max(len(self.days), 1),
+            "cot_rate": self.cot / n,
+            "multi_turn_rate": self.multi_turn / n,
+            "long_answer_rate": self.long_answers / n,
+            "short_answer_rate": self.short_answers / n,
+            "near_duplicate_rate": self.near_duplicates / n,
+            "template_rate": self.templated / n,
+            "repeat_rate": self.repeats / n,
+            "distinct_rate": len(self._exact) / n,
+            "area_coverage": _entropy(self.areas) / math.log(len(AREAS)),
+            "top_area_share": max(self.areas) / n,
+            "hour_spread": spread,
+            "active_hours": float(active_hours),
+            "gap_log_sd": gap_sd,  # spread of log10 inter-arrival times: people are bursty
+        }
+
+    def templates(self, min_uses: int) -> list[int]:
+        """Skeletons (opening or closing) this actor used at least `min_uses` times."""
+        return [
+            k for counts in (self._heads, self._tails) for k, n in counts.items() if n >= min_uses
+        ]
+
+    def top_area(self) -> str:
+        return AREAS[max(range(len(AREAS)), key=self.areas.__getitem__)]
+
+
+def _seen(counts: dict[int, int], key: int) -> bool:
+    if not key:
+        return False
+    count = counts.get(key, 0)
+    counts[key] = count + 1
+    return count > 0
+
+
+def _entropy(counts: Sequence[int]) -> float:
+    total = sum(counts)
+    if not total:
+        return 0.0
+    return -sum(c / total * math.log(c / total) for c in counts if c)

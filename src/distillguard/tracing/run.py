@@ -1,0 +1,227 @@
+"""`distillguard trace run`: events in, per-account and per-cluster risk out.
+
+1. Every event is described once (reasoning asked for, capability area,
+   MinHash bands, template skeletons), a batch at a time.
+2. An **online replay** feeds each account's events, in time order, to its
+   `Profile` and scores it at checkpoints: the first checkpoint that flags it
+   is `flagged_after_requests` (what the gateway's online tracer would have
+   known at that moment).
+3. **Linkage** joins accounts that share payment, network, email pattern,
+   client, template or signup burst into clusters (linkage.py).
+4. Each cluster's events are replayed into one cluster `Profile`, so 1,000
+   accounts of 50 requests are judged as one actor of 50,000; a member's
+   score is the higher of its own and its cluster's. Where the cluster is
+   what flags a member, `flagged_after_requests` counts that member's requests
+   up to the moment the cluster was first flagged.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from distillguard.tracing import linkage
+from distillguard.tracing.features import Described, Profile, describe
+from distillguard.tracing.records import AccountRecord, TraceEvent
+from distillguard.tracing.scoring import FLAG_AT, assess, evidence
+
+BATCH = 8192
+TEMPLATE_USES = 3  # an account's skeleton used this often is a template it runs
+
+
+@dataclass
+class AccountResult:
+    account_id: str
+    score: float
+    flagged: bool
+    cluster_id: str | None
+    flagged_after_requests: int | None
+    evidence: list[str]
+    requests: int
+    own_score: float
+
+    def public(self) -> dict:
+        return {
+            "account_id": self.account_id,
+            "score": round(self.score, 4),
+            "flagged": self.flagged,
+            "cluster_id": self.cluster_id,
+            "flagged_after_requests": self.flagged_after_requests,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass
+class ClusterResult:
+    cluster_id: str
+    accounts: list[str]
+    score: float
+    flagged: bool
+    evidence: list[str]
+    first_flagged_ts: float | None = None
+
+    def public(self) -> dict:
+        return {
+            "cluster_id": self.cluster_id,
+            "accounts": self.accounts,
+            "score": round(self.score, 4),
+            "flagged": self.flagged,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass
+class TraceResult:
+    accounts: list[AccountResult]
+    clusters: list[ClusterResult]
+    events: int
+    notes: list[str] = field(default_factory=list)
+
+    def document(self) -> dict:
+        """The `--json` document of docs/tracing.md."""
+        return {
+            "accounts": [a.public() for a in self.accounts],
+            "clusters": [c.public() for c in self.clusters],
+        }
+
+
+def is_checkpoint(requests: int) -> bool:
+    """Score after each of the first 32 requests, then about every 3 % more."""
+    return requests <= 32 or requests % (requests // 32) == 0
+
+
+def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -> TraceResult:
+    ordered = sorted(events, key=lambda e: e.ts)
+    described = _describe_all(ordered)
+    profiles, first_flag = _replay(ordered, described, key=lambda e: e.account_id)
+
+    things = {
+        account_id: linkage.account_things(
+            accounts.get(account_id),
+            sorted(profile.ips),
+            sorted(profile.agents),
+            profile.templates(TEMPLATE_USES),
+        )
+        for account_id, profile in profiles.items()
+    }
+    for account_id in accounts.keys() - profiles.keys():  # signed up, never sent a request
+        things[account_id] = linkage.account_things(accounts[account_id], (), (), ())
+    found = linkage.clusters(things)
+    cluster_of = {a: c.cluster_id for c in found for a in c.accounts}
+
+    member_rows = [i for i, e in enumerate(ordered) if e.account_id in cluster_of]
+    members = [ordered[i] for i in member_rows]
+    cluster_profiles, cluster_flag_at = _replay(
+        members,
+        described.take(np.asarray(member_rows, dtype=np.int64)),
+        key=lambda e: cluster_of[e.account_id],
+        flag_time=True,
+    )
+    clusters = [
+        _cluster_result(c, cluster_profiles.get(c.cluster_id), cluster_flag_at) for c in found
+    ]
+    by_id = {c.cluster_id: c for c in clusters}
+    times = _request_times(ordered)
+
+    results = []
+    for account_id in sorted(profiles.keys() | accounts.keys()):
+        profile = profiles.get(account_id, Profile())
+        own = assess(profile.features()).score if profile.requests else 0.0
+        said = evidence(profile.features()) if profile.requests else ["no requests"]
+        cluster = by_id.get(cluster_of.get(account_id, ""))
+        score, flagged_after = own, first_flag.get(account_id)
+        if cluster is not None and cluster.score > own:
+            score = cluster.score
+            said = [
+                *said,
+                f"member of cluster {cluster.cluster_id} ({len(cluster.accounts)} accounts)",
+            ]
+            if cluster.first_flagged_ts is not None:
+                seen = bisect.bisect_right(times.get(account_id, []), cluster.first_flagged_ts)
+                via_cluster = max(seen, 1)
+                if flagged_after is None or via_cluster < flagged_after:
+                    flagged_after = via_cluster if profile.requests else None
+        flagged = score >= FLAG_AT
+        results.append(
+            AccountResult(
+                account_id=account_id,
+                score=score,
+                flagged=flagged,
+                cluster_id=cluster.cluster_id if cluster else None,
+                flagged_after_requests=flagged_after if flagged else None,
+                evidence=said,
+                requests=profile.requests,
+                own_score=own,
+            )
+        )
+    return TraceResult(results, clusters, len(ordered))
+
+
+def _describe_all(events: list[TraceEvent]) -> Described:
+    parts = [describe(events[i : i + BATCH]) for i in range(0, len(events), BATCH)]
+    if not parts:
+        return describe([])
+    return Described(*(np.concatenate([getattr(p, name) for p in parts]) for name in _COLUMNS))
+
+
+_COLUMNS = ("cot", "area", "bands", "head", "tail", "exact")
+
+
+def _replay(events, described: Described, key, flag_time: bool = False):
+    """Feed events in order into one Profile per `key(event)`; note when each first flags.
+
+    Returns the profiles and, per key, the request count (or, with
+    `flag_time`, the event time) at the first flagging checkpoint.
+    """
+    profiles: dict[str, Profile] = defaultdict(Profile)
+    first: dict[str, float] = {}
+    for event, row in zip(events, described.rows(), strict=True):
+        name = key(event)
+        profile = profiles[name]
+        profile.add(event, row)
+        if name not in first and is_checkpoint(profile.requests):
+            if assess(profile.features()).flagged:
+                first[name] = event.ts if flag_time else profile.requests
+    return dict(profiles), first
+
+
+def _cluster_result(
+    cluster: linkage.Cluster, profile: Profile | None, flag_at: Mapping[str, float]
+) -> ClusterResult:
+    shared = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in cluster.shared.items())
+    said = [f"{len(cluster.accounts)} accounts linked by shared {shared or 'signals'}"]
+    if profile is None or not profile.requests:
+        return ClusterResult(cluster.cluster_id, cluster.accounts, 0.0, False, said)
+    features = profile.features()
+    score = assess(features).score
+    said += evidence(features)
+    return ClusterResult(
+        cluster.cluster_id,
+        cluster.accounts,
+        score,
+        score >= FLAG_AT,
+        said,
+        flag_at.get(cluster.cluster_id),
+    )
+
+
+def _request_times(events: list[TraceEvent]) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = defaultdict(list)
+    for event in events:  # already in time order
+        times[event.account_id].append(event.ts)
+    return times
+
+
+def summary(result: TraceResult) -> dict[str, int]:
+    flagged = Counter(a.flagged for a in result.accounts)
+    return {
+        "events": result.events,
+        "accounts": len(result.accounts),
+        "flagged_accounts": flagged[True],
+        "clusters": len(result.clusters),
+        "flagged_clusters": sum(c.flagged for c in result.clusters),
+    }

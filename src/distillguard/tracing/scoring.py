@@ -1,0 +1,112 @@
+"""From behaviour to a distillation score in [0, 1], with the evidence in plain words.
+
+Distillation needs three things at once, and the score asks for all three:
+
+* **scale** — a student needs tens of thousands of examples; a person or a
+  project rarely needs more than a few hundred answers a week;
+* **extraction** — the traffic is shaped to copy a capability: it asks for
+  written-out reasoning, for long answers, or runs templated sweeps that want
+  real answers (not one-word labels);
+* **automation** — a script, not a person: single-turn requests around the
+  clock, with no conversation.
+
+Legitimate heavy users have scale and automation but not extraction (batch
+jobs want short labels; evaluation harnesses re-ask the same benchmark items,
+which a harvester never needs to), or extraction without automation (people
+studying reasoning). Each component is a ramp between two round anchor points
+(documented in docs/tracing.md); they add up as log-odds, so each piece of
+evidence moves the score by a bounded, explainable amount.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+FLAG_AT = 0.5
+
+# Log-odds weights of the components.
+BIAS = -6.0
+W_SCALE = 3.0
+W_EXTRACTION = 3.0
+W_AUTOMATION = 3.0
+W_BOTH = 2.0  # extraction and automation together: the harvester's signature
+W_BENIGN = 5.0
+
+
+def ramp(value: float, low: float, high: float) -> float:
+    """0 at or below `low`, 1 at or above `high`, linear between."""
+    if value <= low:
+        return 0.0
+    if value >= high:
+        return 1.0
+    return (value - low) / (high - low)
+
+
+@dataclass(frozen=True)
+class Assessment:
+    score: float
+    components: dict[str, float]
+
+    @property
+    def flagged(self) -> bool:
+        return self.score >= FLAG_AT
+
+
+def assess(f: dict[str, float]) -> Assessment:
+    """Score one actor's features (Profile.features())."""
+    scale = ramp(math.log10(max(f["requests"], 1.0)), 2.0, 3.0)  # 100 -> 0, 1,000 -> 1
+    reasoning = ramp(f["cot_rate"], 0.1, 0.5)
+    long_answers = ramp(f["long_answer_rate"], 0.2, 0.6)
+    sweep = ramp(f["template_rate"], 0.2, 0.6) * (1.0 - f["short_answer_rate"])
+    extraction = 1.0 - (1.0 - reasoning) * (1.0 - long_answers) * (1.0 - sweep)
+    single_turn = ramp(1.0 - f["multi_turn_rate"], 0.6, 0.95)
+    around_clock = ramp(f["hour_spread"], 0.8, 0.95)
+    automation = (single_turn + around_clock) / 2
+    reruns = ramp(f["repeat_rate"], 0.15, 0.5)
+    labels_only = ramp(f["short_answer_rate"], 0.3, 0.8)
+    benign = max(reruns, labels_only)
+    z = (
+        BIAS
+        + W_SCALE * scale
+        + W_EXTRACTION * extraction
+        + W_AUTOMATION * automation
+        + W_BOTH * extraction * automation
+        - W_BENIGN * benign
+    )
+    components = {
+        "scale": scale,
+        "extraction": extraction,
+        "automation": automation,
+        "benign": benign,
+    }
+    return Assessment(1.0 / (1.0 + math.exp(-z)), components)
+
+
+def evidence(f: dict[str, float]) -> list[str]:
+    """What a reviewer can check, strongest first; only what is notable is said."""
+    n = int(f["requests"])
+    said: list[str] = [f"{n:,} requests over {int(f['active_days'])} active days"]
+    if f["cot_rate"] >= 0.1:
+        said.append(f"{f['cot_rate']:.0%} of prompts ask for written-out reasoning")
+    if f["long_answer_rate"] >= 0.2:
+        said.append(f"{f['long_answer_rate']:.0%} of requests ask for or get long answers")
+    if f["template_rate"] >= 0.2:
+        said.append(f"{f['template_rate']:.0%} of prompts repeat an opening or closing template")
+    if f["near_duplicate_rate"] >= 0.2:
+        said.append(
+            f"{f['near_duplicate_rate']:.0%} of prompts are near-duplicates of earlier ones"
+        )
+    if f["multi_turn_rate"] <= 0.1 and n >= 20:
+        said.append(f"{1 - f['multi_turn_rate']:.0%} single-turn requests (no conversation)")
+    if f["hour_spread"] >= 0.8 and n >= 50:
+        said.append(f"active in {int(f['active_hours'])} of 24 hours of the day")
+    if f["area_coverage"] >= 0.6:
+        said.append("prompts spread evenly over capability areas")
+    elif f["top_area_share"] >= 0.8 and n >= 100:
+        said.append(f"{f['top_area_share']:.0%} of prompts in one capability area")
+    if f["repeat_rate"] >= 0.15:
+        said.append(f"{f['repeat_rate']:.0%} of prompts are exact re-sends (evaluation re-runs?)")
+    if f["short_answer_rate"] >= 0.3:
+        said.append(f"{f['short_answer_rate']:.0%} of requests cap answers at 64 tokens or fewer")
+    return said
