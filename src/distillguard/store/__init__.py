@@ -1,4 +1,5 @@
-"""Persistence: API keys, accounts, organisations and request events (SQLite or PostgreSQL)."""
+"""Persistence: API keys, accounts, organisations, request events and tracing scores
+(SQLite or PostgreSQL)."""
 
 from distillguard.store.accounts import (
     AccountError,
@@ -10,6 +11,7 @@ from distillguard.store.accounts import (
 )
 from distillguard.store.database import StoreError, default_store_url, open_engine
 from distillguard.store.events import Event, EventStore
+from distillguard.store.scores import ScoreStore
 
 __all__ = [
     "AccountError",
@@ -18,6 +20,7 @@ __all__ = [
     "EventStore",
     "IssuedKey",
     "KeyRecord",
+    "ScoreStore",
     "StoreError",
     "UnknownIdError",
     "default_store_url",

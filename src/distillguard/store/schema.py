@@ -99,3 +99,39 @@ events = Table(
 )
 Index("events_ts", events.c.ts)
 Index("events_account_ts", events.c.account_id, events.c.ts)
+
+# Tracing results: one row per `trace run`, then one per account and per cluster it scored.
+# Earlier runs are kept, so a tier change can always be traced to the run that caused it.
+trace_runs = Table(
+    "trace_runs",
+    metadata,
+    Column("run_id", Id, primary_key=True, autoincrement=True),
+    Column("finished_at", Float, nullable=False),
+    Column("source", Text, nullable=False),  # the events file, or "store"
+    Column("events", BigInteger, nullable=False),
+    Column("accounts", Integer, nullable=False),
+    Column("flagged_accounts", Integer, nullable=False),
+    Column("clusters", Integer, nullable=False),
+)
+account_scores = Table(
+    "account_scores",
+    metadata,
+    Column("run_id", Id, ForeignKey("trace_runs.run_id"), primary_key=True),
+    Column("account_id", String(128), primary_key=True),
+    Column("score", Float, nullable=False),
+    Column("flagged", Boolean, nullable=False),
+    Column("cluster_id", String(32)),
+    Column("flagged_after_requests", Integer),
+    Column("evidence", Json, nullable=False),
+)
+cluster_scores = Table(
+    "cluster_scores",
+    metadata,
+    Column("run_id", Id, ForeignKey("trace_runs.run_id"), primary_key=True),
+    Column("cluster_id", String(32), primary_key=True),
+    Column("score", Float, nullable=False),
+    Column("flagged", Boolean, nullable=False),
+    Column("accounts", Json, nullable=False),
+    Column("evidence", Json, nullable=False),
+)
+Index("account_scores_account", account_scores.c.account_id, account_scores.c.run_id)

@@ -21,8 +21,10 @@ from distillguard.tracing.cot import asks_for_reasoning
 from distillguard.tracing.records import TraceEvent
 
 # A long answer: reasoning traces and full solutions, what a student learns most from.
+# (When only the answer text is known, ~4 characters make a token.)
 LONG_ANSWER_TOKENS = 700
-LONG_ANSWER_CHARS = 3000  # when only the text is known (~4 characters a token)
+FILLINGS = 3
+TEMPLATE_SHARE = 0.1
 SKELETON_BYTES = 40  # the opening (or closing) words a template repeats
 HOUR = 3600.0
 AREA_INDEX = {area: i for i, area in enumerate(AREAS)}
@@ -71,8 +73,13 @@ def describe(events: Sequence[TraceEvent]) -> Described:
         bands=minhash.band_keys(minhash.signatures(texts)),
         head=np.fromiter((_skeleton(n, opening=True) for n in norms), np.int64, len(norms)),
         tail=np.fromiter((_skeleton(n, opening=False) for n in norms), np.int64, len(norms)),
-        exact=np.fromiter((hash(n) for n in norms), np.int64, len(norms)),
+        exact=np.fromiter((_whole(n) for n in norms), np.int64, len(norms)),
     )
+
+
+def _whole(norm: bytes) -> int:
+    """Hash of a whole prompt; 0 for one too short to call a re-send ("thanks!")."""
+    return (hash(norm) or 1) if len(norm) >= SKELETON_BYTES else 0
 
 
 def _skeleton(norm: bytes, opening: bool) -> int:
@@ -96,6 +103,8 @@ class Profile:
     near_duplicates: int = 0
     templated: int = 0
     repeats: int = 0  # exact re-sends of an earlier prompt
+    extractive: int = 0  # reasoning asked for, or a template filled, and a long answer given
+    standalone: int = 0  # requests compared for templates (not follow-ups, not tiny)
     gaps: int = 0
     gap_log_sum: float = 0.0
     gap_log_sq: float = 0.0
@@ -106,8 +115,12 @@ class Profile:
     ips: set[str] = field(default_factory=set)
     agents: set[str] = field(default_factory=set)
     _exact: set[int] = field(default_factory=set)
-    _heads: dict[int, int] = field(default_factory=dict)
-    _tails: dict[int, int] = field(default_factory=dict)
+    answer_tokens: int = 0
+    answers_counted: int = 0
+    # skeleton -> [uses, the distinct prompts seen with it (up to FILLINGS)]: a template
+    # is one skeleton with different fillings, not one prompt sent again.
+    _heads: dict[int, list] = field(default_factory=dict)
+    _tails: dict[int, list] = field(default_factory=dict)
     _lsh: minhash.LshIndex = field(default_factory=minhash.LshIndex)
 
     def add(self, event: TraceEvent, row: tuple[bool, int, list[int], int, int, int]) -> None:
@@ -123,10 +136,13 @@ class Profile:
         self.cot += cot
         self.multi_turn += event.user_turns > 1 or event.conversation_id is not None
         given = event.completion_tokens
-        if given is not None and given >= LONG_ANSWER_TOKENS:
-            self.long_answers += 1
-        elif given is None and event.response_chars >= LONG_ANSWER_CHARS:
-            self.long_answers += 1
+        if given is None and event.response_chars:
+            given = event.response_chars // 4
+        if given is not None:
+            self.answer_tokens += given
+            self.answers_counted += 1
+        long = given is not None and given >= LONG_ANSWER_TOKENS
+        self.long_answers += long
         if event.max_tokens is not None and event.max_tokens <= 64:
             self.short_answers += 1
         self.areas[area] += 1
@@ -138,12 +154,20 @@ class Profile:
             self.ips.add(event.ip)
         if event.user_agent and len(self.agents) < 16:
             self.agents.add(event.user_agent)
-        if exact in self._exact:
-            self.repeats += 1
-        else:
-            self._exact.add(exact)
-            self.near_duplicates += self._lsh.add(bands)
-        self.templated += _seen(self._heads, head) | _seen(self._tails, tail)
+        templated = False
+        # A follow-up ("thanks, shorter please") says nothing about templates or re-asks:
+        # only what opens a conversation, or stands alone, is compared.
+        if exact and event.user_turns <= 1:
+            if exact in self._exact:
+                self.repeats += 1
+            else:
+                self._exact.add(exact)
+                self.near_duplicates += self._lsh.add(bands)
+            templated = _refilled(self._heads, head, exact) | _refilled(self._tails, tail, exact)
+            self.standalone += 1
+        self.templated += templated
+        # The product a distiller buys: a reasoning trace or a templated solution, in full.
+        self.extractive += (cot or templated) and long
 
     def features(self) -> dict[str, float]:
         """Rates in [0, 1] (and a few counts) that scoring and evidence read."""
@@ -158,12 +182,14 @@ class Profile:
             "requests": float(self.requests),
             "active_days": float(len(self.days)),
             "requests_per_day": self.requests / max(len(self.days), 1),
+            "mean_answer_tokens": self.answer_tokens / max(self.answers_counted, 1),
             "cot_rate": self.cot / n,
             "multi_turn_rate": self.multi_turn / n,
             "long_answer_rate": self.long_answers / n,
             "short_answer_rate": self.short_answers / n,
             "near_duplicate_rate": self.near_duplicates / n,
             "template_rate": self.templated / n,
+            "extractive_rate": self.extractive / n,
             "repeat_rate": self.repeats / n,
             "distinct_rate": len(self._exact) / n,
             "area_coverage": _entropy(self.areas) / math.log(len(AREAS)),
@@ -173,22 +199,35 @@ class Profile:
             "gap_log_sd": gap_sd,  # spread of log10 inter-arrival times: people are bursty
         }
 
-    def templates(self, min_uses: int) -> list[int]:
-        """Skeletons (opening or closing) this actor used at least `min_uses` times."""
+    def templates(self) -> list[int]:
+        """Skeletons this actor runs: filled with FILLINGS different texts, and making up
+        at least TEMPLATE_SHARE of its prompts (an opening people share by chance is not)."""
+        most = max(FILLINGS, TEMPLATE_SHARE * self.standalone)
         return [
-            k for counts in (self._heads, self._tails) for k, n in counts.items() if n >= min_uses
+            k
+            for fills in (self._heads, self._tails)
+            for k, (uses, seen) in fills.items()
+            if len(seen) >= FILLINGS and uses >= most
         ]
 
     def top_area(self) -> str:
         return AREAS[max(range(len(AREAS)), key=self.areas.__getitem__)]
 
 
-def _seen(counts: dict[int, int], key: int) -> bool:
-    if not key:
+def _refilled(fills: dict[int, list], skeleton: int, prompt: int) -> bool:
+    """Record `prompt` under `skeleton`; True if the skeleton came before with other text."""
+    if not skeleton:
         return False
-    count = counts.get(key, 0)
-    counts[key] = count + 1
-    return count > 0
+    entry = fills.get(skeleton)
+    if entry is None:
+        fills[skeleton] = [1, {prompt}]
+        return False
+    entry[0] += 1
+    seen = entry[1]
+    before = prompt not in seen
+    if len(seen) < FILLINGS:
+        seen.add(prompt)
+    return before
 
 
 def _entropy(counts: Sequence[int]) -> float:

@@ -35,7 +35,7 @@ WEIGHTS = {
     "ip": 1.0,
     "subnet": 0.5,  # /24 (IPv4) or /48 (IPv6): proxy pools rotate within one
     "email_domain": 1.5,  # a non-free-mail domain: a company, or a throwaway one
-    "email_shape": 1.0,  # e.g. 8 letters + 4 digits @ one free-mail domain
+    "email_shape": 1.0,  # machine-made local parts of one shape @ one free-mail domain
     "user_agent": 0.5,
     "template": 1.5,
     "born": 1.0,  # created in the same 10 minutes as many others
@@ -96,7 +96,8 @@ def account_things(
         if account.email and "@" in account.email:
             local, domain = account.email.lower().rsplit("@", 1)
             if domain in FREE_MAIL:
-                things.append(("email_shape", f"{_shape(local)}@{domain}"))
+                if _generated(local):
+                    things.append(("email_shape", f"{_shape(local)}@{domain}"))
             else:
                 things.append(("email_domain", domain))
         if account.created_at is not None:
@@ -163,3 +164,14 @@ def _shape(local: str) -> str:
     """ "kx7f9q2" -> "a0a0a0": the pattern a generator leaves, with run lengths."""
     shape = _DIGITS.sub(lambda m: f"0{len(m.group())}", local)
     return _LETTERS.sub(lambda m: f"a{len(m.group())}", shape)
+
+
+def _generated(local: str) -> bool:
+    """A local part a signup script made: a long unbroken run of letters then digits.
+
+    "kxqfmzrt4821" is; "anna.smith", "ben1990" and "chen_wei" are not (people use
+    separators and short names), so their shapes link no one.
+    """
+    letters = max((len(m) for m in _LETTERS.findall(local)), default=0)
+    digits = max((len(m) for m in _DIGITS.findall(local)), default=0)
+    return letters >= 7 and digits >= 3 and "." not in local and "_" not in local

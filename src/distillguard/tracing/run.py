@@ -30,7 +30,7 @@ from distillguard.tracing.records import AccountRecord, TraceEvent
 from distillguard.tracing.scoring import FLAG_AT, assess, evidence
 
 BATCH = 8192
-TEMPLATE_USES = 3  # an account's skeleton used this often is a template it runs
+ADOPT_EXTRACTION = 0.5
 
 
 @dataclass
@@ -104,7 +104,7 @@ def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -
             accounts.get(account_id),
             sorted(profile.ips),
             sorted(profile.agents),
-            profile.templates(TEMPLATE_USES),
+            profile.templates(),
         )
         for account_id, profile in profiles.items()
     }
@@ -130,11 +130,15 @@ def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -
     results = []
     for account_id in sorted(profiles.keys() | accounts.keys()):
         profile = profiles.get(account_id, Profile())
-        own = assess(profile.features()).score if profile.requests else 0.0
+        own = assess(profile.features()) if profile.requests else None
         said = evidence(profile.features()) if profile.requests else ["no requests"]
         cluster = by_id.get(cluster_of.get(account_id, ""))
-        score, flagged_after = own, first_flag.get(account_id)
-        if cluster is not None and cluster.score > own:
+        score = own.score if own else 0.0
+        flagged_after = first_flag.get(account_id)
+        # The cluster's verdict carries over to a member whose own traffic is the product
+        # (a hydra's small accounts), not to a bystander linked by a shared office IP.
+        extractive = own is not None and own.components["extraction"] >= ADOPT_EXTRACTION
+        if cluster is not None and cluster.score > score and extractive:
             score = cluster.score
             said = [
                 *said,
@@ -155,7 +159,7 @@ def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -
                 flagged_after_requests=flagged_after if flagged else None,
                 evidence=said,
                 requests=profile.requests,
-                own_score=own,
+                own_score=own.score if own else 0.0,
             )
         )
     return TraceResult(results, clusters, len(ordered))

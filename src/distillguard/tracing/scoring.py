@@ -2,20 +2,22 @@
 
 Distillation needs three things at once, and the score asks for all three:
 
-* **scale** — a student needs tens of thousands of examples; a person or a
-  project rarely needs more than a few hundred answers a week;
-* **extraction** — the traffic is shaped to copy a capability: it asks for
-  written-out reasoning, for long answers, or runs templated sweeps that want
-  real answers (not one-word labels);
-* **automation** — a script, not a person: single-turn requests around the
-  clock, with no conversation.
+* **scale** — a student needs tens of thousands of examples: hundreds of
+  requests a week at least, from one actor (an account, or a linked cluster);
+* **extraction** — the traffic is shaped to copy a capability: reasoning
+  asked for *and* delivered at length, long answers with no conversation
+  around them, or templated sweeps that want real answers (not one-word labels);
+* **automation** — not a person at a keyboard: single-turn requests around the
+  clock, or more requests a day than anyone can read.
 
 Legitimate heavy users have scale and automation but not extraction (batch
 jobs want short labels; evaluation harnesses re-ask the same benchmark items,
-which a harvester never needs to), or extraction without automation (people
-studying reasoning). Each component is a ramp between two round anchor points
-(documented in docs/tracing.md); they add up as log-odds, so each piece of
-evidence moves the score by a bounded, explainable amount.
+which a harvester never needs), or extraction without scale and pace (people
+studying reasoning). Each component is a ramp between two round anchor
+points; rates are shrunk toward zero for actors with few requests (a prior of
+`PRIOR` neutral requests), so five odd requests prove nothing. The components
+add up as log-odds, so each piece of evidence moves the score by a bounded,
+explainable amount. docs/tracing.md justifies every anchor.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import math
 from dataclasses import dataclass
 
 FLAG_AT = 0.5
+PRIOR = 10.0  # pseudo-requests of neutral behaviour added to every rate
 
 # Log-odds weights of the components.
 BIAS = -6.0
 W_SCALE = 3.0
 W_EXTRACTION = 3.0
-W_AUTOMATION = 3.0
-W_BOTH = 2.0  # extraction and automation together: the harvester's signature
+W_AUTOMATION = 2.0
+W_BOTH = 3.0  # extraction and automation together: the harvester's signature
 W_BENIGN = 5.0
 
 
@@ -55,16 +58,28 @@ class Assessment:
 
 def assess(f: dict[str, float]) -> Assessment:
     """Score one actor's features (Profile.features())."""
-    scale = ramp(math.log10(max(f["requests"], 1.0)), 2.0, 3.0)  # 100 -> 0, 1,000 -> 1
-    reasoning = ramp(f["cot_rate"], 0.1, 0.5)
-    long_answers = ramp(f["long_answer_rate"], 0.2, 0.6)
-    sweep = ramp(f["template_rate"], 0.2, 0.6) * (1.0 - f["short_answer_rate"])
-    extraction = 1.0 - (1.0 - reasoning) * (1.0 - long_answers) * (1.0 - sweep)
-    single_turn = ramp(1.0 - f["multi_turn_rate"], 0.6, 0.95)
+    n = f["requests"]
+    shrink = n / (n + PRIOR)
+
+    def rate(name: str) -> float:
+        return f[name] * shrink
+
+    scale = ramp(math.log10(max(n, 1.0)), 2.0, 3.0)  # 100 requests -> 0, 1,000 -> 1
+    pace = ramp(math.log10(max(f["requests_per_day"], 1.0)), 1.7, 2.5)  # 50/day -> 0, 316 -> 1
+    single_turn = ramp(1.0 - f["multi_turn_rate"] * shrink - (1 - shrink), 0.6, 0.95)
     around_clock = ramp(f["hour_spread"], 0.8, 0.95)
-    automation = (single_turn + around_clock) / 2
-    reruns = ramp(f["repeat_rate"], 0.15, 0.5)
-    labels_only = ramp(f["short_answer_rate"], 0.3, 0.8)
+    automation = max((single_turn + around_clock) / 2, pace)
+
+    depth = ramp(f["mean_answer_tokens"], 200, 800)
+    reasoning = ramp(rate("cot_rate"), 0.1, 0.5) * depth
+    long_alone = ramp(rate("long_answer_rate"), 0.2, 0.6) * single_turn
+    sweep = ramp(rate("template_rate"), 0.2, 0.6) * (1.0 - f["short_answer_rate"])
+    # A share of the traffic that is pure product (a reseller's key hides one among users).
+    delivered = ramp(rate("extractive_rate"), 0.05, 0.25)
+    extraction = 1.0 - (1.0 - reasoning) * (1.0 - long_alone) * (1.0 - sweep) * (1.0 - delivered)
+
+    reruns = ramp(rate("repeat_rate"), 0.15, 0.5)
+    labels_only = ramp(rate("short_answer_rate"), 0.3, 0.8)
     benign = max(reruns, labels_only)
     z = (
         BIAS
@@ -84,19 +99,25 @@ def assess(f: dict[str, float]) -> Assessment:
 
 
 def evidence(f: dict[str, float]) -> list[str]:
-    """What a reviewer can check, strongest first; only what is notable is said."""
+    """What a reviewer can check; only what is notable is said."""
     n = int(f["requests"])
-    said: list[str] = [f"{n:,} requests over {int(f['active_days'])} active days"]
+    said: list[str] = [
+        f"{n:,} requests over {int(f['active_days'])} active days "
+        f"({f['requests_per_day']:,.0f} a day)"
+    ]
     if f["cot_rate"] >= 0.1:
         said.append(f"{f['cot_rate']:.0%} of prompts ask for written-out reasoning")
     if f["long_answer_rate"] >= 0.2:
-        said.append(f"{f['long_answer_rate']:.0%} of requests ask for or get long answers")
-    if f["template_rate"] >= 0.2:
-        said.append(f"{f['template_rate']:.0%} of prompts repeat an opening or closing template")
-    if f["near_duplicate_rate"] >= 0.2:
+        said.append(f"{f['long_answer_rate']:.0%} of answers are long (700+ tokens)")
+    if f["extractive_rate"] >= 0.05:
         said.append(
-            f"{f['near_duplicate_rate']:.0%} of prompts are near-duplicates of earlier ones"
+            f"{f['extractive_rate']:.0%} of requests took away a full reasoning trace or "
+            "templated solution"
         )
+    if f["template_rate"] >= 0.2:
+        said.append(f"{f['template_rate']:.0%} of prompts fill a repeated template")
+    if f["near_duplicate_rate"] >= 0.2:
+        said.append(f"{f['near_duplicate_rate']:.0%} of prompts are near-duplicates")
     if f["multi_turn_rate"] <= 0.1 and n >= 20:
         said.append(f"{1 - f['multi_turn_rate']:.0%} single-turn requests (no conversation)")
     if f["hour_spread"] >= 0.8 and n >= 50:
