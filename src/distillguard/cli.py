@@ -39,6 +39,10 @@ orgs_app = typer.Typer(help="Organisations: limits.", no_args_is_help=True)
 app.add_typer(orgs_app, name="orgs")
 events_app = typer.Typer(help="The gateway's request events.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+trace_app = typer.Typer(
+    help="Behavioural tracing: distillation risk per account and cluster.", no_args_is_help=True
+)
+app.add_typer(trace_app, name="trace")
 
 StoreOption = Annotated[
     str | None,
@@ -51,6 +55,7 @@ TpdOption = Annotated[int | None, typer.Option(help="Tokens per day.")]
 ConcurrencyOption = Annotated[int | None, typer.Option(help="Concurrent requests.")]
 
 err = Console(stderr=True)
+screen = Console()
 
 
 def main() -> None:
@@ -325,10 +330,16 @@ def serve(
     run(settings, workers)
 
 
-def _accounts(store: str | None):
-    from distillguard.store import AccountStore, default_store_url, open_engine
+def _store_url(store: str | None) -> str:
+    from distillguard.store import default_store_url
 
-    url = store or load_settings().gateway.store or default_store_url()
+    return store or load_settings().gateway.store or default_store_url()
+
+
+def _accounts(store: str | None):
+    from distillguard.store import AccountStore, open_engine
+
+    url = _store_url(store)
     return AccountStore(open_engine(url))
 
 
@@ -437,12 +448,166 @@ def events_export(
     store: StoreOption = None,
 ) -> None:
     """Write events as JSON lines on stdout, oldest first (schema: docs/events.md)."""
-    from distillguard.store import EventStore, default_store_url, open_engine
+    from distillguard.store import EventStore, open_engine
 
     if format != "jsonl":
         raise DistillguardError(f"unknown format {format!r}: the only format is jsonl")
-    url = store or load_settings().gateway.store or default_store_url()
-    events = EventStore(open_engine(url))
+    events = EventStore(open_engine(_store_url(store)))
     out = sys.stdout
     for row in events.read(since=since, until=until, account_id=account):
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Directory for the three JSONL files.")],
+    scenario: Annotated[str, typer.Option(help="default, hydra-swarm, hidden, heavy-benign.")] = (
+        "default"
+    ),
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same traffic.")] = 0,
+    scale: Annotated[float, typer.Option(help="Multiply every archetype's count.")] = 1.0,
+    corpus: Annotated[
+        Path | None, typer.Option(help="Prompt corpus (default: ../shared/data/prompts).")
+    ] = None,
+) -> None:
+    """Simulate a week of traffic: events.jsonl, accounts.jsonl and labels.jsonl."""
+    from distillguard.tracing.simulate import simulate as run_simulation
+    from distillguard.tracing.simulate.corpus import find_corpus
+
+    counts = run_simulation(scenario, out, find_corpus(corpus), seed=seed, scale=scale)
+    screen.print(
+        f"{counts['events']:,} events from {counts['accounts']:,} accounts "
+        f"({counts['attackers']:,} attackers) written to {out}"
+    )
+
+
+EventsFile = Annotated[
+    Path | None, typer.Option("--events", help="Events JSONL (default: the store's event log).")
+]
+AccountsFile = Annotated[
+    Path | None, typer.Option("--accounts", help="Accounts JSONL (signup details) for linkage.")
+]
+
+
+def _trace_inputs(events: Path | None, accounts: Path | None, store: str | None):
+    """Events and accounts, with every bad line reported on stderr by number."""
+    from distillguard.store import EventStore, open_engine
+    from distillguard.tracing.records import (
+        InputReport,
+        events_from_rows,
+        read_accounts,
+        read_events,
+    )
+
+    reports = []
+    if events is None:
+        report = InputReport("store events")
+        rows = EventStore(open_engine(_store_url(store))).read()
+        loaded = list(events_from_rows(rows, report))
+    else:
+        report = InputReport(str(events))
+        loaded = list(read_events(events, report))
+    reports.append(report)
+    signups = {}
+    if accounts is not None:
+        accounts_report = InputReport(str(accounts))
+        signups = read_accounts(accounts, accounts_report)
+        reports.append(accounts_report)
+    for report in reports:
+        for problem in report.problems:
+            err.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
+        if report.bad:
+            err.print(report.summary(), highlight=False)
+    if not loaded:
+        raise DistillguardError(f"{reports[0].path}: no usable events")
+    return loaded, signups
+
+
+def _write_json(path: Path, document: dict) -> None:
+    """Whole or not at all: written beside the target, then renamed over it."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n")
+    partial.replace(path)
+
+
+@trace_app.command("run")
+def trace_run(
+    events: EventsFile = None,
+    accounts: AccountsFile = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results here.")] = None,
+    apply_tiers: Annotated[
+        bool, typer.Option(help="Raise flagged accounts' gateway tiers (tracing.* settings).")
+    ] = False,
+    store: StoreOption = None,
+    top: Annotated[int, typer.Option(help="Flagged accounts to list on screen.")] = 10,
+) -> None:
+    """Score every account and cluster; save the run in the store (and as JSON with --json)."""
+    from distillguard.store import AccountStore, ScoreStore, open_engine
+    from distillguard.tracing.run import summary, trace
+    from distillguard.tracing.tiers import earned_tiers
+
+    loaded, signups = _trace_inputs(events, accounts, store)
+    result = trace(loaded, signups)
+    document = result.document()
+    engine = open_engine(_store_url(store))
+    run_id = ScoreStore(engine).save_run(str(events or "store"), document, result.events)
+    if json_out is not None:
+        _write_json(json_out, document)
+    counts = summary(result)
+    screen.print(
+        f"run {run_id}: {counts['events']:,} events, {counts['accounts']:,} accounts, "
+        f"{counts['flagged_accounts']:,} flagged; {counts['clusters']:,} clusters, "
+        f"{counts['flagged_clusters']:,} flagged"
+    )
+    flagged = sorted((a for a in result.accounts if a.flagged), key=lambda a: -a.score)
+    if flagged and top > 0:
+        table = Table("account", "score", "cluster", "flagged after", "evidence")
+        for a in flagged[:top]:
+            table.add_row(
+                a.account_id,
+                f"{a.score:.3f}",
+                a.cluster_id or "-",
+                str(a.flagged_after_requests),
+                "; ".join(a.evidence[:3]),
+            )
+        screen.print(table)
+    if apply_tiers:
+        changed = AccountStore(engine).raise_tiers(earned_tiers(result, load_settings().tracing))
+        moved = ", ".join(
+            f"{tier}: {sum(t == tier for t in changed.values())}"
+            for tier in sorted(set(changed.values()))
+        )
+        screen.print(f"tiers raised for {len(changed)} accounts ({moved or 'none'})")
+
+
+@trace_app.command("evaluate")
+def trace_evaluate(
+    events: Annotated[Path, typer.Option("--events", help="Events JSONL.")],
+    labels: Annotated[Path, typer.Option("--labels", help="labels.jsonl (from `simulate`).")],
+    accounts: AccountsFile = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Directory for report.html, roc.png, .json.")
+    ] = None,
+) -> None:
+    """Score the events, compare with labels and baselines, and report every metric."""
+    from distillguard.tracing.evaluate import evaluate, read_labels, write_report
+    from distillguard.tracing.run import trace
+
+    truth = read_labels(labels)
+    loaded, signups = _trace_inputs(events, accounts, None)
+    metrics = evaluate(trace(loaded, signups), loaded, truth)
+    table = Table("method", "ROC-AUC", "PR-AUC", "TPR @1% FPR", "TPR @0.1% FPR")
+    for name, row in metrics["account_level"].items():
+        table.add_row(name, *(f"{row[k]:.4f}" for k in row))
+    screen.print(table)
+    heavy, hydra = metrics["heavy_benign"], metrics["hydra_linkage"]
+    bulk = metrics["time_to_flag"]["bulk_attackers"]
+    screen.print(
+        f"heavy benign users flagged: {heavy['flagged']} of {heavy['accounts']}; "
+        f"bulk attackers flagged after a median of {bulk['median_requests']} requests "
+        f"(p90 {bulk['p90_requests']}); hydra accounts linked: {hydra['linked']} of "
+        f"{hydra['hydra_accounts']}"
+    )
+    if report is not None:
+        for path in write_report(metrics, report):
+            screen.print(f"wrote {path}")

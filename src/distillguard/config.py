@@ -84,6 +84,14 @@ class GatewaySettings(BaseModel):
     tiers: TierSettings = TierSettings()
 
 
+class TracingSettings(BaseModel):
+    """How `trace run --apply-tiers` turns scores into gateway risk tiers (it only raises them)."""
+
+    watch_at: float = Field(0.3, ge=0.0, le=1.0)
+    throttle_at: float = Field(0.5, ge=0.0, le=1.0)  # the flag threshold
+    block_at: float | None = Field(None, ge=0.0, le=1.0)  # None: tracing never blocks alone
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DISTILLGUARD_", env_nested_delimiter="__", extra="forbid"
@@ -93,6 +101,7 @@ class Settings(BaseSettings):
     watermark: WatermarkSettings = WatermarkSettings()
     generation: GenerationSettings = GenerationSettings()
     gateway: GatewaySettings = GatewaySettings()
+    tracing: TracingSettings = TracingSettings()
 
     @classmethod
     def settings_customise_sources(

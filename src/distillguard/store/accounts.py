@@ -205,6 +205,32 @@ class AccountStore:
         if done.rowcount == 0:
             raise UnknownIdError(f"no account {account_id!r} (issue it a key first)")
 
+    def raise_tiers(self, wanted: dict[str, tuple[str, str]]) -> dict[str, str]:
+        """Raise accounts to the tiers in `wanted` ({account: (tier, reason)}), in one
+        transaction; a tier is never lowered (an admin's `block` stays) and accounts the
+        store does not know are skipped. Returns {account: new tier} for those changed."""
+        order = {tier: i for i, tier in enumerate(TIERS)}
+        changed: dict[str, str] = {}
+        with self.engine.begin() as conn:
+            current = dict(
+                conn.execute(
+                    select(accounts.c.account_id, accounts.c.tier).where(
+                        accounts.c.account_id.in_(list(wanted))
+                    )
+                ).all()
+            )
+            now = time.time()
+            for account_id, tier in current.items():
+                target, reason = wanted[account_id]
+                if order[target] > order.get(tier, 0):
+                    conn.execute(
+                        update(accounts)
+                        .where(accounts.c.account_id == account_id)
+                        .values(tier=target, tier_reason=reason, updated_at=now)
+                    )
+                    changed[account_id] = target
+        return changed
+
     def set_limits(self, level: str, owner_id: str, limits: Limits) -> None:
         """Replace an account's or organisation's limits (None: the configured default)."""
         table = {"account": accounts, "org": organizations}[level]

@@ -187,9 +187,9 @@ def _replay(events, described: Described, key, flag_time: bool = False):
         name = key(event)
         profile = profiles[name]
         profile.add(event, row)
-        if name not in first and is_checkpoint(profile.requests):
-            if assess(profile.features()).flagged:
-                first[name] = event.ts if flag_time else profile.requests
+        checkpoint = name not in first and is_checkpoint(profile.requests)
+        if checkpoint and assess(profile.features()).flagged:
+            first[name] = event.ts if flag_time else profile.requests
     return dict(profiles), first
 
 
