@@ -23,9 +23,12 @@ from distillguard.tracing.patterns import PatternSet
 # Phrases that ask for the reasoning and mean nothing else.
 _EXPLICIT = [
     # English
-    r"step[\s-]*by[\s-]*step",
     r"one step at a time",
-    r"(?:each|every|all(?: the)?) (?:intermediate |single |reasoning )?steps?\b",
+    r"chain of (?:steps|reasoning|inferences|logic|deductions)",
+    r"(?:everything|all|what) you (?:thought|were thinking|considered|weighed)\b",
+    r"narrat\w* (?:each|every) step",
+    r"(?:each|every|all(?: the)?) (?:intermediate|reasoning) steps?\b",
+    r"(?:each|every) step of (?:your|the) (?:reasoning|solution|work|thinking|calculation)",
     r"intermediate (?:steps?|results?|conclusions?|reasoning)",
     r"chain[\s-]*of[\s-]*thoughts?",
     r"thought process",
@@ -39,7 +42,11 @@ _EXPLICIT = [
     r"(?:reasoning|thinking|thought) (?:tokens?|traces?|blocks?|logs?)",
     r"let(?:'|’)?s (?:think|work|reason)\b",
     r"let me think",
-    r"how (?:you|did you) (?:arrived?|got|get|reach(?:ed)?|came|come|work(?:ed)?) (?:at|to|out)",
+    r"how (?:you|did you|do you|you'd|would you) (?:arrived?|got|get|reach(?:ed)?|came|come|"
+    r"work(?:ed)? (?:it )?out|deduced?|derived?|figured?|solved?|concluded?|decided?)\b",
+    r"(?:rationale|reasoning|logic|thinking|thought process) behind",
+    r"(?:reasoning|thinking|thoughts?)\W+(?:\w+\W+){0,3}(?:visible|shown|transparent)",
+    r"work(?:ing)? (?:it |this )?backwards?",
     r"walk (?:me|us) through",
     r"\bderivation\b",
     # Structure: tags and JSON keys that hold reasoning
@@ -74,23 +81,41 @@ _EXPLICIT = [
     r"langkah demi langkah|penalaran|proses berpikir",
 ]
 
-# Otherwise: a verb of showing/telling and a noun for the reasoning, both present.
+# Otherwise: a verb of showing or telling, then within a few words a noun for the
+# reasoning itself ("explain your reasoning", "spell out the considerations you weighed",
+# "describe the intermediate conclusions"). Near each other, not anywhere in the text:
+# long role-play prompts say "explain" in one paragraph and "steps" in another.
 _TELL = (
-    r"\b(?:show|explain|describe|write|writ(?:e|ing) (?:out|down)|spell(?:ing)? out|lay out|"
+    r"\b(?:show|explain|describe|write|writ(?:e|ing) (?:out|down)|spell(?:ing)?\W+(?:\w+\W+){0,3}out|"
+    r"lay(?:ing)?\W+(?:\w+\W+){0,2}out|seriali[sz]e|present|express|render|"
     r"reveal|print|output|paste|copy|repeat|give|provide|list|narrate|reconstruct|justify|"
     r"annotate|detail|outline|expose|dump|share|tell|trace|emit|log|record|include|"
-    r"verbali[sz]e|articulate|document|break down|elaborate)\b"
+    r"verbali[sz]e|articulate|document|break down|elaborate|add|narrat(?:e|ing))\b"
 )
+# Nouns that name the model's own reasoning. Ambiguous ones ("thoughts" = opinions,
+# "steps" = instructions, "logic" of some code) only count with "your" or a qualifier.
 _REASONING = (
-    r"\b(?:reasoning|reasoned|reason(?:s)? (?:behind|why|for)|rationale|thoughts?|thinking|"
-    r"logic|inferences?|considerations?|deliberations?|deductions?|working|workings|"
-    r"steps?|justifications?|argument(?:ation)?|proofs?|the why)\b"
+    r"\b(?:reasoning|reasoned|reasons? (?:behind|why|for)|rationale|thinking|inferences?|"
+    r"considerations?|deliberations?|deductions?|justifications?|thought process|"
+    r"your (?:logic|thoughts|work|working|workings|steps|approach)|"
+    r"(?:logic|approach|method) you (?:used|followed|applied)|"
+    r"(?:intermediate|solution|reasoning) steps?|steps (?:you|of your|of the solution|that led))\b"
+)
+_NEAR = (
+    rf"{_TELL}\W+(?:[^\W_]+\W+){{0,6}}?{_REASONING}"
+    rf"|{_REASONING}\W+(?:[^\W_]+\W+){{0,8}}?{_TELL}"  # "the considerations ...? Spell them out"
+)
+# "Step by step" asks for reasoning, except in "a step-by-step guide (to install X)".
+_STEPWISE = r"step[\s-]*by[\s-]*step"
+_PROCEDURE = (
+    rf"{_STEPWISE}\W+(?:guides?|instructions?|tutorials?|plans?|directions|recipes?|"
+    r"walkthroughs?|roadmaps?|manuals?|processes|procedures?|checklists?|approach to)"
 )
 
-# One RE2 pass answers all three questions (RE2 matches in linear time with no
-# backtracking: ~5 µs a prompt, where Python's `re` took ~200 µs on these alternations).
-_EXPLICIT_ID, _TELL_ID, _REASONING_ID = 0, 1, 2
-_matcher = PatternSet(["|".join(f"(?:{p})" for p in _EXPLICIT), _TELL, _REASONING])
+# One RE2 pass (linear time, no backtracking: ~5 µs a prompt, where Python's `re`
+# took ~200 µs on these alternations).
+_EXPLICIT_ID, _NEAR_ID, _STEPWISE_ID, _PROCEDURE_ID = range(4)
+_matcher = PatternSet(["|".join(f"(?:{p})" for p in _EXPLICIT), _NEAR, _STEPWISE, _PROCEDURE])
 MAX_CHARS = 4000  # the ask sits at the start or the end of a prompt; skip pasted middles
 
 
@@ -99,4 +124,6 @@ def asks_for_reasoning(text: str) -> bool:
     if len(text) > MAX_CHARS:
         text = text[: MAX_CHARS // 2] + "\n" + text[-MAX_CHARS // 2 :]
     found = _matcher.found(text)
-    return _EXPLICIT_ID in found or (_TELL_ID in found and _REASONING_ID in found)
+    if _EXPLICIT_ID in found or _NEAR_ID in found:
+        return True
+    return _STEPWISE_ID in found and _PROCEDURE_ID not in found
