@@ -513,11 +513,11 @@ def _trace_inputs(events: Path | None, accounts: Path | None, store: str | None)
         accounts_report = InputReport(str(accounts))
         signups = read_accounts(accounts, accounts_report)
         reports.append(accounts_report)
-    for report in reports:
+    for report in reports:  # plain lines: people grep them, editors jump to file:line
         for problem in report.problems:
-            err.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
+            print(f"skipped {problem}", file=sys.stderr)
         if report.bad:
-            err.print(report.summary(), highlight=False)
+            print(report.summary(), file=sys.stderr)
     if not loaded:
         raise DistillguardError(f"{reports[0].path}: no usable events")
     return loaded, signups

@@ -86,8 +86,8 @@ _EXPLICIT = [
 # "describe the intermediate conclusions"). Near each other, not anywhere in the text:
 # long role-play prompts say "explain" in one paragraph and "steps" in another.
 _TELL = (
-    r"\b(?:show|explain|describe|write|writ(?:e|ing) (?:out|down)|spell(?:ing)?\W+(?:\w+\W+){0,3}out|"
-    r"lay(?:ing)?\W+(?:\w+\W+){0,2}out|seriali[sz]e|present|express|render|"
+    r"\b(?:show|explain|describe|write|writ(?:e|ing) (?:out|down)|"
+    r"spell(?:ing)?\W+(?:\w+\W+){0,3}out|lay(?:ing)?\W+(?:\w+\W+){0,2}out|seriali[sz]e|present|express|render|"
     r"reveal|print|output|paste|copy|repeat|give|provide|list|narrate|reconstruct|justify|"
     r"annotate|detail|outline|expose|dump|share|tell|trace|emit|log|record|include|"
     r"verbali[sz]e|articulate|document|break down|elaborate|add|narrat(?:e|ing))\b"

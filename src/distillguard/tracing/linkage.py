@@ -40,7 +40,9 @@ WEIGHTS = {
     "template": 1.5,
     "born": 1.0,  # created in the same 10 minutes as many others
 }
-COMMON_SHARE = 0.05  # a thing shared by more than 5 % of all accounts is not linkage
+COMMON_SHARE = 0.05  # a thing shared by more than 5 % of all accounts is not linkage ...
+COMMON_SHARE_OF = {"user_agent": 0.01, "subnet": 0.02}  # ... nor a popular client or ISP
+RESOLUTION = 0.3  # Louvain: below 1 favours whole operations over fragments of them
 MIN_SHARED = 2
 BORN_BUCKET = 600.0
 BURST = 10  # accounts created in one bucket before creation time counts as a link
@@ -119,7 +121,8 @@ def clusters(things: Mapping[str, list[tuple[str, str]]], seed: int = 0) -> list
     population = max(len(things), 1)
     graph = nx.Graph()
     for (kind, value), members in holders.items():
-        if len(members) < MIN_SHARED or len(members) > max(COMMON_SHARE * population, BURST):
+        common = COMMON_SHARE_OF.get(kind, COMMON_SHARE) * population
+        if len(members) < MIN_SHARED or len(members) > max(common, BURST):
             continue
         if kind == "born" and len(members) < BURST:
             continue
@@ -127,7 +130,9 @@ def clusters(things: Mapping[str, list[tuple[str, str]]], seed: int = 0) -> list
         for account in members:
             graph.add_edge(("account", account), node, weight=WEIGHTS[kind], kind=kind)
     found: list[Cluster] = []
-    for community in nx.community.louvain_communities(graph, weight="weight", seed=seed):
+    for community in nx.community.louvain_communities(
+        graph, weight="weight", resolution=RESOLUTION, seed=seed
+    ):
         members = sorted(name for tag, *rest in community if tag == "account" for name in rest)
         if len(members) < 2:
             continue

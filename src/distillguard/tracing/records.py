@@ -131,13 +131,15 @@ def event_from_row(row: dict[str, Any]) -> TraceEvent:
                 return source[key]
         return None
 
+    ts = _time(row, "ts", required=True)  # the required fields first, in contract order
+    account_id = _text(row, "account_id", required=True)
     text, user_turns = _asked(pick("messages"), pick("prompt"))
     response = pick("response_text")
     if response is not None and not isinstance(response, str):
         raise _Bad("`response_text` must be a string")
     return TraceEvent(
-        ts=_time({"ts": row.get("ts")}, "ts", required=True),
-        account_id=_text(row, "account_id", required=True),
+        ts=ts,
+        account_id=account_id,
         text=text,
         user_turns=user_turns,
         org_id=_text(row, "org_id"),

@@ -1,0 +1,227 @@
+"""Tracing end to end through the real CLI: simulate, trace run (JSON, store, tiers), evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distillguard.store import AccountStore, ScoreStore, open_engine
+from distillguard.tracing import linkage
+from distillguard.tracing.records import AccountRecord
+from distillguard.tracing.scoring import assess
+
+from .helpers import assert_user_error, run
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "prompts"
+
+
+@pytest.fixture(scope="module")
+def traffic(tmp_path_factory) -> Path:
+    """A small default scenario: every archetype at least once (hydras of 100+ accounts)."""
+    out = tmp_path_factory.mktemp("traffic")
+    result = run(
+        "simulate", "--out", str(out), "--scale", "0.04", "--seed", "11", "--corpus", str(SHARED)
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def _read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
+
+
+def test_simulated_traffic_follows_the_contract(traffic):
+    events, accounts, labels = (
+        _read(traffic / f"{n}.jsonl") for n in ("events", "accounts", "labels")
+    )
+    archetypes = {label["archetype"] for label in labels}
+    assert {
+        "hydra",
+        "reseller",
+        "human_mimic",
+        "batch_job",
+        "eval_runner",
+        "aggregator",
+    } <= archetypes
+    assert {a["account_id"] for a in accounts} == {label["account_id"] for label in labels}
+    assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
+    assert all(e["ts"].endswith("Z") and e["messages"][-1]["role"] == "user" for e in events[:500])
+
+
+def test_trace_run_writes_json_and_store_and_raises_tiers(traffic, tmp_path):
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    labels = {row["account_id"]: row for row in _read(traffic / "labels.jsonl")}
+    attacker = next(a for a, row in labels.items() if row["archetype"] == "cot_harvester")
+    bystander = next(a for a, row in labels.items() if row["archetype"] == "batch_job")
+    blocked = next(a for a, row in labels.items() if row["archetype"] == "bulk_harvester")
+    for account in (attacker, bystander, blocked):  # accounts the gateway knows
+        assert run("keys", "issue", "--account", account, "--store", store).returncode == 0
+    assert run("accounts", "set-tier", blocked, "block", "--store", store).returncode == 0
+
+    out = tmp_path / "trace.json"
+    result = run(
+        "trace",
+        "run",
+        "--events",
+        str(traffic / "events.jsonl"),
+        "--accounts",
+        str(traffic / "accounts.jsonl"),
+        "--json",
+        str(out),
+        "--store",
+        store,
+        "--apply-tiers",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "flagged" in result.stdout and "tiers raised for" in result.stdout
+    document = json.loads(out.read_text())
+    by_id = {a["account_id"]: a for a in document["accounts"]}
+    assert set(by_id) == set(labels)
+    for account in document["accounts"]:
+        assert set(account) == {
+            "account_id",
+            "score",
+            "flagged",
+            "cluster_id",
+            "flagged_after_requests",
+            "evidence",
+        }
+        assert 0.0 <= account["score"] <= 1.0
+        assert (account["flagged_after_requests"] is not None) == account["flagged"]
+    assert by_id[attacker]["flagged"] and not by_id[bystander]["flagged"]
+    assert any("reasoning" in line for line in by_id[attacker]["evidence"])
+    hydra_clusters = [c for c in document["clusters"] if c["flagged"] and len(c["accounts"]) >= 20]
+    assert hydra_clusters and all(c["evidence"] for c in hydra_clusters)
+
+    engine = open_engine(store)
+    scores = ScoreStore(engine)
+    run_id = scores.latest_run()
+    saved = {row["account_id"]: row for row in scores.account_scores(run_id)}
+    assert len(saved) == len(labels) and saved[attacker]["flagged"]
+    tiers = {r.account_id: r.tier for r in AccountStore(engine).list_keys()}
+    assert tiers == {attacker: "throttle", bystander: "normal", blocked: "block"}
+
+
+def test_bad_lines_are_reported_and_a_file_of_nothing_writes_nothing(traffic, tmp_path):
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    lines = (traffic / "events.jsonl").read_text().split("\n")[:300]
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("\n".join([lines[0], "{broken", *lines[1:], '{"ts": 1}']) + "\n")
+    result = run("trace", "run", "--events", str(mixed), "--store", store)
+    assert result.returncode == 0, result.stderr
+    assert f"{mixed}:2: not JSON" in result.stderr
+    assert f"{mixed}:302: missing `account_id`" in result.stderr
+    assert "300 records read, 2 bad lines skipped" in result.stderr
+    assert ScoreStore(open_engine(store)).latest_run() == 1
+
+    junk = tmp_path / "junk.jsonl"
+    junk.write_text("{broken\n[]\n")
+    empty_store = f"sqlite:///{tmp_path / 'empty.db'}"
+    result = run("trace", "run", "--events", str(junk), "--store", empty_store)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "no usable events" in result.stderr
+    assert ScoreStore(open_engine(empty_store)).latest_run() is None
+    assert_user_error(run("trace", "run", "--events", str(tmp_path / "nope.jsonl")), "cannot read")
+
+
+def test_evaluation_reduced_run(traffic, tmp_path):
+    report = tmp_path / "report"
+    result = run(
+        "trace",
+        "evaluate",
+        "--events",
+        str(traffic / "events.jsonl"),
+        "--labels",
+        str(traffic / "labels.jsonl"),
+        "--accounts",
+        str(traffic / "accounts.jsonl"),
+        "--report",
+        str(report),
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((report / "report.json").read_text())
+    ours = metrics["account_level"]["distillguard"]
+    assert ours["roc_auc"] >= 0.95 and ours["tpr_at_1pct_fpr"] >= 0.9
+    assert ours["roc_auc"] > metrics["account_level"]["baseline_volume"]["roc_auc"]
+    assert metrics["heavy_benign"]["accounts"] > 0 and metrics["heavy_benign"]["fpr"] <= 0.05
+    assert metrics["hydra_linkage"]["share"] >= 0.9
+    assert metrics["time_to_flag"]["bulk_attackers"]["median_requests"] <= 300
+    assert (report / "roc.png").read_bytes().startswith(b"\x89PNG")
+    assert "<img" in (report / "report.html").read_text()
+
+
+def test_scoring_needs_scale_extraction_and_automation_together():
+    harvester = {
+        "requests": 3000.0,
+        "active_days": 7.0,
+        "requests_per_day": 430.0,
+        "mean_answer_tokens": 1100.0,
+        "cot_rate": 0.9,
+        "multi_turn_rate": 0.0,
+        "long_answer_rate": 0.8,
+        "short_answer_rate": 0.0,
+        "near_duplicate_rate": 0.1,
+        "template_rate": 0.9,
+        "extractive_rate": 0.8,
+        "repeat_rate": 0.0,
+        "distinct_rate": 1.0,
+        "area_coverage": 0.5,
+        "top_area_share": 0.6,
+        "hour_spread": 0.99,
+        "active_hours": 24.0,
+        "gap_log_sd": 0.4,
+    }
+    assert assess(harvester).flagged
+    small = {**harvester, "requests": 30.0, "requests_per_day": 10.0, "hour_spread": 0.5}
+    labels_only = {
+        **harvester,
+        "short_answer_rate": 1.0,
+        "cot_rate": 0.0,
+        "long_answer_rate": 0.0,
+        "mean_answer_tokens": 5.0,
+        "extractive_rate": 0.0,
+    }
+    # An evaluation harness: the same benchmark items again and again, moderate answers.
+    reruns = {
+        **harvester,
+        "repeat_rate": 0.8,
+        "cot_rate": 0.5,
+        "mean_answer_tokens": 450.0,
+        "long_answer_rate": 0.1,
+        "extractive_rate": 0.1,
+        "template_rate": 0.2,
+    }
+    person = {
+        **harvester,
+        "requests": 400.0,
+        "requests_per_day": 50.0,
+        "multi_turn_rate": 0.6,
+        "hour_spread": 0.6,
+    }
+    for benign in (small, labels_only, reruns, person):
+        assert not assess(benign).flagged, benign
+
+
+def test_linkage_joins_shared_cards_not_shared_clients():
+    shared = [
+        AccountRecord(
+            f"h{i}",
+            payment_fingerprint=f"card{i % 2}",
+            signup_ip=f"45.1.2.{i % 3}",
+            email=f"qxwvzkpt{1000 + i}@gmail.com",
+        )
+        for i in range(12)
+    ]
+    strangers = [
+        AccountRecord(f"s{i}", payment_fingerprint=f"own{i}", email=f"anna.smith{i}@gmail.com")
+        for i in range(40)
+    ]
+    things = {
+        a.account_id: linkage.account_things(a, [], ["openai-python/1.54"], [])
+        for a in shared + strangers
+    }
+    found = linkage.clusters(things)
+    assert [c.accounts for c in found] == [sorted(a.account_id for a in shared)]
+    assert found[0].shared["payment"] == 2

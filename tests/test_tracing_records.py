@@ -1,0 +1,94 @@
+"""Tracing input: both event shapes, bad lines reported by number and skipped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distillguard.tracing.records import (
+    InputReport,
+    TraceInputError,
+    read_accounts,
+    read_events,
+)
+
+
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_contract_and_gateway_export_shapes_give_the_same_event(tmp_path):
+    contract = {
+        "ts": "2026-11-02T10:00:00Z",
+        "account_id": "a1",
+        "ip": "10.0.0.1",
+        "model": "m",
+        "max_tokens": 512,
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": [{"type": "text", "text": "second"}]},
+        ],
+        "completion_tokens": 40,
+    }
+    gateway = {  # what `distillguard events export` writes
+        "id": 7,
+        "ts": 1793613600.0,
+        "account_id": "a1",
+        "client_ip": "10.0.0.1",
+        "model": "m",
+        "request": {"model": "m", "max_tokens": 512, "messages": contract["messages"]},
+        "completion_tokens": 40,
+        "status": 200,
+    }
+    path = _write(tmp_path / "e.jsonl", [json.dumps(contract), json.dumps(gateway)])
+    first, second = list(read_events(path))
+    assert first.ts == second.ts == 1793613600.0
+    for event in (first, second):
+        assert event.text == "second" and event.user_turns == 2
+        assert (event.ip, event.max_tokens, event.completion_tokens) == ("10.0.0.1", 512, 40)
+
+
+def test_bad_lines_are_reported_by_number_and_the_rest_is_read(tmp_path):
+    good = {"ts": "2026-11-02T10:00:00+01:00", "account_id": "a", "prompt": "hi"}
+    lines = [
+        json.dumps(good),
+        "{not json",
+        json.dumps({**good, "ts": "2026-11-02T10:00:00"}),  # no time zone
+        json.dumps({**good, "account_id": 5}),
+        json.dumps({k: v for k, v in good.items() if k != "prompt"}),
+        json.dumps({**good, "max_tokens": "many"}),
+        "[1, 2]",
+        json.dumps({**good, "messages": [{"content": "no role"}]}),
+        json.dumps(good),
+    ]
+    path = _write(tmp_path / "e.jsonl", lines)
+    report = InputReport("e.jsonl")
+    events = list(read_events(path, report))
+    assert len(events) == 2 and report.read == 2 and report.bad == 7
+    numbers = [p.split(":")[1] for p in report.problems]
+    assert numbers == ["2", "3", "4", "5", "6", "7", "8"]
+    assert "time zone" in report.problems[1]
+    assert "`account_id`" in report.problems[2]
+    assert "`messages` or `prompt`" in report.problems[3]
+    assert "`max_tokens` must be an integer" in report.problems[4]
+    assert "7 bad lines" in report.summary()
+
+
+def test_accounts_file_and_missing_files(tmp_path):
+    path = _write(
+        tmp_path / "a.jsonl",
+        [
+            json.dumps({"account_id": "a", "created_at": "2026-10-01T00:00:00Z", "email": "x@y"}),
+            json.dumps({"email": "no id"}),
+        ],
+    )
+    report = InputReport("a.jsonl")
+    accounts = read_accounts(path, report)
+    assert list(accounts) == ["a"] and accounts["a"].email == "x@y"
+    assert report.bad == 1 and "a.jsonl:2" in report.problems[0]
+    with pytest.raises(TraceInputError, match="cannot read"):
+        list(read_events(tmp_path / "missing.jsonl"))
