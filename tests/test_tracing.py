@@ -167,6 +167,7 @@ def test_scoring_needs_scale_extraction_and_automation_together():
         "extractive_rate": 0.8,
         "repeat_rate": 0.0,
         "distinct_rate": 1.0,
+        "distinct_prompts": 3000.0,
         "area_coverage": 0.5,
         "top_area_share": 0.6,
         "hour_spread": 0.99,
@@ -187,6 +188,7 @@ def test_scoring_needs_scale_extraction_and_automation_together():
     reruns = {
         **harvester,
         "repeat_rate": 0.8,
+        "distinct_prompts": 400.0,
         "cot_rate": 0.5,
         "mean_answer_tokens": 450.0,
         "long_answer_rate": 0.1,
@@ -202,6 +204,8 @@ def test_scoring_needs_scale_extraction_and_automation_together():
     }
     for benign in (small, labels_only, reruns, person):
         assert not assess(benign).flagged, benign
+    # Re-asking across thousands of prompts is best-of-n sampling, not a benchmark re-run.
+    assert assess({**reruns, "distinct_prompts": 6000.0}).score > assess(reruns).score
 
 
 def test_linkage_joins_shared_cards_not_shared_clients():

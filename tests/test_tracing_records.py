@@ -74,7 +74,7 @@ def test_bad_lines_are_reported_by_number_and_the_rest_is_read(tmp_path):
     assert "time zone" in report.problems[1]
     assert "`account_id`" in report.problems[2]
     assert "`messages` or `prompt`" in report.problems[3]
-    assert "`max_tokens` must be an integer" in report.problems[4]
+    assert "got `str` at `max_tokens`" in report.problems[4]
     assert "7 bad lines" in report.summary()
 
 

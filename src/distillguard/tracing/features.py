@@ -66,25 +66,29 @@ class Described:
 
 def describe(events: Sequence[TraceEvent]) -> Described:
     texts = [e.text for e in events]
-    norms = [minhash.normalise(t) for t in texts]
+    heads = [minhash.normalise(t) for t in texts]
+    tails = [
+        minhash.normalise(t[-2 * SKELETON_BYTES :]) if len(t) > 2 * SKELETON_BYTES else b""
+        for t in texts
+    ]
+    n = len(texts)
     return Described(
-        cot=np.fromiter((asks_for_reasoning(t) for t in texts), dtype=bool, count=len(texts)),
-        area=np.fromiter((AREA_INDEX[area_of(t)] for t in texts), dtype=np.int8, count=len(texts)),
-        bands=minhash.band_keys(minhash.signatures(texts)),
-        head=np.fromiter((_skeleton(n, opening=True) for n in norms), np.int64, len(norms)),
-        tail=np.fromiter((_skeleton(n, opening=False) for n in norms), np.int64, len(norms)),
-        exact=np.fromiter((_whole(n) for n in norms), np.int64, len(norms)),
+        cot=np.fromiter((asks_for_reasoning(t) for t in texts), dtype=bool, count=n),
+        area=np.fromiter((AREA_INDEX[area_of(t)] for t in texts), dtype=np.int8, count=n),
+        bands=minhash.band_keys(minhash.signatures_of(heads)),
+        head=np.fromiter((_skeleton(h, opening=True) for h in heads), np.int64, n),
+        tail=np.fromiter((_skeleton(t, opening=False) for t in tails), np.int64, n),
+        # Exact re-sends compare the raw text; one too short ("thanks!") is no re-send.
+        exact=np.fromiter(
+            ((hash(t) or 1) if len(t) >= SKELETON_BYTES else 0 for t in texts), np.int64, n
+        ),
     )
 
 
-def _whole(norm: bytes) -> int:
-    """Hash of a whole prompt; 0 for one too short to call a re-send ("thanks!")."""
-    return (hash(norm) or 1) if len(norm) >= SKELETON_BYTES else 0
-
-
 def _skeleton(norm: bytes, opening: bool) -> int:
-    """Hash of a prompt's first (or last) bytes; 0 when the prompt is too short to tell."""
-    if len(norm) <= 2 * SKELETON_BYTES:
+    """Hash of a prompt's first (or last) bytes; 0 when the prompt is too short to tell
+    (a template is a fixed part *and* a filling: shorter than both, it is just a prompt)."""
+    if len(norm) < (2 * SKELETON_BYTES if opening else SKELETON_BYTES):
         return 0
     return hash(norm[:SKELETON_BYTES] if opening else norm[-SKELETON_BYTES:]) or 1
 
@@ -192,6 +196,7 @@ class Profile:
             "extractive_rate": self.extractive / n,
             "repeat_rate": self.repeats / n,
             "distinct_rate": len(self._exact) / n,
+            "distinct_prompts": float(len(self._exact)),
             "area_coverage": _entropy(self.areas) / math.log(len(AREAS)),
             "top_area_share": max(self.areas) / n,
             "hour_spread": spread,

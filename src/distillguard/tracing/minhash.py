@@ -33,6 +33,8 @@ _BAND_WEIGHTS = np.array([0x9E3779B97F4A7C15 >> s for s in range(0, 4 * BAND_ROW
 
 
 def normalise(text: str) -> bytes:
+    """Lower case, digits masked, whitespace collapsed; the first MAX_BYTES bytes."""
+    text = text[:MAX_BYTES]  # no character is shorter than a byte: nothing kept is lost
     return " ".join(text.lower().translate(_DIGITS).split()).encode()[:MAX_BYTES]
 
 
@@ -53,7 +55,11 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 def signatures(texts: Sequence[str]) -> np.ndarray:
     """(len(texts), NUM_BINS) uint32 MinHash signatures; empty texts get all-EMPTY rows."""
-    docs = [normalise(t) for t in texts]
+    return signatures_of([normalise(t) for t in texts])
+
+
+def signatures_of(docs: Sequence[bytes]) -> np.ndarray:
+    """Signatures of already normalised texts (see `normalise`)."""
     signature = np.full((len(docs), NUM_BINS), EMPTY, dtype=np.uint32)
     lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
     if not lengths.any():

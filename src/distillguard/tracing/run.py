@@ -150,6 +150,8 @@ def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -
                 if flagged_after is None or via_cluster < flagged_after:
                     flagged_after = via_cluster if profile.requests else None
         flagged = score >= FLAG_AT
+        if flagged and flagged_after is None:  # flagged by the whole, after the last checkpoint
+            flagged_after = profile.requests or None
         results.append(
             AccountResult(
                 account_id=account_id,

@@ -78,7 +78,10 @@ def assess(f: dict[str, float]) -> Assessment:
     delivered = ramp(rate("extractive_rate"), 0.05, 0.25)
     extraction = 1.0 - (1.0 - reasoning) * (1.0 - long_alone) * (1.0 - sweep) * (1.0 - delivered)
 
-    reruns = ramp(rate("repeat_rate"), 0.15, 0.5)
+    # Re-asking a *bounded* set (a benchmark: hundreds to a few thousand items) is how
+    # evaluation harnesses look; re-asking across a large prompt set is best-of-n sampling.
+    bounded = 1.0 - ramp(math.log10(max(f["distinct_prompts"], 1.0)), 3.0, 3.7)
+    reruns = ramp(rate("repeat_rate"), 0.15, 0.5) * bounded
     labels_only = ramp(rate("short_answer_rate"), 0.3, 0.8)
     benign = max(reruns, labels_only)
     z = (
