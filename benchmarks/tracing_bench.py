@@ -28,7 +28,6 @@ from pathlib import Path
 import msgspec
 
 from common import SHARED_PROMPTS, save
-
 from distillguard.tracing.features import Profile, describe
 from distillguard.tracing.records import read_accounts, read_events
 from distillguard.tracing.run import BATCH, trace

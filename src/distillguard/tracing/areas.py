@@ -48,11 +48,16 @@ _LEXICON = {
         r"\bhistory of\b|什么|为什么|何ですか|무엇|qué es|qu'est-ce|was ist|o que é|что такое"
     ),
 }
-_matcher = PatternSet(list(_LEXICON.values()))
+PATTERNS = list(_LEXICON.values())
 _NAMES = list(_LEXICON)
+_matcher = PatternSet(PATTERNS)
+
+
+def decide(found: set[int]) -> str:
+    """The area from the indices of PATTERNS found in a prompt: the most specific wins."""
+    return _NAMES[min(found)] if found else "chat"
 
 
 def area_of(text: str) -> str:
     """The capability area of one prompt; "chat" when nothing more specific matches."""
-    found = _matcher.found(text[:2000])  # the task is stated early; pasted inputs add nothing
-    return _NAMES[min(found)] if found else "chat"
+    return decide(set(_matcher.found(text[:4000])))

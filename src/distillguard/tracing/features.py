@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from distillguard.tracing import minhash
-from distillguard.tracing.areas import AREAS, area_of
-from distillguard.tracing.cot import asks_for_reasoning
+from distillguard.tracing import areas, cot, minhash
+from distillguard.tracing.areas import AREAS
+from distillguard.tracing.patterns import Lexicons
 from distillguard.tracing.records import TraceEvent
 
 # A long answer: reasoning traces and full solutions, what a student learns most from.
@@ -64,20 +64,28 @@ class Described:
         return Described(*(getattr(self, f.name)[index] for f in fields(self)))
 
 
+# The prompt lexicons run together: one RE2 pass per prompt answers both.
+_LEXICONS = Lexicons((cot.PATTERNS, cot.decide), (areas.PATTERNS, areas.decide))
+
+
 def describe(events: Sequence[TraceEvent]) -> Described:
     texts = [e.text for e in events]
-    heads = [minhash.normalise(t) for t in texts]
-    tails = [
-        minhash.normalise(t[-2 * SKELETON_BYTES :]) if len(t) > 2 * SKELETON_BYTES else b""
-        for t in texts
-    ]
     n = len(texts)
+    verdicts = [_LEXICONS.classify(cot.window(t)) for t in texts]
+    openings = minhash.Texts.of(texts)
+    closings = minhash.Texts.of(texts, tail=True)
+    # A template is a fixed part *and* a filling: a prompt shorter than two skeletons
+    # is just a prompt.
+    head = openings.edge_hash(SKELETON_BYTES)
+    head[openings.lengths < 2 * SKELETON_BYTES] = 0
+    tail = closings.edge_hash(SKELETON_BYTES, closing=True)
+    tail[closings.lengths < 2 * SKELETON_BYTES] = 0
     return Described(
-        cot=np.fromiter((asks_for_reasoning(t) for t in texts), dtype=bool, count=n),
-        area=np.fromiter((AREA_INDEX[area_of(t)] for t in texts), dtype=np.int8, count=n),
-        bands=minhash.band_keys(minhash.signatures_of(heads)),
-        head=np.fromiter((_skeleton(h, opening=True) for h in heads), np.int64, n),
-        tail=np.fromiter((_skeleton(t, opening=False) for t in tails), np.int64, n),
+        cot=np.fromiter((v[0] for v in verdicts), dtype=bool, count=n),
+        area=np.fromiter((AREA_INDEX[v[1]] for v in verdicts), dtype=np.int8, count=n),
+        bands=minhash.band_keys(minhash.signatures_of(openings)),
+        head=head,
+        tail=tail,
         # Exact re-sends compare the raw text; one too short ("thanks!") is no re-send.
         exact=np.fromiter(
             ((hash(t) or 1) if len(t) >= SKELETON_BYTES else 0 for t in texts), np.int64, n
@@ -85,15 +93,7 @@ def describe(events: Sequence[TraceEvent]) -> Described:
     )
 
 
-def _skeleton(norm: bytes, opening: bool) -> int:
-    """Hash of a prompt's first (or last) bytes; 0 when the prompt is too short to tell
-    (a template is a fixed part *and* a filling: shorter than both, it is just a prompt)."""
-    if len(norm) < (2 * SKELETON_BYTES if opening else SKELETON_BYTES):
-        return 0
-    return hash(norm[:SKELETON_BYTES] if opening else norm[-SKELETON_BYTES:]) or 1
-
-
-@dataclass
+@dataclass(slots=True)
 class Profile:
     """Running totals of one actor's traffic; `features()` reads them as rates."""
 
@@ -129,35 +129,43 @@ class Profile:
 
     def add(self, event: TraceEvent, row: tuple[bool, int, list[int], int, int, int]) -> None:
         cot, area, bands, head, tail, exact = row
+        ts = event.ts
         self.requests += 1
-        if self.requests > 1 and event.ts > self.last_ts:
-            gap = math.log10(max(event.ts - self.last_ts, 0.01))
-            self.gaps += 1
-            self.gap_log_sum += gap
-            self.gap_log_sq += gap * gap
-        self.first_ts = min(self.first_ts, event.ts)
-        self.last_ts = max(self.last_ts, event.ts)
+        if ts > self.last_ts:
+            if self.requests > 1:
+                gap = math.log10(max(ts - self.last_ts, 0.01))
+                self.gaps += 1
+                self.gap_log_sum += gap
+                self.gap_log_sq += gap * gap
+            self.last_ts = ts
+        if ts < self.first_ts:
+            self.first_ts = ts
         self.cot += cot
         self.multi_turn += event.user_turns > 1 or event.conversation_id is not None
         given = event.completion_tokens
         if given is None and event.response_chars:
             given = event.response_chars // 4
+        long = False
         if given is not None:
             self.answer_tokens += given
             self.answers_counted += 1
-        long = given is not None and given >= LONG_ANSWER_TOKENS
-        self.long_answers += long
+            long = given >= LONG_ANSWER_TOKENS
+            self.long_answers += long
         if event.max_tokens is not None and event.max_tokens <= 64:
             self.short_answers += 1
         self.areas[area] += 1
-        self.hours[int(event.ts // HOUR) % 24] += 1
-        self.days.add(int(event.ts // DAY))
-        if event.model:
-            self.models[event.model] = self.models.get(event.model, 0) + 1
-        if event.ip and len(self.ips) < 64:
-            self.ips.add(event.ip)
-        if event.user_agent and len(self.agents) < 16:
-            self.agents.add(event.user_agent)
+        hour = int(ts // HOUR)
+        self.hours[hour % 24] += 1
+        self.days.add(hour // 24)
+        model = event.model
+        if model:
+            self.models[model] = self.models.get(model, 0) + 1
+        ip = event.ip
+        if ip and ip not in self.ips and len(self.ips) < 64:
+            self.ips.add(ip)
+        agent = event.user_agent
+        if agent and agent not in self.agents and len(self.agents) < 16:
+            self.agents.add(agent)
         templated = False
         # A follow-up ("thanks, shorter please") says nothing about templates or re-asks:
         # only what opens a conversation, or stands alone, is compared.

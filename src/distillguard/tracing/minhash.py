@@ -1,4 +1,5 @@
-"""MinHash signatures of prompts, a whole batch at a time in numpy, and an LSH index over them.
+"""Prompt fingerprints, a whole batch at a time in numpy: MinHash signatures, LSH band keys,
+and hashes of a prompt's opening and closing bytes (template skeletons).
 
 Near-duplicate prompts are how templated traffic shows itself: the same
 instructions around different inputs, the same question resent with small
@@ -8,83 +9,109 @@ LSH banding finds the similar pairs without comparing every pair.
 
 Why not datasketch: it hashes each shingle in Python and updates its
 permutations per prompt (~0.1 ms a prompt here); tracing has to ingest 50,000
-events a second. Here a batch of prompts is one byte array: shingle hashes come
-from a polynomial prefix hash (one cumulative sum), and the signature is a
-one-permutation MinHash (each shingle lands in one of K bins, each bin keeps
-its minimum), so the cost is a few numpy passes over the bytes.
+events a second. Here a batch of prompts is one byte array, normalised in place
+(digits masked, whitespace unified); every 8-byte window *is* a shingle, read as
+one unsigned 64-bit integer through a strided view and mixed (splitmix64); the
+signature is a one-permutation MinHash (each shingle lands in one of K bins,
+each bin keeps its minimum). A few numpy passes over the bytes, no Python loop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 NUM_BINS = 32  # signature length; 8 bands of 4 bins
 BAND_ROWS = 4
 SHINGLE_BYTES = 8
-MAX_BYTES = 1024  # a template shows in its first kilobyte; long pasted inputs add nothing
+MAX_BYTES = 512  # a template shows in its opening; long pasted inputs add nothing
 EMPTY = np.uint32(0xFFFFFFFF)  # a bin no shingle fell into
 
-_P = np.uint64(0x100000001B3)  # odd, so it has an inverse modulo 2**64
-_P_INV = np.uint64(pow(int(_P), -1, 2**64))
-_DIGITS = str.maketrans("0123456789", "0000000000")  # "item 17" and "item 342" look alike
+_BIN_SHIFT = np.uint64(64 - 5)  # NUM_BINS = 2**5
 _BAND_WEIGHTS = np.array([0x9E3779B97F4A7C15 >> s for s in range(0, 4 * BAND_ROWS, 4)], np.uint64)
+_DIGIT_ZERO, _SPACE = ord("0"), ord(" ")
 
 
-def normalise(text: str) -> bytes:
-    """Lower case, digits masked, whitespace collapsed; the first MAX_BYTES bytes."""
-    text = text[:MAX_BYTES]  # no character is shorter than a byte: nothing kept is lost
-    return " ".join(text.lower().translate(_DIGITS).split()).encode()[:MAX_BYTES]
+@dataclass
+class Texts:
+    """A batch of normalised texts in one buffer: text i is data[starts[i]:starts[i]+lengths[i]].
+
+    Each text is padded with zeros to at least one shingle, so that every text,
+    however short, has a window of its own.
+    """
+
+    data: np.ndarray  # uint8
+    starts: np.ndarray  # int64
+    lengths: np.ndarray  # int64, before padding
+
+    @classmethod
+    def of(cls, texts: Sequence[str], tail: bool = False) -> Texts:
+        """Lower-cased UTF-8 of each text's first (or, with `tail`, last) MAX_BYTES bytes."""
+        if tail:
+            raw = [t[-MAX_BYTES:].lower().encode()[-MAX_BYTES:] for t in texts]
+        else:
+            raw = [t[:MAX_BYTES].lower().encode()[:MAX_BYTES] for t in texts]
+        lengths = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
+        padded = np.maximum(lengths, SHINGLE_BYTES)
+        starts = np.zeros(len(raw), dtype=np.int64)
+        np.cumsum(padded[:-1], out=starts[1:])
+        data = np.zeros(int(padded.sum()) + SHINGLE_BYTES, dtype=np.uint8)
+        joined = np.frombuffer(b"".join(raw), dtype=np.uint8)
+        # Scatter the texts to their padded slots (a no-op copy when none is short).
+        if len(joined):
+            offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
+            data[np.arange(len(joined)) + offsets] = joined
+        # "item 17" and "item 342" look alike; tabs and newlines are spaces.
+        data[(data >= _DIGIT_ZERO) & (data <= _DIGIT_ZERO + 9)] = _DIGIT_ZERO
+        data[(data == 9) | (data == 10) | (data == 13)] = _SPACE
+        return cls(data, starts, lengths)
+
+    def windows(self) -> np.ndarray:
+        """The 8-byte window at every byte offset, as uint64 (a view: no copy)."""
+        usable = len(self.data) - SHINGLE_BYTES + 1
+        return np.ndarray((usable,), dtype="<u8", buffer=self.data, strides=(1,))
+
+    def edge_hash(self, width: int, closing: bool = False) -> np.ndarray:
+        """Hash of each text's first (or last) `width` bytes; 0 where the text is shorter."""
+        windows = self.windows()
+        ends = self.starts + self.lengths
+        begin = ends - width if closing else self.starts
+        acc = np.zeros(len(self.starts), dtype=np.uint64)
+        with np.errstate(over="ignore"):
+            for offset in range(0, width, SHINGLE_BYTES):
+                acc = _mix(acc ^ windows[np.minimum(begin + offset, len(windows) - 1)])
+        acc[self.lengths < width] = 0
+        return acc.view(np.int64)
 
 
-def _powers(base: np.uint64, n: int) -> np.ndarray:
-    powers = np.full(n, base, dtype=np.uint64)
-    powers[0] = 1
-    with np.errstate(over="ignore"):
-        return np.cumprod(powers, dtype=np.uint64)  # wraps modulo 2**64, as intended
+def signatures(texts: Sequence[str]) -> np.ndarray:
+    """(len(texts), NUM_BINS) uint32 MinHash signatures of the texts' openings."""
+    return signatures_of(Texts.of(texts))
+
+
+def signatures_of(batch: Texts) -> np.ndarray:
+    """Signatures of a prepared batch; a text with no byte gets an all-EMPTY row."""
+    n = len(batch.lengths)
+    signature = np.full((n, NUM_BINS), EMPTY, dtype=np.uint32)
+    counts = np.where(batch.lengths > 0, np.maximum(batch.lengths - SHINGLE_BYTES + 1, 1), 0)
+    if not counts.any():
+        return signature
+    owner = np.repeat(np.arange(n), counts)
+    first = np.repeat(batch.starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+    hashes = _mix(batch.windows()[np.arange(len(owner)) + first])
+    slots = owner * NUM_BINS + (hashes >> _BIN_SHIFT).astype(np.int64)
+    np.minimum.at(signature.reshape(-1), slots, hashes.astype(np.uint32))
+    return signature
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: spreads the polynomial hash over all 64 bits."""
+    """splitmix64's finaliser: every input bit moves every output bit."""
     with np.errstate(over="ignore"):
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         return x ^ (x >> np.uint64(31))
-
-
-def signatures(texts: Sequence[str]) -> np.ndarray:
-    """(len(texts), NUM_BINS) uint32 MinHash signatures; empty texts get all-EMPTY rows."""
-    return signatures_of([normalise(t) for t in texts])
-
-
-def signatures_of(docs: Sequence[bytes]) -> np.ndarray:
-    """Signatures of already normalised texts (see `normalise`)."""
-    signature = np.full((len(docs), NUM_BINS), EMPTY, dtype=np.uint32)
-    lengths = np.fromiter((len(d) for d in docs), dtype=np.int64, count=len(docs))
-    if not lengths.any():
-        return signature
-    data = np.frombuffer(b"".join(docs), dtype=np.uint8).astype(np.uint64)
-    n = len(data)
-    powers = _powers(_P, n + 1)
-    with np.errstate(over="ignore"):
-        prefix = np.zeros(n + 1, dtype=np.uint64)
-        np.cumsum(data * powers[:n], out=prefix[1:])
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        # One shingle per byte position whose 8-gram stays inside its own text; a text
-        # shorter than 8 bytes is one shingle, itself.
-        widths = np.minimum(lengths, SHINGLE_BYTES)
-        counts = np.where(lengths > 0, np.maximum(lengths - SHINGLE_BYTES + 1, 1), 0)
-        owner = np.repeat(np.arange(len(docs)), counts)
-        first = np.repeat(starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
-        at = np.arange(len(owner)) + first
-        end = at + widths[owner]
-        inverse = _powers(_P_INV, n + 1)
-        hashes = _mix((prefix[end] - prefix[at]) * inverse[at] + widths[owner].astype(np.uint64))
-    bins = (hashes >> np.uint64(64 - 5)).astype(np.int64)  # NUM_BINS = 2**5
-    values = (hashes & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    np.minimum.at(signature.reshape(-1), owner * NUM_BINS + bins, values)
-    return signature
 
 
 def band_keys(signature: np.ndarray) -> np.ndarray:
@@ -96,9 +123,8 @@ def band_keys(signature: np.ndarray) -> np.ndarray:
     n = len(signature)
     bands = signature.reshape(n, -1, BAND_ROWS).astype(np.uint64)
     with np.errstate(over="ignore"):
-        keys = _mix(
-            (bands * _BAND_WEIGHTS).sum(axis=2) + np.arange(bands.shape[1], dtype=np.uint64)
-        )
+        salted = (bands * _BAND_WEIGHTS).sum(axis=2) + np.arange(bands.shape[1], dtype=np.uint64)
+        keys = _mix(salted)
     keys[(bands == np.uint64(EMPTY)).any(axis=2)] = 0
     return keys
 
@@ -110,10 +136,10 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class LshIndex:
-    """Band key -> the prompts that had it: `seen` answers "have I a near-duplicate?"."""
+    """Band key -> how many prompts had it: `add` answers "have I a near-duplicate?"."""
 
     def __init__(self) -> None:
-        self._bands: dict[int, int] = {}  # band key -> how many prompts had it
+        self._bands: dict[int, int] = {}
 
     def add(self, keys: list[int]) -> bool:
         """Index one prompt's band keys; True if an earlier prompt shared a band."""
