@@ -90,6 +90,7 @@ class TracingSettings(BaseModel):
     watch_at: float = Field(0.3, ge=0.0, le=1.0)
     throttle_at: float = Field(0.5, ge=0.0, le=1.0)  # the flag threshold
     block_at: float | None = Field(None, ge=0.0, le=1.0)  # None: tracing never blocks alone
+    online: bool = True  # the gateway scores accounts as their events are written
 
 
 class Settings(BaseSettings):

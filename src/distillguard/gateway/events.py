@@ -4,7 +4,8 @@ The request handler only enqueues (microseconds, never blocks); one writer
 thread drains the queue in batches into the store, so a slow disk or database
 slows nothing but the writer. When the queue is full the event is dropped and
 counted (a metric), rather than stalling traffic. `close()` drains everything
-that was queued, so a graceful shutdown loses no event.
+that was queued, so a graceful shutdown loses no event. Observers (online
+tracing) see each batch after it is written, on the writer thread.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
@@ -31,8 +33,10 @@ class EventSink:
         max_queue: int = 10_000,
         batch_size: int = 500,
         linger_seconds: float = 0.05,
+        observers: Sequence[Callable[[list[Event]], None]] = (),
     ) -> None:
         self.store = store
+        self.observers = list(observers)  # told of each written batch (online tracing)
         self.batch_size = batch_size
         self.linger_seconds = linger_seconds
         self._queue: queue.Queue = queue.Queue(max_queue)
@@ -81,6 +85,15 @@ class EventSink:
                     break
                 batch.append(item)
             self._write(batch)
+            self._tell(batch)
+
+    def _tell(self, batch: list[Event]) -> None:
+        """Hand the batch to each observer; a failing observer never stops the writer."""
+        for observe in self.observers:
+            try:
+                observe(batch)
+            except Exception:
+                log.exception("event observer %r failed on a batch of %d", observe, len(batch))
 
     def _write(self, batch: list[Event]) -> None:
         """Write one batch, retrying with back-off while the store is down.

@@ -42,3 +42,9 @@ EVENTS_DROPPED = Counter(
 EVENT_WRITE_ERRORS = Counter(
     "distillguard_event_write_errors", "Failed batch writes (retried).", registry=REGISTRY
 )
+TRACING_TIERS = Counter(
+    "distillguard_tracing_tier_changes",
+    "Tiers raised by online tracing, by tier and mode (enforced, or shadow: only logged).",
+    ["tier", "mode"],
+    registry=REGISTRY,
+)

@@ -58,6 +58,10 @@ def build(settings: Settings) -> HotPath:
     keys = KeyRing(accounts, config.key_refresh_seconds)
     limiter: Limiter = RedisLimiter(config.redis) if config.redis else MemoryLimiter()
     sink = EventSink(EventStore(engine), config.event_queue_size, config.event_batch_size)
+    if settings.tracing.online:
+        from distillguard.tracing.online import OnlineTracer
+
+        sink.observers.append(OnlineTracer(accounts, settings.tracing, config.shadow).observe)
     counter = TokenCounter.bundled(settings.cache_dir)
     cohorts = None
     models = None

@@ -15,17 +15,23 @@ from distillguard.config import TracingSettings
 from distillguard.tracing.run import TraceResult
 
 
+def tier_for(score: float, settings: TracingSettings) -> str | None:
+    """The tier a score earns; None for `normal`."""
+    if settings.block_at is not None and score >= settings.block_at:
+        return "block"
+    if score >= settings.throttle_at:
+        return "throttle"
+    if score >= settings.watch_at:
+        return "watch"
+    return None
+
+
 def earned_tiers(result: TraceResult, settings: TracingSettings) -> dict[str, tuple[str, str]]:
     """{account: (tier, reason)} for every account whose score earns more than `normal`."""
     wanted: dict[str, tuple[str, str]] = {}
     for account in result.accounts:
-        if settings.block_at is not None and account.score >= settings.block_at:
-            tier = "block"
-        elif account.score >= settings.throttle_at:
-            tier = "throttle"
-        elif account.score >= settings.watch_at:
-            tier = "watch"
-        else:
+        tier = tier_for(account.score, settings)
+        if tier is None:
             continue
         reason = f"tracing score {account.score:.2f}: " + "; ".join(account.evidence[:3])
         wanted[account.account_id] = (tier, reason)

@@ -1,0 +1,92 @@
+"""Online tracing inside the gateway: every stored event also updates its account's profile.
+
+The event writer thread hands each written batch to `OnlineTracer.observe`, off
+the request path. Accounts are scored at the same checkpoints as the batch
+replay (`run.is_checkpoint`); one that earns a higher tier (tracing settings)
+is raised in the store at once, and every replica applies it at its next key
+refresh. In shadow mode the tracer logs and counts the tier it would set and
+changes nothing.
+
+Each replica sees only its own share of an account's traffic and keeps at most
+`capacity` profiles (least recently seen dropped first); cluster linkage needs
+the whole population. The periodic `distillguard trace run --apply-tiers` over
+the shared store is the complete view; this is the fast one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from distillguard.config import TracingSettings
+from distillguard.gateway import metrics
+from distillguard.gateway.policy import TIERS
+from distillguard.store import AccountStore, Event
+from distillguard.tracing.features import Profile, describe
+from distillguard.tracing.records import InputReport, events_from_rows
+from distillguard.tracing.run import is_checkpoint
+from distillguard.tracing.scoring import assess, evidence
+from distillguard.tracing.tiers import tier_for
+
+log = logging.getLogger(__name__)
+_RANK = {tier: i for i, tier in enumerate(TIERS)}
+
+
+class OnlineTracer:
+    def __init__(
+        self,
+        accounts: AccountStore,
+        settings: TracingSettings,
+        shadow: bool = False,
+        capacity: int = 50_000,
+    ) -> None:
+        self.accounts = accounts
+        self.settings = settings
+        self.shadow = shadow
+        self.capacity = capacity
+        self._profiles: OrderedDict[str, Profile] = OrderedDict()
+        self._raised: dict[str, str] = {}  # the tier this tracer last set (or would have)
+
+    def observe(self, batch: Sequence[Event]) -> None:
+        """Fold a batch of stored events into the profiles; raise tiers that were earned."""
+        events = list(events_from_rows((asdict(e) for e in batch), InputReport("gateway")))
+        if not events:
+            return
+        wanted: dict[str, tuple[str, str]] = {}
+        for event, row in zip(events, describe(events).rows(), strict=True):
+            profile = self._profile(event.account_id)
+            profile.add(event, row)
+            if not is_checkpoint(profile.requests):
+                continue
+            features = profile.features()
+            score = assess(features).score
+            tier = tier_for(score, self.settings)
+            already = self._raised.get(event.account_id, "normal")
+            if tier is not None and _RANK[tier] > _RANK[already]:
+                reason = f"online tracing score {score:.2f}: " + "; ".join(evidence(features)[:3])
+                wanted[event.account_id] = (tier, reason)
+                self._raised[event.account_id] = tier
+        if wanted:
+            self._apply(wanted)
+
+    def _profile(self, account_id: str) -> Profile:
+        profile = self._profiles.get(account_id)
+        if profile is None:
+            profile = self._profiles[account_id] = Profile()
+            if len(self._profiles) > self.capacity:
+                self._profiles.popitem(last=False)
+        else:
+            self._profiles.move_to_end(account_id)
+        return profile
+
+    def _apply(self, wanted: dict[str, tuple[str, str]]) -> None:
+        if self.shadow:
+            for account_id, (tier, reason) in wanted.items():
+                log.warning("shadow: would raise %s to %s (%s)", account_id, tier, reason)
+                metrics.TRACING_TIERS.labels(tier, "shadow").inc()
+            return
+        for account_id, tier in self.accounts.raise_tiers(wanted).items():
+            log.warning("raised %s to %s (%s)", account_id, tier, wanted[account_id][1])
+            metrics.TRACING_TIERS.labels(tier, "enforced").inc()
