@@ -9,6 +9,7 @@ earlier prompt?) is worked out once per event by `describe`, a batch at a time.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -68,10 +69,17 @@ class Described:
 _LEXICONS = Lexicons((cot.PATTERNS, cot.decide), (areas.PATTERNS, areas.decide))
 
 
+@functools.lru_cache(maxsize=16_384)
+def _verdicts(text: str) -> tuple[bool, str]:
+    """(asks for reasoning, capability area); cached: follow-ups, re-runs and popular
+    prompts arrive many times over."""
+    return _LEXICONS.classify(cot.window(text))
+
+
 def describe(events: Sequence[TraceEvent]) -> Described:
     texts = [e.text for e in events]
     n = len(texts)
-    verdicts = [_LEXICONS.classify(cot.window(t)) for t in texts]
+    verdicts = [_verdicts(t) for t in texts]
     openings = minhash.Texts.of(texts)
     closings = minhash.Texts.of(texts, tail=True)
     # A template is a fixed part *and* a filling: a prompt shorter than two skeletons

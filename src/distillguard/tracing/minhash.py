@@ -136,19 +136,17 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class LshIndex:
-    """Band key -> how many prompts had it: `add` answers "have I a near-duplicate?"."""
+    """The band keys seen so far: `add` answers "have I a near-duplicate of this prompt?"."""
 
     def __init__(self) -> None:
-        self._bands: dict[int, int] = {}
+        self._bands: set[int] = set()
 
     def add(self, keys: list[int]) -> bool:
         """Index one prompt's band keys; True if an earlier prompt shared a band."""
-        seen = False
-        for key in keys:
-            if key:
-                count = self._bands.get(key, 0)
-                seen = seen or count > 0
-                self._bands[key] = count + 1
+        new = set(keys)
+        new.discard(0)  # bands with an empty bin match nothing
+        seen = not self._bands.isdisjoint(new)
+        self._bands |= new
         return seen
 
     def __len__(self) -> int:
