@@ -168,6 +168,8 @@ def test_scoring_needs_scale_extraction_and_automation_together():
         "repeat_rate": 0.0,
         "distinct_rate": 1.0,
         "distinct_prompts": 3000.0,
+        "pivot_share": 0.0,
+        "pivot_hours": 0.0,
         "area_coverage": 0.5,
         "top_area_share": 0.6,
         "hour_spread": 0.99,

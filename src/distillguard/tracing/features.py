@@ -101,6 +101,28 @@ def describe(events: Sequence[TraceEvent]) -> Described:
     )
 
 
+@dataclass
+class Releases:
+    """When each model first appeared in the traffic. One first seen at least a day after
+    the traffic began is a release: distillers move to a new model within hours of it,
+    to copy its new capability before anyone can stop them."""
+
+    start: float | None = None
+    first_seen: dict[str, float] = field(default_factory=dict)
+
+    def see(self, event: TraceEvent) -> None:
+        if self.start is None:
+            self.start = event.ts
+        if event.model and event.model not in self.first_seen:
+            self.first_seen[event.model] = event.ts
+
+    def released_at(self, model: str) -> float | None:
+        seen = self.first_seen.get(model)
+        if seen is None or self.start is None or seen - self.start < DAY:
+            return None
+        return seen
+
+
 @dataclass(slots=True)
 class Profile:
     """Running totals of one actor's traffic; `features()` reads them as rates."""
@@ -124,6 +146,8 @@ class Profile:
     hours: list[int] = field(default_factory=lambda: [0] * 24)
     days: set[int] = field(default_factory=set)
     models: dict[str, int] = field(default_factory=dict)
+    # model -> (first use, requests before it): how fast and how far this actor moved to it
+    model_first: dict[str, tuple[float, int]] = field(default_factory=dict)
     ips: set[str] = field(default_factory=set)
     agents: set[str] = field(default_factory=set)
     _exact: set[int] = field(default_factory=set)
@@ -167,7 +191,11 @@ class Profile:
         self.days.add(hour // 24)
         model = event.model
         if model:
-            self.models[model] = self.models.get(model, 0) + 1
+            count = self.models.get(model)
+            if count is None:
+                self.model_first[model] = (ts, self.requests - 1)
+                count = 0
+            self.models[model] = count + 1
         ip = event.ip
         if ip and ip not in self.ips and len(self.ips) < 64:
             self.ips.add(ip)
@@ -189,7 +217,22 @@ class Profile:
         # The product a distiller buys: a reasoning trace or a templated solution, in full.
         self.extractive += (cot or templated) and long
 
-    def features(self) -> dict[str, float]:
+    def pivot(self, releases: Releases | None) -> tuple[float, float]:
+        """(share, hours): the largest share of its later traffic this actor moved to a model
+        it took up within a day of the model's release, and how many hours after."""
+        best = (0.0, 0.0)
+        if releases is None:
+            return best
+        for model, (first_use, before) in self.model_first.items():
+            released = releases.released_at(model)
+            if released is None or first_use - released > DAY:
+                continue
+            share = self.models[model] / max(self.requests - before, 1)
+            if share > best[0]:
+                best = (share, (first_use - released) / HOUR)
+        return best
+
+    def features(self, releases: Releases | None = None) -> dict[str, float]:
         """Rates in [0, 1] (and a few counts) that scoring and evidence read."""
         n = max(self.requests, 1)
         active_hours = sum(1 for h in self.hours if h)
@@ -198,8 +241,11 @@ class Profile:
         if self.gaps > 1:
             mean = self.gap_log_sum / self.gaps
             gap_sd = math.sqrt(max(self.gap_log_sq / self.gaps - mean * mean, 0.0))
+        pivot_share, pivot_hours = self.pivot(releases)
         return {
             "requests": float(self.requests),
+            "pivot_share": pivot_share,
+            "pivot_hours": pivot_hours,
             "active_days": float(len(self.days)),
             "requests_per_day": self.requests / max(len(self.days), 1),
             "mean_answer_tokens": self.answer_tokens / max(self.answers_counted, 1),

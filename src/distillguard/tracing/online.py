@@ -24,7 +24,7 @@ from distillguard.config import TracingSettings
 from distillguard.gateway import metrics
 from distillguard.gateway.policy import TIERS
 from distillguard.store import AccountStore, Event
-from distillguard.tracing.features import Profile, describe
+from distillguard.tracing.features import Profile, Releases, describe
 from distillguard.tracing.records import InputReport, events_from_rows
 from distillguard.tracing.run import is_checkpoint
 from distillguard.tracing.scoring import assess, evidence
@@ -48,6 +48,7 @@ class OnlineTracer:
         self.capacity = capacity
         self._profiles: OrderedDict[str, Profile] = OrderedDict()
         self._raised: dict[str, str] = {}  # the tier this tracer last set (or would have)
+        self._releases = Releases()
 
     def observe(self, batch: Sequence[Event]) -> None:
         """Fold a batch of stored events into the profiles; raise tiers that were earned."""
@@ -56,11 +57,12 @@ class OnlineTracer:
             return
         wanted: dict[str, tuple[str, str]] = {}
         for event, row in zip(events, describe(events).rows(), strict=True):
+            self._releases.see(event)
             profile = self._profile(event.account_id)
             profile.add(event, row)
             if not is_checkpoint(profile.requests):
                 continue
-            features = profile.features()
+            features = profile.features(self._releases)
             score = assess(features).score
             tier = tier_for(score, self.settings)
             already = self._raised.get(event.account_id, "normal")

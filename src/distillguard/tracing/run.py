@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from distillguard.tracing import linkage
-from distillguard.tracing.features import Described, Profile, describe
+from distillguard.tracing.features import Described, Profile, Releases, describe
 from distillguard.tracing.records import AccountRecord, TraceEvent
 from distillguard.tracing.scoring import FLAG_AT, assess, evidence
 
@@ -97,6 +97,9 @@ def is_checkpoint(requests: int) -> bool:
 def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -> TraceResult:
     ordered = sorted(events, key=lambda e: e.ts)
     described = _describe_all(ordered)
+    releases = Releases()
+    for event in ordered:
+        releases.see(event)
     profiles, first_flag = _replay(ordered, described, key=lambda e: e.account_id)
 
     things = {
@@ -122,7 +125,8 @@ def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -
         flag_time=True,
     )
     clusters = [
-        _cluster_result(c, cluster_profiles.get(c.cluster_id), cluster_flag_at) for c in found
+        _cluster_result(c, cluster_profiles.get(c.cluster_id), cluster_flag_at, releases)
+        for c in found
     ]
     by_id = {c.cluster_id: c for c in clusters}
     times = _request_times(ordered)
@@ -130,8 +134,9 @@ def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -
     results = []
     for account_id in sorted(profiles.keys() | accounts.keys()):
         profile = profiles.get(account_id, Profile())
-        own = assess(profile.features()) if profile.requests else None
-        said = evidence(profile.features()) if profile.requests else ["no requests"]
+        features = profile.features(releases)
+        own = assess(features) if profile.requests else None
+        said = evidence(features) if profile.requests else ["no requests"]
         cluster = by_id.get(cluster_of.get(account_id, ""))
         score = own.score if own else 0.0
         flagged_after = first_flag.get(account_id)
@@ -185,24 +190,29 @@ def _replay(events, described: Described, key, flag_time: bool = False):
     """
     profiles: dict[str, Profile] = defaultdict(Profile)
     first: dict[str, float] = {}
+    releases = Releases()  # as known at each moment: no look-ahead
     for event, row in zip(events, described.rows(), strict=True):
+        releases.see(event)
         name = key(event)
         profile = profiles[name]
         profile.add(event, row)
         checkpoint = name not in first and is_checkpoint(profile.requests)
-        if checkpoint and assess(profile.features()).flagged:
+        if checkpoint and assess(profile.features(releases)).flagged:
             first[name] = event.ts if flag_time else profile.requests
     return dict(profiles), first
 
 
 def _cluster_result(
-    cluster: linkage.Cluster, profile: Profile | None, flag_at: Mapping[str, float]
+    cluster: linkage.Cluster,
+    profile: Profile | None,
+    flag_at: Mapping[str, float],
+    releases: Releases,
 ) -> ClusterResult:
     shared = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in cluster.shared.items())
     said = [f"{len(cluster.accounts)} accounts linked by shared {shared or 'signals'}"]
     if profile is None or not profile.requests:
         return ClusterResult(cluster.cluster_id, cluster.accounts, 0.0, False, said)
-    features = profile.features()
+    features = profile.features(releases)
     score = assess(features).score
     said += evidence(features)
     return ClusterResult(

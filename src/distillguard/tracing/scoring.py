@@ -35,6 +35,7 @@ W_EXTRACTION = 3.0
 W_AUTOMATION = 2.0
 W_BOTH = 3.0  # extraction and automation together: the harvester's signature
 W_BENIGN = 5.0
+W_PIVOT = 1.0  # moved to a new model within a day of its release
 
 
 def ramp(value: float, low: float, high: float) -> float:
@@ -84,8 +85,10 @@ def assess(f: dict[str, float]) -> Assessment:
     reruns = ramp(rate("repeat_rate"), 0.15, 0.5) * bounded
     labels_only = ramp(rate("short_answer_rate"), 0.3, 0.8)
     benign = max(reruns, labels_only)
+    pivot = ramp(f["pivot_share"], 0.3, 0.7)
     z = (
-        BIAS
+        W_PIVOT * pivot
+        + BIAS
         + W_SCALE * scale
         + W_EXTRACTION * extraction
         + W_AUTOMATION * automation
@@ -97,6 +100,7 @@ def assess(f: dict[str, float]) -> Assessment:
         "extraction": extraction,
         "automation": automation,
         "benign": benign,
+        "pivot": pivot,
     }
     return Assessment(1.0 / (1.0 + math.exp(-z)), components)
 
@@ -129,6 +133,11 @@ def evidence(f: dict[str, float]) -> list[str]:
         said.append("prompts spread evenly over capability areas")
     elif f["top_area_share"] >= 0.8 and n >= 100:
         said.append(f"{f['top_area_share']:.0%} of prompts in one capability area")
+    if f["pivot_share"] >= 0.3:
+        said.append(
+            f"moved {f['pivot_share']:.0%} of its traffic to a new model "
+            f"{f['pivot_hours']:.0f} h after its release"
+        )
     if f["repeat_rate"] >= 0.15:
         said.append(f"{f['repeat_rate']:.0%} of prompts are exact re-sends (evaluation re-runs?)")
     if f["short_answer_rate"] >= 0.3:
