@@ -95,7 +95,10 @@ def test_cold_cache_converts_once_and_then_loads_from_cache(tmp_path, engine):
 def test_cli_generate_then_detect_text(tmp_path, cache_dir):
     env = {"DISTILLGUARD_CACHE_DIR": str(cache_dir)}
     key = tmp_path / "key.json"
-    assert run("watermark", "keygen", "--out", str(key)).returncode == 0
+    # A fixed key with the seeded generation below: 80-token answers are detected with high
+    # probability, not certainty (docs/benchmarks.md), and a test must not pass by luck.
+    secret = bytes(range(32))
+    WatermarkKey(secret=secret, key_id="wk_fixedtestkey00").save(key)
     prompts = tmp_path / "prompts.jsonl"
     questions = ("Explain how a rainbow forms.", "Write a short story about a lighthouse keeper.")
     prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in questions))
