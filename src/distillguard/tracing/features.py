@@ -81,7 +81,7 @@ def describe(events: Sequence[TraceEvent]) -> Described:
     n = len(texts)
     verdicts = [_verdicts(t) for t in texts]
     openings = minhash.Texts.of(texts)
-    closings = minhash.Texts.of(texts, tail=True)
+    closings = minhash.Texts.of(texts, tail=True, limit=2 * SKELETON_BYTES)
     # A template is a fixed part *and* a filling: a prompt shorter than two skeletons
     # is just a prompt.
     head = openings.edge_hash(SKELETON_BYTES)

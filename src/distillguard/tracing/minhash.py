@@ -47,12 +47,12 @@ class Texts:
     lengths: np.ndarray  # int64, before padding
 
     @classmethod
-    def of(cls, texts: Sequence[str], tail: bool = False) -> Texts:
-        """Lower-cased UTF-8 of each text's first (or, with `tail`, last) MAX_BYTES bytes."""
+    def of(cls, texts: Sequence[str], tail: bool = False, limit: int = MAX_BYTES) -> Texts:
+        """Lower-cased UTF-8 of each text's first (or, with `tail`, last) `limit` bytes."""
         if tail:
-            raw = [t[-MAX_BYTES:].lower().encode()[-MAX_BYTES:] for t in texts]
+            raw = [t[-limit:].lower().encode()[-limit:] for t in texts]
         else:
-            raw = [t[:MAX_BYTES].lower().encode()[:MAX_BYTES] for t in texts]
+            raw = [t[:limit].lower().encode()[:limit] for t in texts]
         lengths = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
         padded = np.maximum(lengths, SHINGLE_BYTES)
         starts = np.zeros(len(raw), dtype=np.int64)
