@@ -168,6 +168,8 @@ def test_scoring_needs_scale_extraction_and_automation_together():
         "repeat_rate": 0.0,
         "distinct_rate": 1.0,
         "distinct_prompts": 3000.0,
+        "answer_to_prompt": 8.0,
+        "mean_max_tokens": 4096.0,
         "pivot_share": 0.0,
         "pivot_hours": 0.0,
         "area_coverage": 0.5,

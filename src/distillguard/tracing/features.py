@@ -153,6 +153,9 @@ class Profile:
     _exact: set[int] = field(default_factory=set)
     answer_tokens: int = 0
     answers_counted: int = 0
+    prompt_tokens: int = 0  # over the requests whose answer length is known: token ratio
+    max_tokens_sum: int = 0
+    max_tokens_set: int = 0
     # skeleton -> [uses, the distinct prompts seen with it (up to FILLINGS)]: a template
     # is one skeleton with different fillings, not one prompt sent again.
     _heads: dict[int, list] = field(default_factory=dict)
@@ -181,10 +184,13 @@ class Profile:
         if given is not None:
             self.answer_tokens += given
             self.answers_counted += 1
+            self.prompt_tokens += event.prompt_tokens or 0
             long = given >= LONG_ANSWER_TOKENS
             self.long_answers += long
-        if event.max_tokens is not None and event.max_tokens <= 64:
-            self.short_answers += 1
+        if event.max_tokens is not None:
+            self.max_tokens_sum += event.max_tokens
+            self.max_tokens_set += 1
+            self.short_answers += event.max_tokens <= 64
         self.areas[area] += 1
         hour = int(ts // HOUR)
         self.hours[hour % 24] += 1
@@ -249,6 +255,8 @@ class Profile:
             "active_days": float(len(self.days)),
             "requests_per_day": self.requests / max(len(self.days), 1),
             "mean_answer_tokens": self.answer_tokens / max(self.answers_counted, 1),
+            "answer_to_prompt": self.answer_tokens / max(self.prompt_tokens, 1),
+            "mean_max_tokens": self.max_tokens_sum / max(self.max_tokens_set, 1),
             "cot_rate": self.cot / n,
             "multi_turn_rate": self.multi_turn / n,
             "long_answer_rate": self.long_answers / n,

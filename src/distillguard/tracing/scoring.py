@@ -115,7 +115,12 @@ def evidence(f: dict[str, float]) -> list[str]:
     if f["cot_rate"] >= 0.1:
         said.append(f"{f['cot_rate']:.0%} of prompts ask for written-out reasoning")
     if f["long_answer_rate"] >= 0.2:
-        said.append(f"{f['long_answer_rate']:.0%} of answers are long (700+ tokens)")
+        said.append(
+            f"{f['long_answer_rate']:.0%} of answers are long (700+ tokens); "
+            f"{f['answer_to_prompt']:.1f} answer tokens per prompt token"
+        )
+    if f["mean_max_tokens"] >= 2000:
+        said.append(f"asks for up to {f['mean_max_tokens']:,.0f} tokens per answer on average")
     if f["extractive_rate"] >= 0.05:
         said.append(
             f"{f['extractive_rate']:.0%} of requests took away a full reasoning trace or "
