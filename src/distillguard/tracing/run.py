@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import bisect
+import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ from distillguard.tracing.records import AccountRecord, TraceEvent
 from distillguard.tracing.scoring import FLAG_AT, assess, evidence
 
 BATCH = 8192
-ADOPT_EXTRACTION = 0.5
+ADOPT_EXTRACTION = 0.5  # a member this extractive carries the operation's product
+OPERATION_MIN = 2  # ... and a cluster with this many such members (and this share of its
+OPERATION_SHARE = 0.3  # active accounts) is one operation, judged on its combined traffic
 
 
 @dataclass
@@ -101,6 +104,7 @@ def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -
     for event in ordered:
         releases.see(event)
     profiles, first_flag = _replay(ordered, described, key=lambda e: e.account_id)
+    own = {a: _Own.of(p, releases) for a, p in profiles.items()}
 
     things = {
         account_id: linkage.account_things(
@@ -125,7 +129,7 @@ def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -
         flag_time=True,
     )
     clusters = [
-        _cluster_result(c, cluster_profiles.get(c.cluster_id), cluster_flag_at, releases)
+        _cluster_result(c, cluster_profiles.get(c.cluster_id), cluster_flag_at, releases, own)
         for c in found
     ]
     by_id = {c.cluster_id: c for c in clusters}
@@ -134,26 +138,23 @@ def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -
     results = []
     for account_id in sorted(profiles.keys() | accounts.keys()):
         profile = profiles.get(account_id, Profile())
-        features = profile.features(releases)
-        own = assess(features) if profile.requests else None
-        said = evidence(features) if profile.requests else ["no requests"]
+        mine = own.get(account_id)
+        said = list(mine.evidence) if mine else ["no requests"]
         cluster = by_id.get(cluster_of.get(account_id, ""))
-        score = own.score if own else 0.0
+        score = mine.score if mine else 0.0
         flagged_after = first_flag.get(account_id)
         # The cluster's verdict carries over to a member whose own traffic is the product
         # (a hydra's small accounts), not to a bystander linked by a shared office IP.
-        extractive = own is not None and own.components["extraction"] >= ADOPT_EXTRACTION
-        if cluster is not None and cluster.score > score and extractive:
+        if cluster is not None and cluster.score > score and mine and mine.extractive:
             score = cluster.score
-            said = [
-                *said,
-                f"member of cluster {cluster.cluster_id} ({len(cluster.accounts)} accounts)",
-            ]
+            said.append(
+                f"member of cluster {cluster.cluster_id} ({len(cluster.accounts)} accounts)"
+            )
             if cluster.first_flagged_ts is not None:
                 seen = bisect.bisect_right(times.get(account_id, []), cluster.first_flagged_ts)
                 via_cluster = max(seen, 1)
                 if flagged_after is None or via_cluster < flagged_after:
-                    flagged_after = via_cluster if profile.requests else None
+                    flagged_after = via_cluster
         flagged = score >= FLAG_AT
         if flagged and flagged_after is None:  # flagged by the whole, after the last checkpoint
             flagged_after = profile.requests or None
@@ -166,7 +167,7 @@ def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -
                 flagged_after_requests=flagged_after if flagged else None,
                 evidence=said,
                 requests=profile.requests,
-                own_score=own.score if own else 0.0,
+                own_score=mine.score if mine else 0.0,
             )
         )
     return TraceResult(results, clusters, len(ordered))
@@ -207,22 +208,44 @@ def _cluster_result(
     profile: Profile | None,
     flag_at: Mapping[str, float],
     releases: Releases,
+    own: Mapping[str, _Own],
 ) -> ClusterResult:
+    """A cluster is judged as one actor only when it acts as one operation: several of its
+    accounts carry extractive traffic. Otherwise (one distiller among colleagues linked by
+    an office IP) it is as suspicious as its typical member, and the distiller stands on
+    its own score."""
     shared = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in cluster.shared.items())
     said = [f"{len(cluster.accounts)} accounts linked by shared {shared or 'signals'}"]
-    if profile is None or not profile.requests:
+    active = [own[a] for a in cluster.accounts if a in own]
+    if profile is None or not active:
         return ClusterResult(cluster.cluster_id, cluster.accounts, 0.0, False, said)
+    carriers = sum(m.extractive for m in active)
+    said.append(f"{carriers} of {len(active)} active accounts carry extractive traffic")
     features = profile.features(releases)
-    score = assess(features).score
+    if carriers >= OPERATION_MIN and carriers >= OPERATION_SHARE * len(active):
+        score, first_flagged = assess(features).score, flag_at.get(cluster.cluster_id)
+    else:
+        score, first_flagged = statistics.median(m.score for m in active), None
     said += evidence(features)
     return ClusterResult(
-        cluster.cluster_id,
-        cluster.accounts,
-        score,
-        score >= FLAG_AT,
-        said,
-        flag_at.get(cluster.cluster_id),
+        cluster.cluster_id, cluster.accounts, score, score >= FLAG_AT, said, first_flagged
     )
+
+
+@dataclass(frozen=True)
+class _Own:
+    """An account judged on its own traffic."""
+
+    score: float
+    extractive: bool
+    evidence: tuple[str, ...]
+
+    @classmethod
+    def of(cls, profile: Profile, releases: Releases) -> _Own:
+        features = profile.features(releases)
+        assessment = assess(features)
+        extractive = assessment.components["extraction"] >= ADOPT_EXTRACTION
+        return cls(assessment.score, extractive, tuple(evidence(features)))
 
 
 def _request_times(events: list[TraceEvent]) -> dict[str, list[float]]:
