@@ -42,6 +42,8 @@ SCENARIOS: dict[str, dict[str, int]] = {
     # Held-out mixes: the detector was not tuned on these.
     "hydra-swarm": {**BENIGN_BACKGROUND, "hydra": 6},
     "hidden": {**BENIGN_BACKGROUND, "reseller": 10, "human_mimic": 15},
+    # Attackers who read docs/tracing.md and stay under its anchors: what evades, measured.
+    "evasive": {**BENIGN_BACKGROUND, "paced_harvester": 10, "sleeper_hydra": 2},
     "heavy-benign": {
         "casual": 300,
         "coding_power_user": 300,

@@ -409,6 +409,61 @@ def human_mimic(world: World, actor: str) -> None:
             i += 1
 
 
+# -- attackers who know the detector (the `evasive` scenario) -----------------------------
+
+
+def paced_harvester(world: World, actor: str) -> None:
+    """A mimic that also stays under every anchor it can read in docs/tracing.md: human
+    pace (60-140 a day), answers capped at 600 tokens, no pivot, its own paraphrases."""
+    r = world.rng
+    account = world.account("paced_harvester", True, actor, email=world.human_email())
+    agent = r.choice(HUMAN_AGENTS)
+    times = world.human_times(r.randint(400, 1000), tz_hours=r.choice([-5, 1, 8]), session_size=8.0)
+    i = 0
+    while i < len(times):
+        q = world.pick(r.choice(["math", "code", "chat"])).turns[0]
+        ask = f"{r.choice(_MIMIC_OPEN)} {r.choice(_MIMIC_ASK)}?{r.choice(_MIMIC_CLOSE)}"
+        turns = [f"{q}\n\n{ask}" if r.random() < 0.5 else f"{ask}\n\n{q}"]
+        conversation = world.token("conv_", 12)
+        for _ in range(r.randint(2, 3)):
+            if i >= len(times):
+                break
+            world.request(
+                account,
+                times[i],
+                list(turns),
+                ip=world.residential_ip(),
+                agent=agent,
+                max_tokens=600,
+                temperature=1.0,
+                answer_tokens=r.randint(300, 600),
+                conversation=conversation,
+            )
+            turns.append(r.choice(FOLLOW_UPS))
+            i += 1
+
+
+def sleeper_hydra(world: World, actor: str) -> None:
+    """A hydra that shares nothing visible: a card, a home IP, a plausible email and a client
+    per account, accounts opened over months, each at a person's pace."""
+    r = world.rng
+    for _ in range(r.randint(100, 300)):
+        account = world.account("sleeper_hydra", True, actor, email=world.human_email())
+        agent, home = r.choice(HUMAN_AGENTS), world.residential_ip()
+        for ts in world.human_times(r.randint(20, 60), tz_hours=r.choice([-5, 1, 8])):
+            q = world.pick(r.choice(["math", "code", "chat"])).turns[0]
+            world.request(
+                account,
+                ts,
+                [_with_cot(world, q)],
+                ip=home,
+                agent=agent,
+                max_tokens=2048,
+                temperature=0.7,
+                answer_tokens=r.randint(400, 1200),
+            )
+
+
 # -- shared traffic shapes -----------------------------------------------------------
 
 
@@ -513,4 +568,6 @@ ARCHETYPES: dict[str, Callable[[World, str], None]] = {
     "hydra": hydra,
     "reseller": reseller,
     "human_mimic": human_mimic,
+    "paced_harvester": paced_harvester,
+    "sleeper_hydra": sleeper_hydra,
 }
