@@ -379,34 +379,17 @@ def reseller(world: World, actor: str) -> None:
 
 def human_mimic(world: World, actor: str) -> None:
     """A harvester dressed as a person: conversations, paraphrased asks, human hours, home IPs."""
-    r = world.rng
     account = world.account("human_mimic", True, actor, email=world.human_email())
-    agent = r.choice(HUMAN_AGENTS)
-    n = r.randint(1000, 4000)
-    times = world.human_times(n, tz_hours=r.choice([-5, 1, 8]), session_size=20.0)
-    i = 0
-    while i < len(times):
-        q = world.pick(r.choice(["math", "code", "chat"])).turns[0]
-        ask = f"{r.choice(_MIMIC_OPEN)} {r.choice(_MIMIC_ASK)}?{r.choice(_MIMIC_CLOSE)}"
-        turns = [f"{q}\n\n{ask}" if r.random() < 0.5 else f"{ask}\n\n{q}"]
-        conversation = world.token("conv_", 12)
-        for _ in range(r.randint(1, 3)):
-            if i >= len(times):
-                break
-            world.request(
-                account,
-                times[i],
-                list(turns),
-                ip=world.residential_ip(),
-                agent=agent,
-                model=world.model_at(times[i], pivots=True),
-                max_tokens=None,
-                temperature=1.0,
-                answer_tokens=r.randint(400, 1500),
-                conversation=conversation,
-            )
-            turns.append(r.choice(FOLLOW_UPS))
-            i += 1
+    _mimic(
+        world,
+        account,
+        world.rng.randint(1000, 4000),
+        session=20.0,
+        follow_ups=(1, 3),
+        pivots=True,
+        max_tokens=None,
+        answers=(400, 1500),
+    )
 
 
 # -- attackers who know the detector (the `evasive` scenario) -----------------------------
@@ -415,17 +398,41 @@ def human_mimic(world: World, actor: str) -> None:
 def paced_harvester(world: World, actor: str) -> None:
     """A mimic that also stays under every anchor it can read in docs/tracing.md: human
     pace (60-140 a day), answers capped at 600 tokens, no pivot, its own paraphrases."""
-    r = world.rng
     account = world.account("paced_harvester", True, actor, email=world.human_email())
+    _mimic(
+        world,
+        account,
+        world.rng.randint(400, 1000),
+        session=8.0,
+        follow_ups=(2, 3),
+        pivots=False,
+        max_tokens=600,
+        answers=(300, 600),
+    )
+
+
+def _mimic(
+    world: World,
+    account: str,
+    n: int,
+    *,
+    session: float,
+    follow_ups: tuple[int, int],
+    pivots: bool,
+    max_tokens: int | None,
+    answers: tuple[int, int],
+) -> None:
+    """Reasoning asks, paraphrased, each opening a short conversation, at human hours."""
+    r = world.rng
     agent = r.choice(HUMAN_AGENTS)
-    times = world.human_times(r.randint(400, 1000), tz_hours=r.choice([-5, 1, 8]), session_size=8.0)
+    times = world.human_times(n, tz_hours=r.choice([-5, 1, 8]), session_size=session)
     i = 0
     while i < len(times):
         q = world.pick(r.choice(["math", "code", "chat"])).turns[0]
         ask = f"{r.choice(_MIMIC_OPEN)} {r.choice(_MIMIC_ASK)}?{r.choice(_MIMIC_CLOSE)}"
         turns = [f"{q}\n\n{ask}" if r.random() < 0.5 else f"{ask}\n\n{q}"]
         conversation = world.token("conv_", 12)
-        for _ in range(r.randint(2, 3)):
+        for _ in range(r.randint(*follow_ups)):
             if i >= len(times):
                 break
             world.request(
@@ -434,9 +441,10 @@ def paced_harvester(world: World, actor: str) -> None:
                 list(turns),
                 ip=world.residential_ip(),
                 agent=agent,
-                max_tokens=600,
+                model=world.model_at(times[i], pivots=pivots),
+                max_tokens=max_tokens,
                 temperature=1.0,
-                answer_tokens=r.randint(300, 600),
+                answer_tokens=r.randint(*answers),
                 conversation=conversation,
             )
             turns.append(r.choice(FOLLOW_UPS))
