@@ -55,3 +55,11 @@ def test_config_variable_naming_a_missing_file(monkeypatch, tmp_path):
     monkeypatch.setenv("DISTILLGUARD_CONFIG", str(tmp_path / "absent.toml"))
     with pytest.raises(DistillguardError, match="not a file"):
         load_settings()
+
+
+def test_tracing_thresholds_must_be_ordered():
+    from distillguard.config import load_settings
+    from distillguard.errors import DistillguardError
+
+    with pytest.raises(DistillguardError, match="watch_at <= throttle_at <= block_at"):
+        load_settings(tracing={"watch_at": 0.6, "throttle_at": 0.5})

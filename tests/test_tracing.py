@@ -124,6 +124,18 @@ def test_bad_lines_are_reported_and_a_file_of_nothing_writes_nothing(traffic, tm
     assert "no usable events" in result.stderr
     assert ScoreStore(open_engine(empty_store)).latest_run() is None
     assert_user_error(run("trace", "run", "--events", str(tmp_path / "nope.jsonl")), "cannot read")
+    result = run(
+        "trace",
+        "run",
+        "--events",
+        str(mixed),
+        "--store",
+        empty_store,
+        "--json",
+        str(tmp_path / "missing" / "out.json"),
+    )
+    assert_user_error(result, "is not a directory")
+    assert ScoreStore(open_engine(empty_store)).latest_run() is None  # checked before any work
 
 
 def test_evaluation_reduced_run(traffic, tmp_path):

@@ -92,3 +92,29 @@ def test_accounts_file_and_missing_files(tmp_path):
     assert report.bad == 1 and "a.jsonl:2" in report.problems[0]
     with pytest.raises(TraceInputError, match="cannot read"):
         list(read_events(tmp_path / "missing.jsonl"))
+
+
+def test_unanswered_requests_are_left_out_and_counted(tmp_path):
+    base = {"ts": "2026-11-02T10:00:00Z", "account_id": "a", "prompt": "hello there"}
+    path = _write(
+        tmp_path / "e.jsonl",
+        [
+            json.dumps({**base, "status": 200}),
+            json.dumps({**base, "status": 429}),
+            json.dumps(base),
+        ],
+    )
+    report = InputReport("e.jsonl")
+    assert len(list(read_events(path, report))) == 2
+    assert report.unanswered == 1 and "1 unanswered requests" in report.summary()
+
+
+def test_tiny_and_empty_batches_are_described():
+    from distillguard.tracing.features import describe
+    from distillguard.tracing.records import TraceEvent
+    from distillguard.tracing.run import trace
+
+    short = describe([TraceEvent(ts=1.0, account_id="a", text="hi", user_turns=1)])
+    assert short.head.tolist() == [0] and short.tail.tolist() == [0]
+    assert describe([]).bands.shape == (0, 8)
+    assert trace([], {}).accounts == []

@@ -461,9 +461,9 @@ def events_export(
 @app.command()
 def simulate(
     out: Annotated[Path, typer.Option("--out", help="Directory for the three JSONL files.")],
-    scenario: Annotated[str, typer.Option(help="default, hydra-swarm, hidden, heavy-benign.")] = (
-        "default"
-    ),
+    scenario: Annotated[
+        str, typer.Option(help="default, hydra-swarm, hidden, heavy-benign or evasive.")
+    ] = "default",
     seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same traffic.")] = 0,
     scale: Annotated[float, typer.Option(help="Multiply every archetype's count.")] = 1.0,
     corpus: Annotated[
@@ -513,6 +513,8 @@ def _trace_inputs(events: Path | None, accounts: Path | None, store: str | None)
         accounts_report = InputReport(str(accounts))
         signups = read_accounts(accounts, accounts_report)
         reports.append(accounts_report)
+        if not signups:
+            raise DistillguardError(f"{accounts}: no usable account record")
     for report in reports:  # plain lines: people grep them, editors jump to file:line
         for problem in report.problems:
             print(f"skipped {problem}", file=sys.stderr)
@@ -523,11 +525,21 @@ def _trace_inputs(events: Path | None, accounts: Path | None, store: str | None)
     return loaded, signups
 
 
+def _check_writable(path: Path | None) -> None:
+    """Fail before the work, not after it: the directory must exist."""
+    if path is not None and not path.parent.is_dir():
+        raise DistillguardError(f"cannot write {path}: {path.parent} is not a directory")
+
+
 def _write_json(path: Path, document: dict) -> None:
     """Whole or not at all: written beside the target, then renamed over it."""
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n")
-    partial.replace(path)
+    try:
+        partial.write_text(json.dumps(document, ensure_ascii=False, indent=1) + "\n")
+        partial.replace(path)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise DistillguardError(f"cannot write {path}: {exc.strerror}") from None
 
 
 @trace_app.command("run")
@@ -546,6 +558,7 @@ def trace_run(
     from distillguard.tracing.run import summary, trace
     from distillguard.tracing.tiers import earned_tiers
 
+    _check_writable(json_out)
     loaded, signups = _trace_inputs(events, accounts, store)
     result = trace(loaded, signups)
     document = result.document()
@@ -593,6 +606,7 @@ def trace_evaluate(
     from distillguard.tracing.evaluate import evaluate, read_labels, write_report
     from distillguard.tracing.run import trace
 
+    _check_writable(report)
     truth = read_labels(labels)
     loaded, signups = _trace_inputs(events, accounts, None)
     metrics = evaluate(trace(loaded, signups), loaded, truth)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -91,6 +91,13 @@ class TracingSettings(BaseModel):
     throttle_at: float = Field(0.5, ge=0.0, le=1.0)  # the flag threshold
     block_at: float | None = Field(None, ge=0.0, le=1.0)  # None: tracing never blocks alone
     online: bool = True  # the gateway scores accounts as their events are written
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TracingSettings:
+        top = self.block_at if self.block_at is not None else 1.0
+        if not self.watch_at <= self.throttle_at <= top:
+            raise ValueError("needs watch_at <= throttle_at <= block_at")
+        return self
 
 
 class Settings(BaseSettings):

@@ -5,7 +5,8 @@ thread drains the queue in batches into the store, so a slow disk or database
 slows nothing but the writer. When the queue is full the event is dropped and
 counted (a metric), rather than stalling traffic. `close()` drains everything
 that was queued, so a graceful shutdown loses no event. Observers (online
-tracing) see each batch after it is written, on the writer thread.
+tracing) see each batch once its write is over (rows the store refused
+included: they were requests all the same), on the writer thread.
 """
 
 from __future__ import annotations

@@ -206,28 +206,21 @@ class AccountStore:
             raise UnknownIdError(f"no account {account_id!r} (issue it a key first)")
 
     def raise_tiers(self, wanted: dict[str, tuple[str, str]]) -> dict[str, str]:
-        """Raise accounts to the tiers in `wanted` ({account: (tier, reason)}), in one
-        transaction; a tier is never lowered (an admin's `block` stays) and accounts the
-        store does not know are skipped. Returns {account: new tier} for those changed."""
-        order = {tier: i for i, tier in enumerate(TIERS)}
+        """Raise accounts to the tiers in `wanted` ({account: (tier, reason)}); never lower
+        one (an admin's `block` stays) and skip accounts the store does not know. Each
+        raise is one conditional UPDATE, so a tier an admin sets meanwhile is never
+        overwritten by a lower one. Returns {account: new tier} for those changed."""
         changed: dict[str, str] = {}
+        now = time.time()
         with self.engine.begin() as conn:
-            current = dict(
-                conn.execute(
-                    select(accounts.c.account_id, accounts.c.tier).where(
-                        accounts.c.account_id.in_(list(wanted))
-                    )
-                ).all()
-            )
-            now = time.time()
-            for account_id, tier in current.items():
-                target, reason = wanted[account_id]
-                if order[target] > order.get(tier, 0):
-                    conn.execute(
-                        update(accounts)
-                        .where(accounts.c.account_id == account_id)
-                        .values(tier=target, tier_reason=reason, updated_at=now)
-                    )
+            for account_id, (target, reason) in wanted.items():
+                below = list(TIERS[: TIERS.index(target)])
+                done = conn.execute(
+                    update(accounts)
+                    .where(accounts.c.account_id == account_id, accounts.c.tier.in_(below))
+                    .values(tier=target, tier_reason=reason, updated_at=now)
+                )
+                if done.rowcount:
                     changed[account_id] = target
         return changed
 

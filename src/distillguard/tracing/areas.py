@@ -10,6 +10,7 @@ most specific first), cheap enough for every request and easy to audit.
 
 from __future__ import annotations
 
+from distillguard.tracing.cot import window
 from distillguard.tracing.patterns import PatternSet
 
 AREAS = ("tool_use", "code", "math", "translation", "writing", "reasoning", "knowledge", "chat")
@@ -59,5 +60,6 @@ def decide(found: set[int]) -> str:
 
 
 def area_of(text: str) -> str:
-    """The capability area of one prompt; "chat" when nothing more specific matches."""
-    return decide(set(_matcher.found(text[:4000])))
+    """The capability area of one prompt; "chat" when nothing more specific matches.
+    (Reads the same window as the reasoning lexicon: `features.describe` runs both at once.)"""
+    return decide(set(_matcher.found(window(text))))

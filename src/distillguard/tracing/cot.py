@@ -12,7 +12,7 @@ reasoning request (a phrase that only means one thing, in any of 16 languages)
 is enough on its own; otherwise a prompt must pair a verb of showing or
 telling with a noun for the reasoning itself ("describe the intermediate
 conclusions you reached", "spell out the considerations you weighed"). The
-seed phrases in the shared corpus are its *test* set (tests/test_tracing_cot.py),
+seed phrases in the shared corpus are its *test* set (tests/test_tracing_text.py),
 so it is measured on wordings it was not written from.
 """
 

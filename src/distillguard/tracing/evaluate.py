@@ -16,6 +16,7 @@ Needs the `eval` extra (scikit-learn, matplotlib).
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import statistics
@@ -245,7 +246,7 @@ def write_report(report: Mapping[str, Any], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(exist_ok=True)
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for name, curve in report["_curves"].items():
         for ax in axes:
@@ -286,7 +287,7 @@ def _html(report: Mapping[str, Any], png: str) -> str:
         "<h2>Account level</h2>" + table(report["account_level"]),
         "<h2>Heavy benign users, time to flag, linkage</h2><table>"
         + "".join(
-            f"<tr><td>{name}</td><td>{_fmt(values)}</td></tr>"
+            f"<tr><td>{name}</td><td>{html.escape(_fmt(values))}</td></tr>"
             for name, values in (
                 ("heavy benign users", report["heavy_benign"]),
                 ("at the flag threshold", report["flag_threshold"]),

@@ -25,6 +25,10 @@ from distillguard.tracing.records import TraceEvent
 # (When only the answer text is known, ~4 characters make a token.)
 LONG_ANSWER_TOKENS = 700
 FILLINGS = 3
+# Per-actor memory is bounded: past these many distinct prompts (an aggregator after weeks
+# online), new ones are no longer remembered and the re-send, template and near-duplicate
+# rates are computed against what was.
+MAX_REMEMBERED = 50_000
 TEMPLATE_SHARE = 0.1
 SKELETON_BYTES = 40  # the opening (or closing) words a template repeats
 HOUR = 3600.0
@@ -212,12 +216,17 @@ class Profile:
         # A follow-up ("thanks, shorter please") says nothing about templates or re-asks:
         # only what opens a conversation, or stands alone, is compared.
         if exact and event.user_turns <= 1:
+            room = len(self._exact) < MAX_REMEMBERED
             if exact in self._exact:
                 self.repeats += 1
-            else:
+            elif room:
                 self._exact.add(exact)
                 self.near_duplicates += self._lsh.add(bands)
-            templated = _refilled(self._heads, head, exact) | _refilled(self._tails, tail, exact)
+            else:
+                self.near_duplicates += self._lsh.seen(bands)
+            templated = _refilled(self._heads, head, exact, room) | _refilled(
+                self._tails, tail, exact, room
+            )
             self.standalone += 1
         self.templated += templated
         # The product a distiller buys: a reasoning trace or a templated solution, in full.
@@ -285,17 +294,15 @@ class Profile:
             if len(seen) >= FILLINGS and uses >= most
         ]
 
-    def top_area(self) -> str:
-        return AREAS[max(range(len(AREAS)), key=self.areas.__getitem__)]
 
-
-def _refilled(fills: dict[int, list], skeleton: int, prompt: int) -> bool:
+def _refilled(fills: dict[int, list], skeleton: int, prompt: int, room: bool = True) -> bool:
     """Record `prompt` under `skeleton`; True if the skeleton came before with other text."""
     if not skeleton:
         return False
     entry = fills.get(skeleton)
     if entry is None:
-        fills[skeleton] = [1, {prompt}]
+        if room:
+            fills[skeleton] = [1, {prompt}]
         return False
     entry[0] += 1
     seen = entry[1]

@@ -78,7 +78,6 @@ class Cluster:
     cluster_id: str
     accounts: list[str]
     shared: dict[str, int] = field(default_factory=dict)  # kind -> things the members share
-    links: dict[str, int] = field(default_factory=dict)  # kind -> member links to them
 
 
 def account_things(
@@ -140,11 +139,9 @@ def clusters(things: Mapping[str, list[tuple[str, str]]], seed: int = 0) -> list
         for node in community:
             if node[0] != "thing":
                 continue
-            inside = [n for n in graph[node] if n in community]
-            if len(inside) >= 2:
+            if sum(n in community for n in graph[node]) >= 2:
                 kind = node[1]
                 cluster.shared[kind] = cluster.shared.get(kind, 0) + 1
-                cluster.links[kind] = cluster.links.get(kind, 0) + len(inside)
         found.append(cluster)
     found.sort(key=lambda c: (-len(c.accounts), c.accounts[0]))
     for number, cluster in enumerate(found, 1):
@@ -157,6 +154,9 @@ def _subnet(ip: str) -> list[tuple[str, str]]:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return []
+    if address.version == 6 and address.ipv4_mapped is not None:  # ::ffff:a.b.c.d
+        address = address.ipv4_mapped
+        ip = str(address)
     prefix = 24 if address.version == 4 else 48
     return [("subnet", str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False)))]
 

@@ -81,7 +81,7 @@ class Texts:
         acc = np.zeros(len(self.starts), dtype=np.uint64)
         with np.errstate(over="ignore"):
             for offset in range(0, width, SHINGLE_BYTES):
-                acc = _mix(acc ^ windows[np.minimum(begin + offset, len(windows) - 1)])
+                acc = _mix(acc ^ windows[np.clip(begin + offset, 0, len(windows) - 1)])
         acc[self.lengths < width] = 0
         return acc.view(np.int64)
 
@@ -121,7 +121,7 @@ def band_keys(signature: np.ndarray) -> np.ndarray:
     short unrelated prompts would otherwise collide on their empty bins.
     """
     n = len(signature)
-    bands = signature.reshape(n, -1, BAND_ROWS).astype(np.uint64)
+    bands = signature.reshape(n, NUM_BINS // BAND_ROWS, BAND_ROWS).astype(np.uint64)
     with np.errstate(over="ignore"):
         salted = (bands * _BAND_WEIGHTS).sum(axis=2) + np.arange(bands.shape[1], dtype=np.uint64)
         keys = _mix(salted)
@@ -148,6 +148,10 @@ class LshIndex:
         seen = not self._bands.isdisjoint(new)
         self._bands |= new
         return seen
+
+    def seen(self, keys: list[int]) -> bool:
+        """Like `add`, without indexing (an actor whose memory is full)."""
+        return any(key and key in self._bands for key in keys)
 
     def __len__(self) -> int:
         return len(self._bands)

@@ -69,9 +69,8 @@ class OnlineTracer:
             if tier is not None and _RANK[tier] > _RANK[already]:
                 reason = f"online tracing score {score:.2f}: " + "; ".join(evidence(features)[:3])
                 wanted[event.account_id] = (tier, reason)
-                self._raised[event.account_id] = tier
         if wanted:
-            self._apply(wanted)
+            self._apply(wanted)  # remembered only once applied: a store outage is retried
 
     def _profile(self, account_id: str) -> Profile:
         profile = self._profiles.get(account_id)
@@ -88,7 +87,11 @@ class OnlineTracer:
             for account_id, (tier, reason) in wanted.items():
                 log.warning("shadow: would raise %s to %s (%s)", account_id, tier, reason)
                 metrics.TRACING_TIERS.labels(tier, "shadow").inc()
+                self._raised[account_id] = tier
             return
-        for account_id, tier in self.accounts.raise_tiers(wanted).items():
+        changed = self.accounts.raise_tiers(wanted)
+        for account_id, (tier, _) in wanted.items():
+            self._raised[account_id] = tier  # raised now, or already at least this high
+        for account_id, tier in changed.items():
             log.warning("raised %s to %s (%s)", account_id, tier, wanted[account_id][1])
             metrics.TRACING_TIERS.labels(tier, "enforced").inc()

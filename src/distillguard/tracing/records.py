@@ -69,6 +69,7 @@ class InputReport:
     read: int = 0
     problems: list[str] = field(default_factory=list)
     bad: int = 0
+    unanswered: int = 0  # valid requests that got an error status: nothing was taken away
 
     def reject(self, line: int, why: str) -> None:
         self.bad += 1
@@ -77,6 +78,8 @@ class InputReport:
 
     def summary(self) -> str:
         text = f"{self.path}: {self.read} records read, {self.bad} bad lines skipped"
+        if self.unanswered:
+            text += f", {self.unanswered} unanswered requests (status >= 400) left out"
         more = self.bad - len(self.problems)
         return text + (f" ({more} more not listed)" if more > 0 else "")
 
@@ -144,8 +147,8 @@ def read_events(path: Path, report: InputReport | None = None) -> Iterator[Trace
         except _Bad as exc:
             report.reject(number, str(exc))
             continue
-        report.read += 1
-        yield event
+        if _answered(event, report):
+            yield event
 
 
 def read_accounts(path: Path, report: InputReport | None = None) -> dict[str, AccountRecord]:
@@ -182,8 +185,18 @@ def events_from_rows(rows: Iterable[dict[str, Any]], report: InputReport) -> Ite
         except (_Bad, msgspec.ValidationError) as exc:
             report.reject(int(row.get("id") or 0), _why(exc))
             continue
-        report.read += 1
-        yield event
+        if _answered(event, report):
+            yield event
+
+
+def _answered(event: TraceEvent, report: InputReport) -> bool:
+    """Count the event as read; False for a refused or failed request. Those took nothing
+    away, and counting them would let a throttled account's 429s raise its own score."""
+    report.read += 1
+    if event.status is not None and event.status >= 400:
+        report.unanswered += 1
+        return False
+    return True
 
 
 def _event(row: _Row) -> TraceEvent:

@@ -9,10 +9,11 @@
 3. **Linkage** joins accounts that share payment, network, email pattern,
    client, template or signup burst into clusters (linkage.py).
 4. Each cluster's events are replayed into one cluster `Profile`, so 1,000
-   accounts of 50 requests are judged as one actor of 50,000; a member's
-   score is the higher of its own and its cluster's. Where the cluster is
-   what flags a member, `flagged_after_requests` counts that member's requests
-   up to the moment the cluster was first flagged.
+   accounts of 50 requests are judged as one actor of 50,000 (when several of
+   them carry extractive traffic: one operation, not colleagues behind one
+   office IP). A member whose own traffic is extractive takes its cluster's
+   score when that is higher; `flagged_after_requests` then counts that
+   member's requests up to the moment the cluster was first flagged.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import bisect
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -45,7 +46,6 @@ class AccountResult:
     flagged_after_requests: int | None
     evidence: list[str]
     requests: int
-    own_score: float
 
     def public(self) -> dict:
         return {
@@ -167,7 +167,6 @@ def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -
                 flagged_after_requests=flagged_after if flagged else None,
                 evidence=said,
                 requests=profile.requests,
-                own_score=mine.score if mine else 0.0,
             )
         )
     return TraceResult(results, clusters, len(ordered))
@@ -177,10 +176,8 @@ def _describe_all(events: list[TraceEvent]) -> Described:
     parts = [describe(events[i : i + BATCH]) for i in range(0, len(events), BATCH)]
     if not parts:
         return describe([])
-    return Described(*(np.concatenate([getattr(p, name) for p in parts]) for name in _COLUMNS))
-
-
-_COLUMNS = ("cot", "area", "bands", "head", "tail", "exact")
+    columns = (f.name for f in fields(Described))
+    return Described(*(np.concatenate([getattr(p, name) for p in parts]) for name in columns))
 
 
 def _replay(events, described: Described, key, flag_time: bool = False):
@@ -221,12 +218,13 @@ def _cluster_result(
         return ClusterResult(cluster.cluster_id, cluster.accounts, 0.0, False, said)
     carriers = sum(m.extractive for m in active)
     said.append(f"{carriers} of {len(active)} active accounts carry extractive traffic")
-    features = profile.features(releases)
     if carriers >= OPERATION_MIN and carriers >= OPERATION_SHARE * len(active):
+        features = profile.features(releases)
         score, first_flagged = assess(features).score, flag_at.get(cluster.cluster_id)
+        said += evidence(features)
     else:
         score, first_flagged = statistics.median(m.score for m in active), None
-    said += evidence(features)
+        said.append("not one operation: scored as its typical member")
     return ClusterResult(
         cluster.cluster_id, cluster.accounts, score, score >= FLAG_AT, said, first_flagged
     )
