@@ -43,7 +43,12 @@ SCENARIOS: dict[str, dict[str, int]] = {
     "hydra-swarm": {**BENIGN_BACKGROUND, "hydra": 6},
     "hidden": {**BENIGN_BACKGROUND, "reseller": 10, "human_mimic": 15},
     # Attackers who read docs/tracing.md and stay under its anchors: what evades, measured.
-    "evasive": {**BENIGN_BACKGROUND, "paced_harvester": 10, "sleeper_hydra": 2},
+    "evasive": {
+        **BENIGN_BACKGROUND,
+        "paced_harvester": 10,
+        "sleeper_hydra": 2,
+        "synchronised_hydra": 2,
+    },
     "heavy-benign": {
         "casual": 300,
         "coding_power_user": 300,

@@ -456,20 +456,40 @@ def sleeper_hydra(world: World, actor: str) -> None:
     per account, accounts opened over months, each at a person's pace."""
     r = world.rng
     for _ in range(r.randint(100, 300)):
-        account = world.account("sleeper_hydra", True, actor, email=world.human_email())
-        agent, home = r.choice(HUMAN_AGENTS), world.residential_ip()
-        for ts in world.human_times(r.randint(20, 60), tz_hours=r.choice([-5, 1, 8])):
-            q = world.pick(r.choice(["math", "code", "chat"])).turns[0]
-            world.request(
-                account,
-                ts,
-                [_with_cot(world, q)],
-                ip=home,
-                agent=agent,
-                max_tokens=2048,
-                temperature=0.7,
-                answer_tokens=r.randint(400, 1200),
-            )
+        times = world.human_times(r.randint(20, 60), tz_hours=r.choice([-5, 1, 8]))
+        _disguised_account(world, "sleeper_hydra", actor, times)
+
+
+def synchronised_hydra(world: World, actor: str) -> None:
+    """The sleeper hydra's disguise, but one scheduler drives every account: each works
+    through its slice in the same waves (the one thing it forgot to vary)."""
+    r = world.rng
+    waves = sorted(r.uniform(START, world.end) for _ in range(r.randint(20, 40)))
+    for _ in range(r.randint(100, 300)):
+        times = sorted(
+            wave + r.uniform(0, 480) + k * r.uniform(5, 30)
+            for wave in r.sample(waves, r.randint(8, 15))
+            for k in range(3)
+        )
+        _disguised_account(world, "synchronised_hydra", actor, times)
+
+
+def _disguised_account(world: World, archetype: str, actor: str, times: list[float]) -> None:
+    r = world.rng
+    account = world.account(archetype, True, actor, email=world.human_email())
+    agent, home = r.choice(HUMAN_AGENTS), world.residential_ip()
+    for ts in times:
+        q = world.pick(r.choice(["math", "code", "chat"])).turns[0]
+        world.request(
+            account,
+            ts,
+            [_with_cot(world, q)],
+            ip=home,
+            agent=agent,
+            max_tokens=2048,
+            temperature=0.7,
+            answer_tokens=r.randint(400, 1200),
+        )
 
 
 # -- shared traffic shapes -----------------------------------------------------------
@@ -578,4 +598,5 @@ ARCHETYPES: dict[str, Callable[[World, str], None]] = {
     "human_mimic": human_mimic,
     "paced_harvester": paced_harvester,
     "sleeper_hydra": sleeper_hydra,
+    "synchronised_hydra": synchronised_hydra,
 }
