@@ -37,7 +37,7 @@ class EventSink:
         observers: Sequence[Callable[[list[Event]], None]] = (),
     ) -> None:
         self.store = store
-        self.observers = list(observers)  # told of each written batch (online tracing)
+        self.observers = tuple(observers)  # told of each written batch (online tracing)
         self.batch_size = batch_size
         self.linger_seconds = linger_seconds
         self._queue: queue.Queue = queue.Queue(max_queue)

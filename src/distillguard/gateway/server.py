@@ -57,11 +57,14 @@ def build(settings: Settings) -> HotPath:
     accounts = AccountStore(engine)
     keys = KeyRing(accounts, config.key_refresh_seconds)
     limiter: Limiter = RedisLimiter(config.redis) if config.redis else MemoryLimiter()
-    sink = EventSink(EventStore(engine), config.event_queue_size, config.event_batch_size)
-    if settings.tracing.online:
+    observers = []
+    if settings.tracing.online:  # scores accounts off the request path, on the writer thread
         from distillguard.tracing.online import OnlineTracer
 
-        sink.observers.append(OnlineTracer(accounts, settings.tracing, config.shadow).observe)
+        observers.append(OnlineTracer(accounts, settings.tracing, config.shadow).observe)
+    sink = EventSink(
+        EventStore(engine), config.event_queue_size, config.event_batch_size, observers=observers
+    )
     counter = TokenCounter.bundled(settings.cache_dir)
     cohorts = None
     models = None
