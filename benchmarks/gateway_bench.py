@@ -18,7 +18,8 @@ uvicorn + aiohttp, doing no work).
 
 distillguard runs as `distillguard serve` with per-key, account and
 organisation limits checked on every request and every request written to
-the event log (SQLite): one process with in-process limits, and
+the event log (SQLite) and seen by the online tracer: one process with
+in-process limits, the same with online tracing off (what the tracer costs), and
 `--workers 2` sharing limits through a real Redis (this machine has 2 cores;
 one process uses one). LiteLLM runs as
 `litellm --num_workers 1` in its own virtual environment with the equivalent
@@ -209,9 +210,9 @@ def passthrough(upstream_url: str) -> Iterator[Target]:
 
 @contextmanager
 def distillguard(
-    upstream_url: str, workdir: Path, redis: str | None, workers: int = 1
+    upstream_url: str, workdir: Path, redis: str | None, workers: int = 1, online: bool = True
 ) -> Iterator[Target]:
-    store = f"sqlite:///{workdir / f'store-{workers}.db'}"
+    store = f"sqlite:///{workdir / f'store-{workers}-{online}.db'}"
     accounts = AccountStore(open_engine(store))
     issued = accounts.issue_key("bench-account", "bench-org", LIMITS)
     accounts.set_limits("account", "bench-account", LIMITS)
@@ -221,11 +222,12 @@ def distillguard(
     cmd = [exe, "serve", "--upstream", upstream_url, "--port", str(port), "--store", store]
     if redis:
         cmd += ["--redis", redis, "--workers", str(workers)]
-    with process(cmd, env={"HF_HUB_OFFLINE": "1"}) as proc:
+    env = {"HF_HUB_OFFLINE": "1", "DISTILLGUARD_TRACING__ONLINE": str(online).lower()}
+    with process(cmd, env=env) as proc:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         wait_ready(url, proc, {"authorization": f"Bearer {issued.api_key}"})
         name = f"distillguard, {workers} workers, Redis limits" if redis else "distillguard"
-        yield Target(name, url, issued.api_key)
+        yield Target(name if online else f"{name}, online tracing off", url, issued.api_key)
 
 
 @contextmanager
@@ -300,6 +302,8 @@ def main() -> None:
             targets.append(floor)
         targets.append(stack.enter_context(passthrough(base)))
         targets.append(stack.enter_context(distillguard(base, workdir, None)))
+        # What the gateway's online tracer costs (it runs on the event writer thread).
+        targets.append(stack.enter_context(distillguard(base, workdir, None, online=False)))
         redis_url = stack.enter_context(redis_server())
         targets.append(stack.enter_context(distillguard(base, workdir, redis_url, args.workers)))
         proxy = stack.enter_context(litellm(base, workdir, args.litellm_venv))
