@@ -22,7 +22,7 @@ import bisect
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -82,7 +82,6 @@ class TraceResult:
     accounts: list[AccountResult]
     clusters: list[ClusterResult]
     events: int
-    notes: list[str] = field(default_factory=list)
 
     def document(self) -> dict:
         """The `--json` document of docs/tracing.md."""
