@@ -36,7 +36,8 @@ def test_watermarked_sequence_is_detected_and_clean_is_not(key, scheme):
     assert watermark.detect(marked).p_value < 1e-8
     assert watermark.detect(clean).p_value > 1e-3
     # Another key does not see the watermark.
-    assert Watermark(WatermarkKey.generate(), scheme=scheme).detect(marked).p_value > 1e-3
+    other = WatermarkKey(secret=bytes(range(200, 232)), key_id="wk_fixedtestkey02")
+    assert Watermark(other, scheme=scheme).detect(marked).p_value > 1e-3
 
 
 def test_kgw_p_value_is_the_exact_binomial_tail(key):
@@ -165,8 +166,10 @@ def test_packed_and_hashed_window_selection_agree(width, monkeypatch):
 
 
 def test_clean_text_is_calibrated_over_many_keys():
-    ids = np.random.default_rng(8).integers(0, VOCAB, 5000)
-    p_values = [Watermark(WatermarkKey.generate()).detect(ids).p_value for _ in range(300)]
+    rng = np.random.default_rng(8)
+    ids = rng.integers(0, VOCAB, 5000)
+    keys = [WatermarkKey(secret=rng.bytes(32), key_id=f"wk_seeded{i:04d}") for i in range(300)]
+    p_values = [Watermark(k).detect(ids).p_value for k in keys]  # seeded: no lucky passes
     assert stats.kstest(p_values, "uniform").pvalue > 0.001
     assert sum(p < 0.01 for p in p_values) <= 10  # expected 3
 
