@@ -21,7 +21,7 @@ PROMPT = [{"role": "user", "content": "Write a long story about a dragon who lea
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("bundled")
-    key = WatermarkKey.generate()
+    key = WatermarkKey(secret=bytes(range(136, 168)), key_id="wk_fixedtestkey06")  # no luck
     key.save(workdir / "key.json")
     store = f"sqlite:///{workdir / 'store.db'}"
     api_key = AccountStore(open_engine(store)).issue_key("writer").api_key
