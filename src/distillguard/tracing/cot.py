@@ -8,7 +8,7 @@ through role-play ("narrate each step"), or as structure (`"reasoning_steps"`
 JSON keys, `<thinking>` tags), and in many languages.
 
 The detector is a lexicon of *concepts*, not of phrasings: an explicit
-reasoning request (a phrase that only means one thing, in any of 16 languages)
+reasoning request (a phrase that only means one thing, in any of 17 languages)
 is enough on its own; otherwise a prompt must pair a verb of showing or
 telling with a noun for the reasoning itself ("describe the intermediate
 conclusions you reached", "spell out the considerations you weighed"). The

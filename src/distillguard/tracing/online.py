@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict
 
 from distillguard.config import TracingSettings
 from distillguard.gateway import metrics
@@ -52,7 +51,8 @@ class OnlineTracer:
 
     def observe(self, batch: Sequence[Event]) -> None:
         """Fold a batch of stored events into the profiles; raise tiers that were earned."""
-        events = list(events_from_rows((asdict(e) for e in batch), InputReport("gateway")))
+        # vars(), not asdict(): a shallow view; asdict would deep-copy every request body.
+        events = list(events_from_rows((vars(e) for e in batch), InputReport("gateway")))
         if not events:
             return
         wanted: dict[str, tuple[str, str]] = {}
