@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from distillguard.store import AccountStore, ScoreStore, open_engine
@@ -245,3 +246,42 @@ def test_linkage_joins_shared_cards_not_shared_clients():
     found = linkage.clusters(things)
     assert [c.accounts for c in found] == [sorted(a.account_id for a in shared)]
     assert found[0].shared["payment"] == 2
+
+
+def test_linkage_joins_accounts_one_scheduler_drives_not_people_with_the_same_habits():
+    """One scheduler's accounts share nothing but their minutes; office workers share hours
+    every day and nightly cron jobs share 02:00: only the scheduler's accounts link."""
+    rng = np.random.default_rng(3)
+    day, start = 86_400.0, 1_760_000_000.0
+    who: list[str] = []
+    ts: list[float] = []
+
+    def send(account: str, times) -> None:
+        who.extend([account] * len(times))
+        ts.extend(times)
+
+    waves = start + np.sort(rng.uniform(0, 7 * day, 30))
+    for i in range(40):  # each works through 8-15 of the operator's waves
+        chosen = rng.choice(waves, rng.integers(8, 16), replace=False)
+        send(f"op{i}", np.repeat(chosen, 3) + rng.uniform(0, 300, 3 * len(chosen)))
+    for i in range(300):  # people: a habitual hour of the day, on some of the days
+        hour = rng.integers(8, 18)
+        for d in rng.choice(7, rng.integers(2, 7), replace=False):
+            send(f"person{i}", start + d * day + hour * 3600 + rng.uniform(0, 3600, 4))
+    for i in range(10):  # nightly jobs at 02:00, every day
+        nightly = [start + d * day + 2 * 3600 + k * 30.0 for d in range(7) for k in range(60)]
+        send(f"cron{i}", nightly)
+    names = sorted(set(who))
+    number = {name: i for i, name in enumerate(names)}
+    pairs = linkage.synchronised(names, np.array([number[w] for w in who]), np.array(ts))
+
+    assert pairs and all(a.startswith("op") and b.startswith("op") for a, b in pairs)
+    assert len(pairs) <= 40 * linkage.PARTNERS  # bounded: not every pair of the operation
+    found = linkage.clusters({name: [] for name in names}, pairs)
+    assert len(found) == 1 and len(found[0].accounts) >= 36  # (a few share too few waves)
+    assert "beyond chance" in found[0].links()
+    # A day of traffic has no other day to judge habits by: nothing is linked.
+    one_day = np.array(ts) < start + day
+    assert not linkage.synchronised(
+        names, np.array([number[w] for w in who])[one_day], np.array(ts)[one_day]
+    )

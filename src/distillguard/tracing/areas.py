@@ -54,8 +54,9 @@ _NAMES = list(_LEXICON)
 _matcher = PatternSet(PATTERNS)
 
 
-def decide(found: set[int]) -> str:
-    """The area from the indices of PATTERNS found in a prompt: the most specific wins."""
+def decide(found: set[int], text: str | bytes = "") -> str:
+    """The area from the indices of PATTERNS found in a prompt: the most specific wins.
+    (`text` is not needed: every area pattern stands on its own.)"""
     return _NAMES[min(found)] if found else "chat"
 
 

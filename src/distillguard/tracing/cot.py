@@ -112,12 +112,16 @@ _PROCEDURE = (
     r"walkthroughs?|roadmaps?|manuals?|processes|procedures?|checklists?|approach to)"
 )
 
-# One RE2 pass (linear time, no backtracking: ~3 µs a prompt, where Python's `re`
-# took ~200 µs on these alternations). features.describe runs these patterns in the
-# same pass as the capability areas'.
-PATTERNS = ["|".join(f"(?:{p})" for p in _EXPLICIT), _NEAR, _STEPWISE, _PROCEDURE]
-_EXPLICIT_ID, _NEAR_ID, _STEPWISE_ID, _PROCEDURE_ID = range(len(PATTERNS))
+# One RE2 pass (linear time, no backtracking, where Python's `re` took ~200 µs a
+# prompt on these alternations); features.describe runs it together with the capability
+# areas'. The proximity rule is not in that pass: its bounded repetitions multiply the
+# automaton's states (2x slower for every prompt). The pass only looks for a telling
+# verb and a reasoning noun anywhere; the few prompts with both (~1 in 10) are then
+# checked for the two near each other.
+PATTERNS = ["|".join(f"(?:{p})" for p in _EXPLICIT), _TELL, _REASONING, _STEPWISE, _PROCEDURE]
+_EXPLICIT_ID, _TELL_ID, _REASONING_ID, _STEPWISE_ID, _PROCEDURE_ID = range(len(PATTERNS))
 _matcher = PatternSet(PATTERNS)
+_near = PatternSet([_NEAR])
 MAX_CHARS = 4000  # the ask sits at the start or the end of a prompt; skip pasted middles
 
 
@@ -128,13 +132,16 @@ def window(text: str) -> str:
     return text[: MAX_CHARS // 2] + "\n" + text[-MAX_CHARS // 2 :]
 
 
-def decide(found: set[int]) -> bool:
-    """The verdict from the indices of PATTERNS found in a prompt."""
-    if _EXPLICIT_ID in found or _NEAR_ID in found:
+def decide(found: set[int], text: str | bytes) -> bool:
+    """The verdict from the indices of PATTERNS found in (the window of) a prompt."""
+    if _EXPLICIT_ID in found:
+        return True
+    if _TELL_ID in found and _REASONING_ID in found and _near.found(text):
         return True
     return _STEPWISE_ID in found and _PROCEDURE_ID not in found
 
 
 def asks_for_reasoning(text: str) -> bool:
     """True when the prompt asks the model to write out how it reasons."""
-    return decide(set(_matcher.found(window(text))))
+    seen = window(text)
+    return decide(set(_matcher.found(seen)), seen)

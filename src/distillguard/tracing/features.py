@@ -74,25 +74,33 @@ _LEXICONS = Lexicons((cot.PATTERNS, cot.decide), (areas.PATTERNS, areas.decide))
 
 
 @functools.lru_cache(maxsize=16_384)
-def _verdicts(text: str) -> tuple[bool, str]:
-    """(asks for reasoning, capability area); cached: follow-ups, re-runs and popular
-    prompts arrive many times over."""
-    return _LEXICONS.classify(cot.window(text))
+def _verdicts(window: bytes) -> tuple[bool, str]:
+    """(asks for reasoning, capability area) of a prompt's lower-cased window; cached:
+    follow-ups, re-runs and popular prompts arrive many times over."""
+    return _LEXICONS.classify(window)
 
 
 def describe(events: Sequence[TraceEvent]) -> Described:
     texts = [e.text for e in events]
-    n = len(texts)
-    verdicts = [_verdicts(t) for t in texts]
-    openings = minhash.Texts.of(texts)
-    closings = minhash.Texts.of(texts, tail=True, limit=2 * SKELETON_BYTES)
+    # Identical prompts in a batch (re-sends, retries, a popular question) are described
+    # once; `index` maps every event to its prompt's row.
+    rows: dict[str, int] = {}
+    index = np.fromiter((rows.setdefault(t, len(rows)) for t in texts), np.int64, len(texts))
+    unique = list(rows)
+    n = len(unique)
+    # Encoded once, read three ways: by the lexicons (the window), by MinHash (the
+    # opening) and for template skeletons (opening and closing).
+    windows = [cot.window(t).lower().encode() for t in unique]
+    verdicts = [_verdicts(w) for w in windows]
+    openings = minhash.Texts.of([w[: minhash.MAX_BYTES] for w in windows])
+    closings = minhash.Texts.of([w[-2 * SKELETON_BYTES :] for w in windows])
     # A template is a fixed part *and* a filling: a prompt shorter than two skeletons
     # is just a prompt.
     head = openings.edge_hash(SKELETON_BYTES)
     head[openings.lengths < 2 * SKELETON_BYTES] = 0
     tail = closings.edge_hash(SKELETON_BYTES, closing=True)
     tail[closings.lengths < 2 * SKELETON_BYTES] = 0
-    return Described(
+    described = Described(
         cot=np.fromiter((v[0] for v in verdicts), dtype=bool, count=n),
         area=np.fromiter((AREA_INDEX[v[1]] for v in verdicts), dtype=np.int8, count=n),
         bands=minhash.band_keys(minhash.signatures_of(openings)),
@@ -100,9 +108,10 @@ def describe(events: Sequence[TraceEvent]) -> Described:
         tail=tail,
         # Exact re-sends compare the raw text; one too short ("thanks!") is no re-send.
         exact=np.fromiter(
-            ((hash(t) or 1) if len(t) >= SKELETON_BYTES else 0 for t in texts), np.int64, n
+            ((hash(t) or 1) if len(t) >= SKELETON_BYTES else 0 for t in unique), np.int64, n
         ),
     )
+    return described.take(index)
 
 
 @dataclass
@@ -160,10 +169,9 @@ class Profile:
     prompt_tokens: int = 0  # over the requests whose answer length is known: token ratio
     max_tokens_sum: int = 0
     max_tokens_set: int = 0
-    # skeleton -> [uses, the distinct prompts seen with it (up to FILLINGS)]: a template
+    # skeleton (opening or closing) -> how many distinct prompts came with it: a template
     # is one skeleton with different fillings, not one prompt sent again.
-    _heads: dict[int, list] = field(default_factory=dict)
-    _tails: dict[int, list] = field(default_factory=dict)
+    _skeletons: dict[int, int] = field(default_factory=dict)
     _lsh: minhash.LshIndex = field(default_factory=minhash.LshIndex)
 
     def add(self, event: TraceEvent, row: tuple[bool, int, list[int], int, int, int]) -> None:
@@ -216,18 +224,23 @@ class Profile:
         # A follow-up ("thanks, shorter please") says nothing about templates or re-asks:
         # only what opens a conversation, or stands alone, is compared.
         if exact and event.user_turns <= 1:
-            room = len(self._exact) < MAX_REMEMBERED
+            self.standalone += 1
             if exact in self._exact:
                 self.repeats += 1
-            elif room:
-                self._exact.add(exact)
-                self.near_duplicates += self._lsh.add(bands)
             else:
-                self.near_duplicates += self._lsh.seen(bands)
-            templated = _refilled(self._heads, head, exact, room) | _refilled(
-                self._tails, tail, exact, room
-            )
-            self.standalone += 1
+                remember = len(self._exact) < MAX_REMEMBERED
+                if remember:
+                    self._exact.add(exact)
+                self.near_duplicates += self._lsh.add(bands, remember)
+                skeletons = self._skeletons
+                for skeleton in (head, tail):
+                    if skeleton:
+                        fills = skeletons.get(skeleton)
+                        if fills is not None:
+                            templated = True  # the same skeleton, new text: a refill
+                            skeletons[skeleton] = fills + 1
+                        elif remember:
+                            skeletons[skeleton] = 1
         self.templated += templated
         # The product a distiller buys: a reasoning trace or a templated solution, in full.
         self.extractive += (cot or templated) and long
@@ -285,31 +298,10 @@ class Profile:
 
     def templates(self) -> list[int]:
         """Skeletons this actor runs: filled with FILLINGS different texts, and making up
-        at least TEMPLATE_SHARE of its prompts (an opening people share by chance is not)."""
-        most = max(FILLINGS, TEMPLATE_SHARE * self.standalone)
-        return [
-            k
-            for fills in (self._heads, self._tails)
-            for k, (uses, seen) in fills.items()
-            if len(seen) >= FILLINGS and uses >= most
-        ]
-
-
-def _refilled(fills: dict[int, list], skeleton: int, prompt: int, room: bool = True) -> bool:
-    """Record `prompt` under `skeleton`; True if the skeleton came before with other text."""
-    if not skeleton:
-        return False
-    entry = fills.get(skeleton)
-    if entry is None:
-        if room:
-            fills[skeleton] = [1, {prompt}]
-        return False
-    entry[0] += 1
-    seen = entry[1]
-    before = prompt not in seen
-    if len(seen) < FILLINGS:
-        seen.add(prompt)
-    return before
+        at least TEMPLATE_SHARE of its distinct prompts (an opening people share by chance
+        is not)."""
+        most = max(FILLINGS, TEMPLATE_SHARE * len(self._exact))
+        return [k for k, fills in self._skeletons.items() if fills >= most]
 
 
 def _entropy(counts: Sequence[int]) -> float:

@@ -14,6 +14,10 @@ popular SDK's user agent).
 A shared thing used by a large part of the whole population (a big free-mail
 domain, the default user agent of the OpenAI SDK) says nothing about who runs
 an account: it is left out (see `COMMON_SHARE`).
+
+An operator who buys a card, a home IP and an email per account still drives
+them from one scheduler: `synchronised` links accounts active in the same
+10-minute slots far more often than their own habits explain.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import networkx as nx
+import numpy as np
+import scipy.sparse as sp
+from scipy.stats import poisson
 
 from distillguard.tracing.records import AccountRecord
 
@@ -39,6 +46,20 @@ WEIGHTS = {
     "user_agent": 0.5,
     "template": 1.5,
     "born": 1.0,  # created in the same 10 minutes as many others
+    "timing": 1.0,  # a pair active in the same minutes far beyond chance
+}
+# How a cluster's evidence names each kind of shared thing.
+KIND_NAMES = {
+    "payment": "shared payment fingerprints",
+    "signup_ip": "shared signup IPs",
+    "ip": "shared IPs",
+    "subnet": "shared subnets",
+    "email_domain": "shared email domains",
+    "email_shape": "shared machine-made email shapes",
+    "user_agent": "shared clients",
+    "template": "shared prompt templates",
+    "born": "signup bursts",
+    "timing": "pairs active in the same minutes beyond chance",
 }
 COMMON_SHARE = 0.05  # a thing shared by more than 5 % of all accounts is not linkage ...
 COMMON_SHARE_OF = {"user_agent": 0.01, "subnet": 0.02}  # ... nor a popular client or ISP
@@ -46,6 +67,13 @@ RESOLUTION = 0.3  # Louvain: below 1 favours whole operations over fragments of 
 MIN_SHARED = 2
 BORN_BUCKET = 600.0
 BURST = 10  # accounts created in one bucket before creation time counts as a link
+# Synchronised timing.
+SLOT = 600.0  # activity is compared in 10-minute slots
+DAY_SLOTS = 144
+MIN_TOGETHER = 4  # slots two accounts must share before their timing is tested
+BUSY_SHARE = 0.2  # an account active in more of all slots than this overlaps everyone
+PARTNERS = 8  # each account keeps its most synchronised partners: enough to be one community
+CHANCE_LINKS = 0.05  # expected links between strangers in a whole population, however large
 FREE_MAIL = frozenset(
     [
         "gmail.com",
@@ -79,6 +107,11 @@ class Cluster:
     accounts: list[str]
     shared: dict[str, int] = field(default_factory=dict)  # kind -> things the members share
 
+    def links(self) -> str:
+        """What holds the cluster together, in words: "9 shared payment fingerprints, …"."""
+        said = ", ".join(f"{n} {KIND_NAMES[kind]}" for kind, n in self.shared.items())
+        return f"{len(self.accounts)} accounts linked by {said or 'weak signals'}"
+
 
 def account_things(
     account: AccountRecord | None,
@@ -111,8 +144,13 @@ def account_things(
     return list(dict.fromkeys(things))  # once each
 
 
-def clusters(things: Mapping[str, list[tuple[str, str]]], seed: int = 0) -> list[Cluster]:
-    """Communities of two or more accounts, largest first."""
+def clusters(
+    things: Mapping[str, list[tuple[str, str]]],
+    synchronised: Iterable[tuple[str, str]] = (),
+    seed: int = 0,
+) -> list[Cluster]:
+    """Communities of two or more accounts, largest first. `synchronised` pairs (from
+    `synchronised()`) link two accounts directly."""
     holders: dict[tuple[str, str], list[str]] = defaultdict(list)
     for account, held in things.items():
         for thing in held:
@@ -128,6 +166,8 @@ def clusters(things: Mapping[str, list[tuple[str, str]]], seed: int = 0) -> list
         node = ("thing", kind, value)
         for account in members:
             graph.add_edge(("account", account), node, weight=WEIGHTS[kind], kind=kind)
+    for a, b in synchronised:
+        graph.add_edge(("account", a), ("account", b), weight=WEIGHTS["timing"], kind="timing")
     found: list[Cluster] = []
     for community in nx.community.louvain_communities(
         graph, weight="weight", resolution=RESOLUTION, seed=seed
@@ -136,17 +176,89 @@ def clusters(things: Mapping[str, list[tuple[str, str]]], seed: int = 0) -> list
         if len(members) < 2:
             continue
         cluster = Cluster("", members)
+        timed = 0  # each synchronised pair inside is seen from both ends
         for node in community:
-            if node[0] != "thing":
-                continue
-            if sum(n in community for n in graph[node]) >= 2:
+            if node[0] == "account":
+                timed += sum(n in community for n in graph[node] if n[0] == "account")
+            elif sum(n in community for n in graph[node]) >= 2:
                 kind = node[1]
                 cluster.shared[kind] = cluster.shared.get(kind, 0) + 1
+        if timed:
+            cluster.shared["timing"] = timed // 2
         found.append(cluster)
     found.sort(key=lambda c: (-len(c.accounts), c.accounts[0]))
     for number, cluster in enumerate(found, 1):
         cluster.cluster_id = f"c{number:05d}"
     return found
+
+
+def synchronised(accounts: Sequence[str], who: np.ndarray, ts: np.ndarray) -> list[tuple[str, str]]:
+    """Pairs of accounts active in the same 10-minute slots far more often than chance.
+
+    `who[i]` indexes `accounts` for the request at time `ts[i]`. Chance is judged
+    against each pair's own habits: two people who both work mornings share slots
+    every day, as do two nightly cron jobs, so the overlap expected is what the pair
+    shares when one of them is moved to other days at the same times of day (the mean
+    over every circular shift by whole days), and never less than two accounts this
+    active share when both follow the population's daily rhythm. A pair is linked when
+    P(Poisson(expected) >= shared) is below CHANCE_LINKS over the number of pairs
+    compared (Bonferroni), and each account keeps only its PARTNERS most surprising
+    links: a thousand-account operation stays one community without a million edges.
+    Accounts active in more than BUSY_SHARE of all slots overlap everyone and are not
+    compared; a trace shorter than two days has no other day to compare with.
+    """
+    if len(ts) == 0:
+        return []
+    slot = np.floor(np.asarray(ts) / SLOT).astype(np.int64)
+    slot -= slot.min()
+    days = int(slot.max()) // DAY_SLOTS + 1
+    if days < 2:
+        return []
+    total = days * DAY_SLOTS
+    active = np.unique(np.asarray(who, dtype=np.int64) * total + slot)
+    owner, when = active // total, active % total
+    size = np.bincount(owner, minlength=len(accounts))
+    compared = (size >= MIN_TOGETHER) & (size <= BUSY_SHARE * total)
+    keep = compared[owner]
+    members = np.flatnonzero(compared)
+    n = len(members)
+    if n < 2:
+        return []
+    row = np.searchsorted(members, owner[keep])
+    ones = np.ones(len(row), dtype=np.float32)
+    slots = sp.csr_matrix((ones, (row, when[keep])), shape=(n, total))
+    # Each account's habit: on how many days it was active at each time of day.
+    habit = sp.csr_matrix((ones, (row, when[keep] % DAY_SLOTS)), shape=(n, DAY_SLOTS)).toarray()
+    busy = slots.sum(axis=0).A1
+    rhythm = float(((busy / busy.sum()) ** 2).sum())  # chance two random slots coincide
+    size = slots.sum(axis=1).A1
+    threshold = np.log(CHANCE_LINKS / (n * (n - 1) / 2))
+    by_slot = slots.T.tocsr()
+    found_a, found_b, found_p = [], [], []
+    for start in range(0, n, 512):  # a block of rows at a time: bounded memory
+        shared = (slots[start : start + 512] @ by_slot).tocoo()
+        a, b, together = shared.row + start, shared.col, shared.data
+        tested = (b > a) & (together >= MIN_TOGETHER)
+        a, b, together = a[tested], b[tested], together[tested]
+        same_times = ((habit[a] * habit[b]).sum(axis=1) - together) / (days - 1)
+        expected = np.maximum(same_times, size[a] * size[b] * rhythm)
+        surprise = poisson.logsf(together - 1, expected)
+        linked = surprise < threshold
+        found_a.append(a[linked])
+        found_b.append(b[linked])
+        found_p.append(surprise[linked])
+    a, b, p = (np.concatenate(x) for x in (found_a, found_b, found_p))
+    # Every account's PARTNERS most surprising links (from either end).
+    ends, others, surprise = np.concatenate([a, b]), np.concatenate([b, a]), np.concatenate([p, p])
+    order = np.lexsort((surprise, ends))
+    ends, others = ends[order], others[order]
+    rank = np.arange(len(ends)) - np.searchsorted(ends, ends)
+    best = rank < PARTNERS
+    pairs = {
+        (min(x, y), max(x, y))
+        for x, y in zip(ends[best].tolist(), others[best].tolist(), strict=True)
+    }
+    return [(accounts[members[x]], accounts[members[y]]) for x, y in sorted(pairs)]
 
 
 def _subnet(ip: str) -> list[tuple[str, str]]:

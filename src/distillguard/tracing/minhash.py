@@ -31,7 +31,9 @@ EMPTY = np.uint32(0xFFFFFFFF)  # a bin no shingle fell into
 
 _BIN_SHIFT = np.uint64(64 - 5)  # NUM_BINS = 2**5
 _BAND_WEIGHTS = np.array([0x9E3779B97F4A7C15 >> s for s in range(0, 4 * BAND_ROWS, 4)], np.uint64)
-_DIGIT_ZERO, _SPACE = ord("0"), ord(" ")
+# "item 17" and "item 342" look alike; tabs and newlines are spaces.
+_NORMALISE = bytes.maketrans(b"0123456789\t\n\r", b"0000000000   ")
+_CLOSING_SEED = np.uint64(0x6A09E667F3BCC908)
 
 
 @dataclass
@@ -47,25 +49,15 @@ class Texts:
     lengths: np.ndarray  # int64, before padding
 
     @classmethod
-    def of(cls, texts: Sequence[str], tail: bool = False, limit: int = MAX_BYTES) -> Texts:
-        """Lower-cased UTF-8 of each text's first (or, with `tail`, last) `limit` bytes."""
-        if tail:
-            raw = [t[-limit:].lower().encode()[-limit:] for t in texts]
-        else:
-            raw = [t[:limit].lower().encode()[:limit] for t in texts]
+    def of(cls, raw: Sequence[bytes]) -> Texts:
+        """A batch of lower-cased UTF-8 texts, each already cut to the part compared."""
         lengths = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
         padded = np.maximum(lengths, SHINGLE_BYTES)
         starts = np.zeros(len(raw), dtype=np.int64)
         np.cumsum(padded[:-1], out=starts[1:])
-        data = np.zeros(int(padded.sum()) + SHINGLE_BYTES, dtype=np.uint8)
-        joined = np.frombuffer(b"".join(raw), dtype=np.uint8)
-        # Scatter the texts to their padded slots (a no-op copy when none is short).
-        if len(joined):
-            offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lengths)[:-1])), lengths)
-            data[np.arange(len(joined)) + offsets] = joined
-        # "item 17" and "item 342" look alike; tabs and newlines are spaces.
-        data[(data >= _DIGIT_ZERO) & (data <= _DIGIT_ZERO + 9)] = _DIGIT_ZERO
-        data[(data == 9) | (data == 10) | (data == 13)] = _SPACE
+        # One C pass over the joined batch: short texts padded, digits and spaces unified.
+        joined = b"".join(r.ljust(SHINGLE_BYTES, b"\0") for r in raw)
+        data = np.frombuffer((joined + bytes(SHINGLE_BYTES)).translate(_NORMALISE), np.uint8)
         return cls(data, starts, lengths)
 
     def windows(self) -> np.ndarray:
@@ -78,7 +70,8 @@ class Texts:
         windows = self.windows()
         ends = self.starts + self.lengths
         begin = ends - width if closing else self.starts
-        acc = np.zeros(len(self.starts), dtype=np.uint64)
+        # Openings and closings hash apart: one text's opening is no other's closing.
+        acc = np.full(len(self.starts), _CLOSING_SEED if closing else 0, dtype=np.uint64)
         with np.errstate(over="ignore"):
             for offset in range(0, width, SHINGLE_BYTES):
                 acc = _mix(acc ^ windows[np.clip(begin + offset, 0, len(windows) - 1)])
@@ -86,32 +79,48 @@ class Texts:
         return acc.view(np.int64)
 
 
+def openings(texts: Sequence[str]) -> list[bytes]:
+    """What a signature reads of each text: its first MAX_BYTES bytes, lower-cased."""
+    return [t[:MAX_BYTES].lower().encode()[:MAX_BYTES] for t in texts]
+
+
 def signatures(texts: Sequence[str]) -> np.ndarray:
     """(len(texts), NUM_BINS) uint32 MinHash signatures of the texts' openings."""
-    return signatures_of(Texts.of(texts))
+    return signatures_of(Texts.of(openings(texts)))
 
 
 def signatures_of(batch: Texts) -> np.ndarray:
     """Signatures of a prepared batch; a text with no byte gets an all-EMPTY row."""
     n = len(batch.lengths)
-    signature = np.full((n, NUM_BINS), EMPTY, dtype=np.uint32)
-    counts = np.where(batch.lengths > 0, np.maximum(batch.lengths - SHINGLE_BYTES + 1, 1), 0)
-    if not counts.any():
-        return signature
-    owner = np.repeat(np.arange(n), counts)
-    first = np.repeat(batch.starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
-    hashes = _mix(batch.windows()[np.arange(len(owner)) + first])
-    slots = owner * NUM_BINS + (hashes >> _BIN_SHIFT).astype(np.int64)
-    np.minimum.at(signature.reshape(-1), slots, hashes.astype(np.uint32))
-    return signature
+    padded = np.maximum(batch.lengths, SHINGLE_BYTES)
+    # Every window of the buffer is hashed, read straight through the strided view (no
+    # gather). The few that run past their text's end (and an empty text's one) land in
+    # a spare row n, dropped at the end.
+    valid = np.where(batch.lengths > 0, np.maximum(batch.lengths - SHINGLE_BYTES + 1, 1), 0)
+    spill = padded - valid
+    spilled = np.repeat(batch.starts + valid - (np.cumsum(spill) - spill), spill)
+    spilled += np.arange(len(spilled))
+    total = int(padded.sum())
+    slots = np.repeat(np.arange(0, n * NUM_BINS, NUM_BINS, dtype=np.int64), padded)
+    slots[spilled] = n * NUM_BINS
+    hashes = _mix(batch.windows()[:total])
+    slots += (hashes >> _BIN_SHIFT).astype(np.int64)
+    signature = np.full((n + 1) * NUM_BINS, EMPTY, dtype=np.uint32)
+    np.minimum.at(signature, slots, hashes.astype(np.uint32))
+    return signature.reshape(n + 1, NUM_BINS)[:n]
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: every input bit moves every output bit."""
+    """splitmix64's finaliser: every input bit moves every output bit. (In place on one
+    new array: these run over every byte of every prompt.)"""
     with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
+        h = x >> np.uint64(30)
+        h ^= x
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+        return h
 
 
 def band_keys(signature: np.ndarray) -> np.ndarray:
@@ -141,17 +150,15 @@ class LshIndex:
     def __init__(self) -> None:
         self._bands: set[int] = set()
 
-    def add(self, keys: list[int]) -> bool:
-        """Index one prompt's band keys; True if an earlier prompt shared a band."""
+    def add(self, keys: list[int], remember: bool = True) -> bool:
+        """True if an earlier prompt shared a band with this one; index it if `remember`
+        (an actor whose memory is full is still compared, no longer indexed)."""
         new = set(keys)
         new.discard(0)  # bands with an empty bin match nothing
         seen = not self._bands.isdisjoint(new)
-        self._bands |= new
+        if remember:
+            self._bands |= new
         return seen
-
-    def seen(self, keys: list[int]) -> bool:
-        """Like `add`, without indexing (an actor whose memory is full)."""
-        return any(key and key in self._bands for key in keys)
 
     def __len__(self) -> int:
         return len(self._bands)

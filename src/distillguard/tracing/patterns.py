@@ -25,15 +25,17 @@ class PatternSet:
                 raise ValueError(f"RE2 rejects the pattern {pattern[:60]!r}")
         self._set.Compile()
 
-    def found(self, text: str) -> list[int]:
+    def found(self, text: str | bytes) -> list[int]:
         """Indices of the patterns that occur in `text` (in no particular order)."""
         return self._set.Match(text) or []
 
 
 class Lexicons:
-    """Several lexicons (patterns + a rule that reads which matched) in one pass per text."""
+    """Several lexicons in one pass per text. Each is its patterns and a rule that reads
+    which of them matched (and may look again at the text, for a costly check that
+    only a few texts need)."""
 
-    def __init__(self, *lexicons: tuple[Sequence[str], Callable[[set[int]], Any]]) -> None:
+    def __init__(self, *lexicons: tuple[Sequence[str], Callable[[set[int], Any], Any]]) -> None:
         self._set = PatternSet([p for patterns, _ in lexicons for p in patterns])
         self._parts = []
         offset = 0
@@ -41,9 +43,9 @@ class Lexicons:
             self._parts.append((offset, offset + len(patterns), decide))
             offset += len(patterns)
 
-    def classify(self, text: str) -> tuple:
+    def classify(self, text: str | bytes) -> tuple:
         """Each lexicon's verdict on `text`, in the order they were given."""
         found = self._set.found(text)
         return tuple(
-            decide({i - lo for i in found if lo <= i < hi}) for lo, hi, decide in self._parts
+            decide({i - lo for i in found if lo <= i < hi}, text) for lo, hi, decide in self._parts
         )

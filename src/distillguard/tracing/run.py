@@ -116,7 +116,7 @@ def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -
     }
     for account_id in accounts.keys() - profiles.keys():  # signed up, never sent a request
         things[account_id] = linkage.account_things(accounts[account_id], (), (), ())
-    found = linkage.clusters(things)
+    found = linkage.clusters(things, _synchronised(ordered))
     cluster_of = {a: c.cluster_id for c in found for a in c.accounts}
 
     member_rows = [i for i, e in enumerate(ordered) if e.account_id in cluster_of]
@@ -210,8 +210,7 @@ def _cluster_result(
     accounts carry extractive traffic. Otherwise (one distiller among colleagues linked by
     an office IP) it is as suspicious as its typical member, and the distiller stands on
     its own score."""
-    shared = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in cluster.shared.items())
-    said = [f"{len(cluster.accounts)} accounts linked by shared {shared or 'signals'}"]
+    said = [cluster.links()]
     active = [own[a] for a in cluster.accounts if a in own]
     if profile is None or not active:
         return ClusterResult(cluster.cluster_id, cluster.accounts, 0.0, False, said)
@@ -243,6 +242,13 @@ class _Own:
         assessment = assess(features)
         extractive = assessment.components["extraction"] >= ADOPT_EXTRACTION
         return cls(assessment.score, extractive, tuple(evidence(features)))
+
+
+def _synchronised(events: list[TraceEvent]) -> list[tuple[str, str]]:
+    numbers: dict[str, int] = {}
+    who = np.fromiter((numbers.setdefault(e.account_id, len(numbers)) for e in events), np.int64)
+    ts = np.fromiter((e.ts for e in events), np.float64, len(events))
+    return linkage.synchronised(list(numbers), who, ts)
 
 
 def _request_times(events: list[TraceEvent]) -> dict[str, list[float]]:
