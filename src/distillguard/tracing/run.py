@@ -221,7 +221,8 @@ def _cluster_result(
         score, first_flagged = assess(features).score, flag_at.get(cluster.cluster_id)
         said += evidence(features)
     else:
-        score, first_flagged = statistics.median(m.score for m in active), None
+        # The lower median: of a distiller and one bystander, the bystander is typical.
+        score, first_flagged = statistics.median_low(m.score for m in active), None
         said.append("not one operation: scored as its typical member")
     return ClusterResult(
         cluster.cluster_id, cluster.accounts, score, score >= FLAG_AT, said, first_flagged
