@@ -625,3 +625,87 @@ def trace_evaluate(
     if report is not None:
         for path in write_report(metrics, report):
             screen.print(f"wrote {path}")
+
+
+# -- the exchange hub ------------------------------------------------------------------
+
+hub_app = typer.Typer(
+    help="The exchange hub: a TAXII 2.1 server for sharing signals.", no_args_is_help=True
+)
+app.add_typer(hub_app, name="hub")
+hub_collection_app = typer.Typer(help="Hub collections.", no_args_is_help=True)
+hub_app.add_typer(hub_collection_app, name="collection")
+hub_member_app = typer.Typer(help="Hub members and their rights.", no_args_is_help=True)
+hub_app.add_typer(hub_member_app, name="member")
+
+HubStoreOption = Annotated[
+    str | None,
+    typer.Option("--store", help="The hub's database URL (default: SQLite in the data dir)."),
+]
+
+
+def _hub_store(url: str | None):
+    import platformdirs
+
+    from distillguard.exchange.hub.schema import metadata
+    from distillguard.exchange.hub.store import HubStore
+    from distillguard.store import open_engine
+
+    default = f"sqlite:///{platformdirs.user_data_path('distillguard') / 'hub.db'}"
+    return HubStore(open_engine(url or default, schema=metadata))
+
+
+@hub_app.command("serve")
+def hub_serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 9400,
+    store: HubStoreOption = None,
+) -> None:
+    """Serve TAXII 2.1 (discovery at /taxii2/, the API root at /api/)."""
+    import uvicorn
+
+    from distillguard.exchange.hub.app import create_app
+
+    hub = _hub_store(store)
+    err.print(f"hub listening on http://{host}:{port}/taxii2/")
+    uvicorn.run(create_app(hub), host=host, port=port, log_level="warning")
+
+
+@hub_collection_app.command("add")
+def hub_collection_add(
+    name: Annotated[str, typer.Argument(help="Collection name (its title in TAXII).")],
+    description: Annotated[str | None, typer.Option(help="What it holds.")] = None,
+    store: HubStoreOption = None,
+) -> None:
+    """Create a collection; prints its TAXII id."""
+    typer.echo(_hub_store(store).add_collection(name, description))
+
+
+@hub_member_app.command("add")
+def hub_member_add(
+    name: Annotated[str, typer.Argument(help="Member name (a provider).")],
+    read: Annotated[
+        list[str] | None, typer.Option("--read", help="A collection it may read.")
+    ] = None,
+    write: Annotated[
+        list[str] | None, typer.Option("--write", help="A collection it may publish to.")
+    ] = None,
+    org: Annotated[
+        str | None, typer.Option(help="Its organisation (TLP:AMBER+STRICT scope; default NAME).")
+    ] = None,
+    anonymous: Annotated[
+        bool, typer.Option(help="Show its objects as created by the hub (audit keeps it).")
+    ] = False,
+    expires_days: Annotated[float | None, typer.Option(help="Token lifetime in days.")] = None,
+    store: HubStoreOption = None,
+) -> None:
+    """Register a member; prints its bearer token once (only a hash is kept)."""
+    token = _hub_store(store).add_member(
+        name,
+        org=org,
+        read=read or [],
+        write=write or [],
+        anonymous=anonymous,
+        expires_days=expires_days,
+    )
+    typer.echo(token)

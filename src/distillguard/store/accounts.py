@@ -52,7 +52,7 @@ class KeyRecord:
 
     def matches(self, secret: str) -> bool:
         """Constant-time comparison, so timing reveals nothing about the stored hash."""
-        return hmac.compare_digest(_sha256(secret), self.secret_sha256)
+        return hmac.compare_digest(secret_digest(secret), self.secret_sha256)
 
     def public(self) -> dict[str, object]:
         """Everything a listing may show: never the secret, nor its hash."""
@@ -86,7 +86,7 @@ def parse_api_key(api_key: str) -> tuple[str, str] | None:
 MAX_ID_LENGTH = 128  # the width of the id and name columns
 
 
-def _check_id(what: str, value: str) -> None:
+def check_id(what: str, value: str) -> None:
     """Ids are printable text that fits its column, on SQLite and PostgreSQL alike."""
     if not value.strip():
         raise AccountError(f"the {what} must not be empty")
@@ -96,7 +96,7 @@ def _check_id(what: str, value: str) -> None:
         raise AccountError(f"the {what} must not contain control characters")
 
 
-def _sha256(secret: str) -> str:
+def secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -118,11 +118,11 @@ class AccountStore:
         name: str | None = None,
     ) -> IssuedKey:
         """A new key for `account_id` (created on first use, joined to `org_id`)."""
-        _check_id("account id", account_id)
+        check_id("account id", account_id)
         if org_id is not None:
-            _check_id("organisation id", org_id)
+            check_id("organisation id", org_id)
         if name is not None:
-            _check_id("key name", name)
+            check_id("key name", name)
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)  # 256 bits
         now = time.time()
@@ -157,7 +157,7 @@ class AccountStore:
             conn.execute(
                 api_keys.insert().values(
                     key_id=key_id,
-                    secret_sha256=_sha256(secret),
+                    secret_sha256=secret_digest(secret),
                     account_id=account_id,
                     org_id=org_id,
                     name=name,

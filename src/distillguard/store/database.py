@@ -11,7 +11,7 @@ from pathlib import Path
 
 import msgspec
 import platformdirs
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -30,8 +30,9 @@ def default_store_url() -> str:
     return f"sqlite:///{path}"
 
 
-def open_engine(url: str) -> Engine:
-    """An engine for `url` with the schema in place."""
+def open_engine(url: str, schema: MetaData = metadata) -> Engine:
+    """An engine for `url` with the schema in place (the gateway's, or another service's
+    such as the exchange hub's)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -56,7 +57,7 @@ def open_engine(url: str) -> Engine:
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
-        metadata.create_all(engine)
+        schema.create_all(engine)
     except SQLAlchemyError as exc:
         where = parsed.render_as_string()  # password hidden
         raise StoreError(f"cannot open the store {where}: {_first_line(exc)}") from None

@@ -1,0 +1,293 @@
+"""The hub's TAXII 2.1 HTTP API (Starlette): one API root, `/api/`.
+
+    GET  /taxii2/                                        discovery (no token needed)
+    GET  /api/                                           API root information
+    GET  /api/collections/                               the collections a member may use
+    GET  /api/collections/{id}/                          one of them
+    GET  /api/collections/{id}/objects/                  objects (filters, paging)
+    POST /api/collections/{id}/objects/                  add an envelope of objects
+    GET  /api/collections/{id}/objects/{object_id}/      one object's versions
+    GET  /api/collections/{id}/objects/{object_id}/versions/
+    GET  /api/collections/{id}/manifest/
+    GET  /api/status/{status_id}/
+
+Every endpoint but discovery needs a member's token: `Authorization: Bearer <token>`,
+or HTTP Basic with the member name and the token as password (what `taxii2-client`
+sends). A collection a member has no right on does not exist for it (404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from distillguard.exchange.hub.store import (
+    NAMESPACE,
+    Collection,
+    HubStore,
+    Member,
+    Page,
+    now_us,
+    taxii_time,
+)
+from distillguard.exchange.hub.taxii import (
+    STIX,
+    TAXII,
+    TaxiiError,
+    accepts_taxii,
+    is_taxii,
+    parse_query,
+    read_envelope,
+)
+
+MAX_CONTENT = 10 * 1024 * 1024  # bytes a POST may carry
+
+
+class Hub:
+    def __init__(self, store: HubStore, title: str = "distillguard exchange hub") -> None:
+        self.store = store
+        self.title = title
+        # Anonymous publishers' objects are shown as created by the hub itself.
+        self.identity = f"identity--{uuid.uuid5(NAMESPACE, f'hub:{title}')}"
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _member(self, request: Request) -> Member:
+        token = _token(request.headers.get("authorization", ""))
+        member = self.store.member_for(token) if token else None
+        if member is None:
+            raise TaxiiError(401, "unauthorised", "a valid member token is required")
+        return member
+
+    def _collection(self, member: Member, collection_id: str, right: str) -> Collection:
+        collection = self.store.collection(member, collection_id)
+        if collection is None:
+            raise TaxiiError(404, "no such collection", f"collection {collection_id} not found")
+        if not getattr(collection, f"can_{right}"):
+            self.store.audit_refusal(member, collection_id, f"no {right} right")
+            raise TaxiiError(403, "forbidden", f"this member may not {right} this collection")
+        return collection
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    def discovery(self, request: Request) -> Response:
+        root = str(request.base_url).rstrip("/") + "/api/"
+        return _taxii(
+            {
+                "title": self.title,
+                "description": "Distillation signals shared between model providers.",
+                "default": root,
+                "api_roots": [root],
+            }
+        )
+
+    def api_root(self, request: Request) -> Response:
+        self._member(request)
+        return _taxii(
+            {
+                "title": self.title,
+                "description": "STIX 2.1 indicators of adversarial distillation.",
+                "versions": [TAXII],
+                "max_content_length": MAX_CONTENT,
+            }
+        )
+
+    def collections(self, request: Request) -> Response:
+        member = self._member(request)
+        return _taxii({"collections": [_collection(c) for c in self.store.collections_of(member)]})
+
+    def collection(self, request: Request) -> Response:
+        member = self._member(request)
+        found = self.store.collection(member, request.path_params["collection_id"])
+        if found is None:
+            raise TaxiiError(404, "no such collection", "collection not found")
+        return _taxii(_collection(found))
+
+    def get_objects(self, request: Request) -> Response:
+        member = self._member(request)
+        collection_id = request.path_params["collection_id"]
+        self._collection(member, collection_id, "read")
+        object_id = request.path_params.get("object_id")
+        page = self.store.page(
+            member, collection_id, parse_query(request.query_params, object_id=object_id)
+        )
+        if object_id and not page.rows:
+            raise TaxiiError(404, "no such object", f"{object_id} not found in this collection")
+        self.store.audit_read(member, collection_id, "objects", len(page.rows))
+        body = b'{"more":%s,%s"objects":[%s]}' % (
+            b"true" if page.more else b"false",
+            b'"next":%s,' % msgspec.json.encode(page.next) if page.next else b"",
+            b",".join(obj.body.encode() for _, _, obj in page.rows),
+        )
+        return Response(body, media_type=TAXII, headers=_added_headers(page))
+
+    def versions(self, request: Request) -> Response:
+        member = self._member(request)
+        collection_id = request.path_params["collection_id"]
+        self._collection(member, collection_id, "read")
+        query = parse_query(request.query_params, object_id=request.path_params["object_id"])
+        query.versions = ["all"]
+        page = self.store.page(member, collection_id, query)
+        if not page.rows:
+            raise TaxiiError(404, "no such object", "object not found in this collection")
+        envelope = {"more": page.more, "versions": [o.version for _, _, o in page.rows]}
+        if page.next:
+            envelope["next"] = page.next
+        return _taxii(envelope, _added_headers(page))
+
+    def manifest(self, request: Request) -> Response:
+        member = self._member(request)
+        collection_id = request.path_params["collection_id"]
+        self._collection(member, collection_id, "read")
+        page = self.store.page(member, collection_id, parse_query(request.query_params))
+        envelope: dict = {
+            "more": page.more,
+            "objects": [
+                {
+                    "id": o.object_id,
+                    "date_added": taxii_time(added),
+                    "version": o.version,
+                    "media_type": STIX,
+                }
+                for added, _, o in page.rows
+            ],
+        }
+        if page.next:
+            envelope["next"] = page.next
+        return _taxii(envelope, _added_headers(page))
+
+    async def post_objects(self, request: Request) -> Response:
+        member = self._member(request)
+        collection_id = request.path_params["collection_id"]
+        self._collection(member, collection_id, "write")
+        if not is_taxii(request.headers.get("content-type")):
+            raise TaxiiError(415, "unsupported media type", f"send Content-Type: {TAXII}")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_CONTENT:
+            raise TaxiiError(413, "too large", f"envelopes are limited to {MAX_CONTENT} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_CONTENT:
+                raise TaxiiError(413, "too large", f"envelopes are limited to {MAX_CONTENT} bytes")
+        added = taxii_time(now_us())
+        try:
+            posted = read_envelope(bytes(body), added)
+        except TaxiiError as exc:
+            self.store.audit_refusal(member, collection_id, exc.description[:500])
+            raise
+        stored = []
+        for obj, record in posted:
+            if member.anonymous and "created_by_ref" in obj:
+                obj = {**obj, "created_by_ref": self.identity}
+            stored.append(replace(record, body=msgspec.json.encode(obj).decode()))
+        status = await asyncio.to_thread(self.store.add_objects, member, collection_id, stored)
+        return _taxii(status, status_code=202)
+
+    def status(self, request: Request) -> Response:
+        member = self._member(request)
+        found = self.store.status(member, request.path_params["status_id"])
+        if found is None:
+            raise TaxiiError(404, "no such status", "status not found")
+        return _taxii(found)
+
+
+def create_app(store: HubStore, title: str = "distillguard exchange hub") -> Starlette:
+    hub = Hub(store, title)
+
+    def guarded(handler: Callable, method: str) -> Callable[[Request], Awaitable[Response]]:
+        """TAXII content negotiation and errors around every endpoint."""
+
+        async def endpoint(request: Request) -> Response:
+            try:
+                if not accepts_taxii(request.headers.get("accept")):
+                    raise TaxiiError(406, "not acceptable", f"this server answers {TAXII}")
+                if asyncio.iscoroutinefunction(handler):
+                    return await handler(request)
+                return await asyncio.to_thread(handler, request)  # the store is synchronous
+            except TaxiiError as exc:
+                headers = {"WWW-Authenticate": 'Bearer realm="taxii"'} if exc.status == 401 else {}
+                return Response(exc.body(), exc.status, headers=headers, media_type=TAXII)
+
+        endpoint.__name__ = f"{handler.__name__}_{method.lower()}"
+        return endpoint
+
+    collection = "/api/collections/{collection_id}"
+    routes = [
+        Route("/taxii2/", guarded(hub.discovery, "GET"), methods=["GET"]),
+        Route("/api/", guarded(hub.api_root, "GET"), methods=["GET"]),
+        Route("/api/collections/", guarded(hub.collections, "GET"), methods=["GET"]),
+        Route(f"{collection}/", guarded(hub.collection, "GET"), methods=["GET"]),
+        Route(f"{collection}/objects/", guarded(hub.get_objects, "GET"), methods=["GET"]),
+        Route(f"{collection}/objects/", guarded(hub.post_objects, "POST"), methods=["POST"]),
+        Route(
+            f"{collection}/objects/{{object_id}}/",
+            guarded(hub.get_objects, "GET"),
+            methods=["GET"],
+        ),
+        Route(
+            f"{collection}/objects/{{object_id}}/versions/",
+            guarded(hub.versions, "GET"),
+            methods=["GET"],
+        ),
+        Route(f"{collection}/manifest/", guarded(hub.manifest, "GET"), methods=["GET"]),
+        Route("/api/status/{status_id}/", guarded(hub.status, "GET"), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})
+    app.state.hub = hub
+    return app
+
+
+def _token(header: str) -> str | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip() or None
+    if scheme.lower() == "basic":
+        try:
+            _, _, password = base64.b64decode(value.strip()).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return password or None
+    return None
+
+
+def _collection(c: Collection) -> dict:
+    return {
+        "id": c.collection_id,
+        "title": c.name,
+        "description": c.description or "",
+        "can_read": c.can_read,
+        "can_write": c.can_write,
+        "media_types": [STIX],
+    }
+
+
+def _added_headers(page: Page) -> dict[str, str]:
+    if not page.rows:
+        return {}
+    return {
+        "X-TAXII-Date-Added-First": taxii_time(page.rows[0][0]),
+        "X-TAXII-Date-Added-Last": taxii_time(page.rows[-1][0]),
+    }
+
+
+def _taxii(content: dict, headers: dict[str, str] | None = None, status_code: int = 200):
+    return Response(msgspec.json.encode(content), status_code, headers, media_type=TAXII)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    return Response(TaxiiError(404, "not found", request.url.path).body(), 404, media_type=TAXII)
+
+
+async def _not_allowed(request: Request, exc: Exception) -> Response:
+    error = TaxiiError(405, "method not allowed", f"{request.method} {request.url.path}")
+    return Response(error.body(), 405, media_type=TAXII)

@@ -1,0 +1,105 @@
+"""The hub's tables (its own database: a hub is run by a consortium, not by a gateway)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+Json = JSON().with_variant(JSONB(), "postgresql")
+Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
+
+collections = Table(
+    "hub_collections",
+    metadata,
+    Column("collection_id", String(64), primary_key=True),  # a UUID, as TAXII asks
+    Column("name", String(128), nullable=False, unique=True),
+    Column("description", Text),
+    Column("created_at", Float, nullable=False),
+)
+
+members = Table(
+    "hub_members",
+    metadata,
+    Column("member_id", String(128), primary_key=True),  # the name given at `member add`
+    Column("org", String(128), nullable=False),  # TLP:AMBER+STRICT stays within it
+    Column("token_sha256", String(64), nullable=False, unique=True),  # never the token
+    Column("anonymous", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float),
+    Column("revoked_at", Float),
+)
+
+rights = Table(
+    "hub_rights",
+    metadata,
+    Column("member_id", String(128), ForeignKey("hub_members.member_id"), primary_key=True),
+    Column(
+        "collection_id",
+        String(64),
+        ForeignKey("hub_collections.collection_id"),
+        primary_key=True,
+    ),
+    Column("can_read", Boolean, nullable=False),
+    Column("can_write", Boolean, nullable=False),
+)
+
+# One row per version of an object in a collection. `added_us` (µs since the epoch) orders
+# and pages the collection; `version` is the object's `modified` (else `created`, else
+# the time it was added), as TAXII defines it.
+objects = Table(
+    "hub_objects",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column(
+        "collection_id", String(64), ForeignKey("hub_collections.collection_id"), nullable=False
+    ),
+    Column("object_id", String(128), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("version", String(40), nullable=False),
+    Column("spec_version", String(8), nullable=False),
+    Column("added_us", BigInteger, nullable=False),
+    Column("publisher", String(128), nullable=False),  # kept even when shown anonymously
+    Column("publisher_org", String(128), nullable=False),
+    Column("tlp", String(16)),
+    Column("body", Text, nullable=False),  # the JSON served, byte for byte
+)
+Index("hub_objects_page", objects.c.collection_id, objects.c.added_us, objects.c.seq)
+Index(
+    "hub_objects_id", objects.c.collection_id, objects.c.object_id, objects.c.version, unique=True
+)
+
+statuses = Table(
+    "hub_statuses",
+    metadata,
+    Column("status_id", String(64), primary_key=True),
+    Column("member_id", String(128), nullable=False),
+    Column("request_us", BigInteger, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("successes", Json, nullable=False),  # [{"id", "version", "message"?}]
+    Column("failures", Json, nullable=False),
+)
+
+audit = Table(
+    "hub_audit",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False),
+    Column("member_id", String(128)),
+    Column("action", String(32), nullable=False),  # publish, read, refuse, ...
+    Column("collection_id", String(64)),
+    Column("detail", Json, nullable=False),
+)

@@ -1,0 +1,152 @@
+"""What TAXII 2.1 asks of a request and an object, checked before anything is stored.
+
+A posted envelope is accepted whole or not at all: the first object that fails is
+reported with its index and nothing of the envelope is written.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import msgspec
+
+from distillguard.exchange import tlp
+from distillguard.exchange.hub.store import Query, StoredObject, taxii_time
+
+TAXII = "application/taxii+json;version=2.1"
+STIX = "application/stix+json;version=2.1"
+MAX_LIMIT = 1000
+_TYPE = re.compile(r"^[a-z0-9][a-z0-9-]{1,248}[a-z0-9]$")
+_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_ID = re.compile(rf"^([a-z0-9][a-z0-9-]{{1,248}}[a-z0-9])--{_UUID}$")
+_CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+# Objects without created/modified (cyber-observables) are versioned by the time they were
+# added; STIX timestamps are RFC 3339 in UTC with optional fractions of a second.
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
+
+
+@dataclass
+class TaxiiError(Exception):
+    """A TAXII error message resource, with its HTTP status."""
+
+    status: int
+    title: str
+    description: str = ""
+
+    def body(self) -> bytes:
+        return msgspec.json.encode(
+            {"title": self.title, "description": self.description, "http_status": str(self.status)}
+        )
+
+
+class _Envelope(msgspec.Struct):
+    objects: list[dict]
+
+
+def accepts_taxii(accept: str | None) -> bool:
+    """A client that says what it accepts must accept TAXII 2.1 (or anything)."""
+    if not accept:
+        return True
+    for part in accept.split(","):
+        media = part.split(";q=")[0].replace(" ", "").lower()
+        if media in ("*/*", "application/*", "application/taxii+json", TAXII):
+            return True
+    return False
+
+
+def is_taxii(content_type: str | None) -> bool:
+    return (content_type or "").replace(" ", "").lower() in (TAXII, "application/taxii+json")
+
+
+def timestamp_us(value: str, what: str) -> int:
+    """A STIX/TAXII timestamp as µs since the epoch."""
+    if not _TIMESTAMP.match(value):
+        raise TaxiiError(400, f"bad {what}", f"{value!r} is not an RFC 3339 UTC timestamp")
+    whole, _, fraction = value[:-1].partition(".")
+    moment = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return int(moment.timestamp()) * 1_000_000 + int((fraction + "000000")[:6])
+
+
+def normal_version(value: str, what: str) -> str:
+    """A timestamp in the one form the hub stores and compares (µs precision)."""
+    return taxii_time(timestamp_us(value, what))
+
+
+def parse_query(params, *, object_id: str | None = None) -> Query:
+    """The filters of a GET on objects, manifest or versions."""
+    query = Query()
+    if (value := params.get("added_after")) is not None:
+        query.added_after_us = timestamp_us(value, "added_after")
+    if (value := params.get("limit")) is not None:
+        if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+            raise TaxiiError(400, "bad limit", f"limit must be an integer from 1 to {MAX_LIMIT}")
+        query.limit = int(value)
+    if (value := params.get("next")) is not None:
+        match = _CURSOR.match(value)
+        if not match:
+            raise TaxiiError(400, "bad next", "next must be a value a previous page returned")
+        query.after = (int(match[1]), int(match[2]))
+    query.ids = [object_id] if object_id else _list(params, "match[id]")
+    query.types = _list(params, "match[type]")
+    query.spec_versions = _list(params, "match[spec_version]")
+    versions = _list(params, "match[version]")
+    if versions:
+        query.versions = [
+            v if v in ("last", "first", "all") else normal_version(v, "match[version]")
+            for v in versions
+        ]
+    return query
+
+
+def _list(params, name: str) -> list[str]:
+    return [v for value in params.getlist(name) for v in value.split(",") if v]
+
+
+def read_envelope(body: bytes, added: str) -> list[tuple[dict, StoredObject]]:
+    """Each posted object beside what the hub stores of it; TaxiiError(422) on the first
+    object that is not STIX 2.1."""
+    try:
+        envelope = msgspec.json.decode(body, type=_Envelope)
+    except msgspec.DecodeError as exc:
+        raise TaxiiError(422, "not a TAXII envelope", str(exc)) from None
+    if not envelope.objects:
+        raise TaxiiError(422, "empty envelope", "the envelope has no objects")
+    return [(obj, _object(obj, i, added)) for i, obj in enumerate(envelope.objects)]
+
+
+def _object(obj: dict, index: int, added: str) -> StoredObject:
+    def refuse(reason: str) -> TaxiiError:
+        return TaxiiError(422, "invalid STIX object", f"objects[{index}]: {reason}")
+
+    kind, object_id = obj.get("type"), obj.get("id")
+    if not isinstance(kind, str) or not _TYPE.match(kind):
+        raise refuse("`type` must be a STIX type name")
+    if not isinstance(object_id, str) or not (match := _ID.match(object_id)) or match[1] != kind:
+        raise refuse(f"`id` must be '{kind}--<uuid>'")
+    spec = obj.get("spec_version", "2.1")
+    if spec != "2.1":
+        raise refuse("`spec_version` must be '2.1'")
+    version = added
+    for name in ("created", "modified"):
+        value = obj.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise refuse(f"`{name}` must be a timestamp")
+        try:
+            version = normal_version(value, name)
+        except TaxiiError as exc:
+            raise refuse(exc.description) from None
+    marking = obj.get("object_marking_refs", [])
+    if not isinstance(marking, list) or not all(isinstance(m, str) for m in marking):
+        raise refuse("`object_marking_refs` must be a list of ids")
+    return StoredObject(
+        object_id=object_id,
+        type=kind,
+        version=version,
+        spec_version=spec,
+        tlp=tlp.level_of(marking),
+        body="",  # filled in by the app once the object is final
+    )
