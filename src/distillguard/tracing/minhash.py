@@ -84,13 +84,18 @@ def openings(texts: Sequence[str]) -> list[bytes]:
     return [t[:MAX_BYTES].lower().encode()[:MAX_BYTES] for t in texts]
 
 
-def signatures(texts: Sequence[str]) -> np.ndarray:
+def signatures(texts: Sequence[str], seed: int = 0) -> np.ndarray:
     """(len(texts), NUM_BINS) uint32 MinHash signatures of the texts' openings."""
-    return signatures_of(Texts.of(openings(texts)))
+    return signatures_of(Texts.of(openings(texts)), seed)
 
 
-def signatures_of(batch: Texts) -> np.ndarray:
-    """Signatures of a prepared batch; a text with no byte gets an all-EMPTY row."""
+def signatures_of(batch: Texts, seed: int = 0) -> np.ndarray:
+    """Signatures of a prepared batch; a text with no byte gets an all-EMPTY row.
+
+    A non-zero 64-bit `seed` is XOR-ed into every shingle before mixing, so that only
+    holders of the seed can compute or compare signatures (the exchange's keyed MinHash,
+    `exchange.privacy.keyed_signature`). Seed 0 leaves the shingles as they are.
+    """
     n = len(batch.lengths)
     padded = np.maximum(batch.lengths, SHINGLE_BYTES)
     # Every window of the buffer is hashed, read straight through the strided view (no
@@ -103,7 +108,8 @@ def signatures_of(batch: Texts) -> np.ndarray:
     total = int(padded.sum())
     slots = np.repeat(np.arange(0, n * NUM_BINS, NUM_BINS, dtype=np.int64), padded)
     slots[spilled] = n * NUM_BINS
-    hashes = _mix(batch.windows()[:total])
+    windows = batch.windows()[:total]
+    hashes = _mix(windows ^ np.uint64(seed) if seed else windows)
     slots += (hashes >> _BIN_SHIFT).astype(np.int64)
     signature = np.full((n + 1) * NUM_BINS, EMPTY, dtype=np.uint32)
     np.minimum.at(signature, slots, hashes.astype(np.uint32))
