@@ -2,7 +2,7 @@
 
 import numpy as np
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from distillguard.watermark import Watermark, WatermarkKey
@@ -18,6 +18,16 @@ keys = st.binary(min_size=32, max_size=32).map(lambda s: WatermarkKey(secret=s, 
     width=st.integers(0, 3),
     batch=st.integers(1, 6),
     seed=st.integers(0, 2**31),
+)
+@example(  # a near-tie that float32 Gumbel noise decided the other way
+    key=WatermarkKey(
+        secret=bytes.fromhex("43766be724ebfb7999dffc8de47225c3dba24a39fdb8dc7587ba286840db4eb5"),
+        key_id="t",
+    ),
+    scheme="gumbel",
+    width=1,
+    batch=2,
+    seed=368319249,
 )
 def test_torch_processor_equals_numpy_reference(key, scheme, width, batch, seed):
     rng = np.random.default_rng(seed)

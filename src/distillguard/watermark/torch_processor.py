@@ -85,14 +85,16 @@ class WatermarkLogitsProcessor(LogitsProcessor):
     def _gumbel_choice(
         self, signed: torch.Tensor, scores: torch.Tensor, repeated: np.ndarray
     ) -> torch.Tensor:
-        # Undo the sign fold, keep 24 bits so float32 holds each value exactly.
+        # Undo the sign fold and keep 24 bits, as `to_unit_interval` does. The noise and the
+        # sum are in float64 like the numpy reference: in float32 a near-tie between two
+        # tokens could be decided the other way (about 1 Gumbel step in 200 differed).
         high = ((signed >> 8) ^ (1 << 23)) & 0xFFFFFF
-        uniform = (high.to(torch.float32) + 0.5) / float(1 << 24)
+        uniform = (high.to(torch.float64) + 0.5) / float(1 << 24)
         if repeated.any():
             rows = torch.from_numpy(repeated).to(scores.device)
             fresh = torch.rand_like(uniform).clamp_(1e-7, 1 - 1e-7)
             uniform = torch.where(rows[:, None], fresh, uniform)
         gumbel = -torch.log(-torch.log(uniform))
-        choice = torch.argmax(scores + gumbel, dim=-1)
+        choice = torch.argmax(scores.to(torch.float64) + gumbel, dim=-1)
         forced = torch.full_like(scores, float("-inf"))
         return forced.scatter_(-1, choice[:, None], 0.0)
