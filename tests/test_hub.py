@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,10 @@ import stix2
 from taxii2client.v21 import ApiRoot, Collection, Server, as_pages
 
 from distillguard.exchange import tlp
+from distillguard.exchange.hub.schema import metadata
+from distillguard.exchange.hub.store import HubStore
 from distillguard.exchange.hub.taxii import TAXII
+from distillguard.store import open_engine
 from tests.gateway_stack import _wait_healthy
 from tests.helpers import EXE, assert_user_error, run
 from tests.servers import free_port
@@ -256,6 +260,45 @@ def test_bad_requests_get_taxii_errors_and_write_nothing(hub):
         assert body["http_status"] == str(status) and body["title"]
     assert "objects[1]" in cases[1][0].json()["description"]  # names the object at fault
     assert count() == before  # the envelope with one bad object wrote nothing
+
+
+def test_expired_tokens_are_refused_and_every_request_is_audited(hub):
+    result = run(
+        "hub",
+        "member",
+        "add",
+        "brief",
+        "--read",
+        "signals",
+        "--expires-days",
+        "0.00002",
+        "--store",
+        hub.store,
+    )  # a token for ~2 s
+    assert result.returncode == 0, result.stderr
+    brief = httpx.Client(
+        base_url=hub.url, headers={"Authorization": f"Bearer {result.stdout.strip()}"}
+    )
+    deadline = time.monotonic() + 10
+    while brief.get("collections/").status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert brief.get("collections/").status_code == 401
+
+    base = f"collections/{hub.collections['signals']}/objects/"
+    acme = hub.client("acme")
+    assert (
+        acme.post(
+            base, json={"objects": [_indicator()]}, headers={"Content-Type": TAXII}
+        ).status_code
+        == 202
+    )
+    assert acme.get(base).status_code == 200
+    assert hub.client("writer").get(base).status_code == 403
+    log = HubStore(open_engine(hub.store, schema=metadata)).audit_log()
+    actions = {(row["member_id"], row["action"]) for row in log}
+    assert {("acme", "publish"), ("acme", "read"), ("writer", "refuse")} <= actions
+    published = [row for row in log if row["action"] == "publish"]
+    assert all(row["detail"]["objects"] >= 1 and row["detail"]["status_id"] for row in published)
 
 
 def test_hub_commands_refuse_bad_names(hub):

@@ -231,7 +231,7 @@ def synchronised(accounts: Sequence[str], who: np.ndarray, ts: np.ndarray) -> li
     habit = sp.csr_matrix((ones, (row, when[keep] % DAY_SLOTS)), shape=(n, DAY_SLOTS)).toarray()
     busy = slots.sum(axis=0).A1
     rhythm = float(((busy / busy.sum()) ** 2).sum())  # chance two random slots coincide
-    size = slots.sum(axis=1).A1
+    size = size[members]
     threshold = np.log(CHANCE_LINKS / (n * (n - 1) / 2))
     by_slot = slots.T.tocsr()
     found_a, found_b, found_p = [], [], []

@@ -22,7 +22,6 @@ import asyncio
 import base64
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 
 import msgspec
 from starlette.applications import Starlette
@@ -180,16 +179,12 @@ class Hub:
             if len(body) > MAX_CONTENT:
                 raise TaxiiError(413, "too large", f"envelopes are limited to {MAX_CONTENT} bytes")
         added = taxii_time(now_us())
+        author = self.identity if member.anonymous else None
         try:
-            posted = read_envelope(bytes(body), added)
+            stored = read_envelope(bytes(body), added, author)
         except TaxiiError as exc:
             self.store.audit_refusal(member, collection_id, exc.description[:500])
             raise
-        stored = []
-        for obj, record in posted:
-            if member.anonymous and "created_by_ref" in obj:
-                obj = {**obj, "created_by_ref": self.identity}
-            stored.append(replace(record, body=msgspec.json.encode(obj).decode()))
         status = await asyncio.to_thread(self.store.add_objects, member, collection_id, stored)
         return _taxii(status, status_code=202)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import Engine, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from distillguard.errors import DistillguardError
@@ -165,14 +165,6 @@ class HubStore:
                 )
         return token
 
-    def revoke_member(self, name: str) -> None:
-        with self.engine.begin() as conn:
-            done = conn.execute(
-                update(members).where(members.c.member_id == name).values(revoked_at=time.time())
-            )
-        if done.rowcount == 0:
-            raise HubError(f"no member named {name!r}")
-
     # -- requests ----------------------------------------------------------------------
 
     def member_for(self, token: str) -> Member | None:
@@ -181,7 +173,7 @@ class HubStore:
             row = conn.execute(
                 select(members).where(members.c.token_sha256 == secret_digest(token))
             ).first()
-        if row is None or row.revoked_at is not None:
+        if row is None or row.revoked_at is not None:  # (revoked by the operator in SQL)
             return None
         if row.expires_at is not None and row.expires_at <= time.time():
             return None

@@ -104,19 +104,20 @@ def _list(params, name: str) -> list[str]:
     return [v for value in params.getlist(name) for v in value.split(",") if v]
 
 
-def read_envelope(body: bytes, added: str) -> list[tuple[dict, StoredObject]]:
-    """Each posted object beside what the hub stores of it; TaxiiError(422) on the first
-    object that is not STIX 2.1."""
+def read_envelope(body: bytes, added: str, author: str | None = None) -> list[StoredObject]:
+    """What the hub stores of each posted object; TaxiiError(422) on the first object that
+    is not STIX 2.1. With `author`, every `created_by_ref` is replaced by it (an anonymous
+    publisher's objects are shown as the hub's)."""
     try:
         envelope = msgspec.json.decode(body, type=_Envelope)
     except msgspec.DecodeError as exc:
         raise TaxiiError(422, "not a TAXII envelope", str(exc)) from None
     if not envelope.objects:
         raise TaxiiError(422, "empty envelope", "the envelope has no objects")
-    return [(obj, _object(obj, i, added)) for i, obj in enumerate(envelope.objects)]
+    return [_object(obj, i, added, author) for i, obj in enumerate(envelope.objects)]
 
 
-def _object(obj: dict, index: int, added: str) -> StoredObject:
+def _object(obj: dict, index: int, added: str, author: str | None) -> StoredObject:
     def refuse(reason: str) -> TaxiiError:
         return TaxiiError(422, "invalid STIX object", f"objects[{index}]: {reason}")
 
@@ -142,11 +143,13 @@ def _object(obj: dict, index: int, added: str) -> StoredObject:
     marking = obj.get("object_marking_refs", [])
     if not isinstance(marking, list) or not all(isinstance(m, str) for m in marking):
         raise refuse("`object_marking_refs` must be a list of ids")
+    if author is not None and "created_by_ref" in obj:
+        obj = {**obj, "created_by_ref": author}
     return StoredObject(
         object_id=object_id,
         type=kind,
         version=version,
         spec_version=spec,
         tlp=tlp.level_of(marking),
-        body="",  # filled in by the app once the object is final
+        body=msgspec.json.encode(obj).decode(),
     )
