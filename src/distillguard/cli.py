@@ -709,3 +709,202 @@ def hub_member_add(
         expires_days=expires_days,
     )
     typer.echo(token)
+
+
+# -- the exchange client ---------------------------------------------------------------
+
+exchange_app = typer.Typer(
+    help="Share signals with other providers through a hub, and act on theirs.",
+    no_args_is_help=True,
+)
+app.add_typer(exchange_app, name="exchange")
+
+KeyringOption = Annotated[
+    Path | None,
+    typer.Option("--keyring", help="The consortium key file (default: exchange.keyring)."),
+]
+
+
+def _exchange_settings(keyring: Path | None = None, **overrides: object):
+    """The exchange settings, with the command line's choices over the configured ones."""
+    settings = load_settings().exchange
+    chosen = {k: v for k, v in {"keyring": keyring, **overrides}.items() if v is not None}
+    return settings.model_copy(update=chosen)
+
+
+def _keyring(path: Path | None, required: bool = True):
+    from distillguard.exchange.privacy import ExchangeError, KeyRing
+
+    if path is None:
+        if required:
+            raise ExchangeError("no consortium key ring: set exchange.keyring or pass --keyring")
+        return None
+    return KeyRing.load(path)
+
+
+def _watchlist(store: str | None, keyring: Path | None, required: bool = True):
+    from distillguard.exchange.watchlist import Watchlist
+    from distillguard.store import open_engine
+
+    settings = _exchange_settings(keyring)
+    return Watchlist(open_engine(_store_url(store)), _keyring(settings.keyring, required), settings)
+
+
+@exchange_app.command("keygen")
+def exchange_keygen(
+    path: Annotated[Path, typer.Argument(help="Where to write the new key file.")],
+    key_id: Annotated[str, typer.Option(help="The key's id, published with every hash.")] = "k1",
+    rotate: Annotated[
+        bool, typer.Option(help="Add a new current key to the ring at PATH (old keys still match).")
+    ] = False,
+) -> None:
+    """Create a consortium key ring (one member does, and shares it with the others out of
+    band), or rotate it."""
+    from distillguard.exchange.privacy import KeyRing
+
+    if rotate:
+        ring = KeyRing.load(path).rotated(key_id)
+    elif path.exists():
+        raise DistillguardError(f"{path} exists: pass --rotate to add a key to it")
+    else:
+        _check_writable(path)
+        ring = KeyRing.generate(key_id)
+    ring.save(path)
+    err.print(f"{path}: current key {ring.current.key_id}, {len(ring.keys)} held (mode 0600)")
+
+
+@accounts_app.command("identify")
+def accounts_identify(
+    account: Annotated[str, typer.Argument(help="Account id.")],
+    email: Annotated[list[str] | None, typer.Option("--email", help="An email address.")] = None,
+    phone: Annotated[list[str] | None, typer.Option("--phone", help="A phone number.")] = None,
+    payment: Annotated[
+        list[str] | None, typer.Option("--payment", help="A payment fingerprint or card.")
+    ] = None,
+    keyring: KeyringOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Record an account's identifiers (kept only as consortium-keyed hashes) and match them
+    against the watchlist at once: a match raises the account's tier."""
+    identifiers = [
+        *(("email", v) for v in email or []),
+        *(("phone", v) for v in phone or []),
+        *(("payment", v) for v in payment or []),
+    ]
+    watchlist = _watchlist(store, keyring)
+    found = watchlist.identify(account, identifiers)
+    err.print(f"account {account}: {len(identifiers)} identifiers recorded (hashed)")
+    for match in found:
+        screen.print(match.reason())
+    tier, _ = watchlist.accounts.account_tier(account)
+    err.print(f"account {account}: tier {tier}")
+
+
+@exchange_app.command("publish")
+def exchange_publish(
+    run: Annotated[int | None, typer.Option(help="The trace run (default: the latest).")] = None,
+    events: EventsFile = None,
+    accounts: Annotated[
+        Path | None,
+        typer.Option("--accounts", help="Accounts JSONL: identifiers beyond those on record."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the bundle here instead of posting it.")
+    ] = None,
+    keyring: KeyringOption = None,
+    hub: Annotated[str | None, typer.Option(help="The hub's API root URL.")] = None,
+    collection: Annotated[str | None, typer.Option(help="The collection's id or title.")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Publish a trace run's flagged accounts, their templates and clusters to the hub
+    (only what was not published before)."""
+    from distillguard.exchange import publish, stix
+    from distillguard.exchange.client import HubClient
+    from distillguard.store import ScoreStore, open_engine
+
+    settings = _exchange_settings(keyring, hub=hub, collection=collection)
+    ring = _keyring(settings.keyring)
+    _check_writable(out)
+    client = HubClient.from_settings(settings) if out is None else None  # fail before work
+    engine = open_engine(_store_url(store))
+    scores = ScoreStore(engine)
+    run_id = run if run is not None else scores.latest_run()
+    if run_id is None:
+        raise DistillguardError("no trace run in the store: run `distillguard trace run` first")
+    account_rows, cluster_rows = scores.flagged(run_id)
+    flagged = [publish.Flagged(r["account_id"], r["score"], r["evidence"]) for r in account_rows]
+    clusters = [
+        publish.Flagged(r["cluster_id"], r["score"], r["evidence"], r["accounts"])
+        for r in cluster_rows
+    ]
+    wanted = {f.subject_id for f in flagged}
+    hashes = publish.identifier_hashes(engine, wanted)
+    if accounts is not None:
+        from distillguard.tracing.records import read_accounts
+
+        for record in read_accounts(accounts).values():
+            if record.account_id in wanted:
+                given = [("email", record.email), ("payment", record.payment_fingerprint)]
+                hashes.setdefault(record.account_id, []).extend(
+                    ring.hash(kind, value) for kind, value in given if value
+                )
+    loaded, _ = _trace_inputs(events, None, store)
+    examples = publish.template_examples([e for e in loaded if e.account_id in wanted])
+    publication = publish.build(
+        flagged,
+        clusters,
+        {a: sorted(set(h)) for a, h in hashes.items()},
+        examples,
+        ring,
+        settings,
+        publish.already_published(engine),
+    )
+    for reason in publication.skipped:
+        err.print(f"not shared: {reason}")
+    counts = ", ".join(f"{n} {what}" for what, n in publication.counts.items())
+    if out is not None:
+        _write_json(out, stix.bundle(publication.objects, allow_ip=settings.allow_ip))
+        err.print(f"run {run_id}: {counts}; bundle written to {out} (nothing posted)")
+        return
+    if not publication.objects:
+        err.print(f"run {run_id}: nothing new to publish")
+        return
+    assert client is not None
+    posted = client.publish(publication.objects)
+    if posted.failures:
+        for failure in posted.failures:
+            err.print(f"refused by the hub: {failure}")
+        raise DistillguardError(f"the hub refused {len(posted.failures)} objects")
+    publish.record(engine, publication)
+    err.print(f"run {run_id}: published {counts} ({posted.successes} objects) to {client.url}")
+
+
+@exchange_app.command("pull")
+def exchange_pull(
+    keyring: KeyringOption = None,
+    hub: Annotated[str | None, typer.Option(help="The hub's API root URL.")] = None,
+    collection: Annotated[str | None, typer.Option(help="The collection's id or title.")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Import other members' new indicators into the watchlist, then raise the tiers of our
+    accounts that match them."""
+    from distillguard.exchange.client import HubClient
+
+    settings = _exchange_settings(keyring, hub=hub, collection=collection)
+    client = HubClient.from_settings(settings)
+    watchlist = _watchlist(store, settings.keyring, required=False)
+    pulled = watchlist.pull(client)
+    got = pulled.ingested
+    for problem in got.problems:
+        err.print(f"skipped {problem}")
+    err.print(
+        f"{pulled.objects} objects: {got.indicators} indicators stored, {got.revoked} revoked, "
+        f"{got.corroborations} corroborations, {got.ignored} other"
+    )
+    accounts = {m.account_id for m in pulled.matches}
+    err.print(
+        f"{len(accounts)} of our accounts match shared indicators; "
+        f"tiers raised for {len(pulled.raised)}"
+    )
+    for account, tier in sorted(pulled.raised.items()):
+        screen.print(f"{account}\t{tier}")

@@ -84,20 +84,44 @@ class GatewaySettings(BaseModel):
     tiers: TierSettings = TierSettings()
 
 
-class TracingSettings(BaseModel):
-    """How `trace run --apply-tiers` turns scores into gateway risk tiers (it only raises them)."""
+class TierThresholds(BaseModel):
+    """A risk score in [0, 1] -> the gateway tier it earns (tiers are only ever raised)."""
 
     watch_at: float = Field(0.3, ge=0.0, le=1.0)
     throttle_at: float = Field(0.5, ge=0.0, le=1.0)  # the flag threshold
-    block_at: float | None = Field(None, ge=0.0, le=1.0)  # None: tracing never blocks alone
-    online: bool = True  # the gateway scores accounts as their events are written
+    block_at: float | None = Field(None, ge=0.0, le=1.0)  # None: never blocks alone
 
     @model_validator(mode="after")
-    def _ordered(self) -> TracingSettings:
+    def _ordered(self) -> TierThresholds:
         top = self.block_at if self.block_at is not None else 1.0
         if not self.watch_at <= self.throttle_at <= top:
             raise ValueError("needs watch_at <= throttle_at <= block_at")
         return self
+
+
+class TracingSettings(TierThresholds):
+    """How `trace run --apply-tiers` turns scores into gateway risk tiers (it only raises them)."""
+
+    online: bool = True  # the gateway scores accounts as their events are written
+
+
+class ExchangeSettings(TierThresholds):
+    """The exchange client: where the hub is, who we are, and what a shared indicator that
+    matches one of our accounts does to its tier (scored by its decayed confidence)."""
+
+    hub: str | None = None  # the hub's API root, e.g. http://hub.example:9400/api/
+    collection: str | None = None  # a collection's id or title at the hub
+    token: SecretStr | None = None  # this member's hub token (`hub member add` prints it)
+    keyring: Path | None = None  # the consortium key file (`exchange keygen`)
+    publisher: str | None = None  # our name in published objects (the STIX identity)
+    tlp: Literal["clear", "green", "amber", "amber+strict", "red"] = "amber"
+    allow_ip: bool = False  # IP addresses and CIDRs may be personal data: off unless allowed
+    valid_days: int = Field(90, ge=1)  # how long what we publish stays valid
+    # MISP-style decay of a shared indicator's confidence (docs/exchange.md):
+    # base x (1 - (age / lifetime) ** (1 / decay_speed)), age since its last report.
+    lifetime_days: float = Field(180.0, gt=0.0)
+    decay_speed: float = Field(0.5, gt=0.0)
+    throttle_at: float = Field(0.6, ge=0.0, le=1.0)  # one member's word is not enough alone
 
 
 class Settings(BaseSettings):
@@ -110,6 +134,7 @@ class Settings(BaseSettings):
     generation: GenerationSettings = GenerationSettings()
     gateway: GatewaySettings = GatewaySettings()
     tracing: TracingSettings = TracingSettings()
+    exchange: ExchangeSettings = ExchangeSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -138,6 +138,10 @@ class KeyRing:
         """The identifier's hash under the current key: what to publish."""
         return identifier_hash(self.current, kind, value)
 
+    def minhash_seed(self, key_id: str) -> int:
+        """The keyed MinHash seed of a key held (what `keyed_signature` uses)."""
+        return _minhash_seed(self.key(key_id))
+
     def hashes(self, kind: str, value: str) -> list[str]:
         """Its hash under every key held, current first: what to match indicators against."""
         normalised = _normalise(kind, value)

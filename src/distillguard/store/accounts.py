@@ -193,6 +193,18 @@ class AccountStore:
         """Every usable key with its account's tier and limits: the gateway's cache."""
         return {r.key_id: r for r in self._key_records() if r.revoked_at is None}
 
+    def account_tier(self, account_id: str) -> tuple[str, str | None]:
+        """An account's tier and the reason it was set."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(accounts.c.tier, accounts.c.tier_reason).where(
+                    accounts.c.account_id == account_id
+                )
+            ).first()
+        if row is None:
+            raise UnknownIdError(f"no account {account_id!r} (issue it a key first)")
+        return row.tier, row.tier_reason
+
     def set_tier(self, account_id: str, tier: str, reason: str | None = None) -> None:
         if tier not in TIERS:
             raise AccountError(f"unknown tier {tier!r}: choose one of {', '.join(TIERS)}")

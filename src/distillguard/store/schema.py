@@ -135,3 +135,63 @@ cluster_scores = Table(
     Column("evidence", Json, nullable=False),
 )
 Index("account_scores_account", account_scores.c.account_id, account_scores.c.run_id)
+
+# The exchange client (docs/exchange.md). An account's identifiers are kept only as
+# consortium-keyed hashes ("<key id>:<hex HMAC>", one per key held), never in the clear:
+# matching shared indicators is all the gateway needs them for.
+account_identifiers = Table(
+    "account_identifiers",
+    metadata,
+    Column("account_id", String(128), ForeignKey("accounts.account_id"), primary_key=True),
+    Column("hash", String(100), primary_key=True),
+    Column("kind", String(16), nullable=False),  # email, phone, payment
+    Column("added_at", Float, nullable=False),
+)
+Index("account_identifiers_hash", account_identifiers.c.hash)
+
+# Other members' indicators, one row per value an indicator matches on (an identifier
+# hash, a keyed template signature, a network); a newer version replaces its rows.
+watchlist = Table(
+    "watchlist",
+    metadata,
+    Column("indicator_id", String(128), primary_key=True),
+    Column("value", String(512), primary_key=True),
+    Column("kind", String(16), nullable=False),  # account, template, network
+    Column("confidence", Float, nullable=False),  # the publisher's, in [0, 1]
+    Column("reported_at", Float, nullable=False),  # its version (`modified`): decay from here
+    Column("valid_until", Float),
+    Column("publisher", String(128)),  # a STIX identity id (the hub's, if anonymous)
+    Column("pulled_at", Float, nullable=False),
+)
+Index("watchlist_value", watchlist.c.value)
+
+# The hub's corroboration of an indicator: how many members reported it, and their
+# combined confidence (never who they are). It may arrive before its indicator.
+watchlist_corroboration = Table(
+    "watchlist_corroboration",
+    metadata,
+    Column("indicator_id", String(128), primary_key=True),
+    Column("members", Integer, nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("modified", Float, nullable=False),  # the hub's version of it
+    Column("last_seen", Float, nullable=False),  # the last report: decay counts from here
+)
+
+# Where each pull stopped (the hub's X-TAXII-Date-Added-Last), per collection URL.
+exchange_cursors = Table(
+    "exchange_cursors",
+    metadata,
+    Column("collection_url", String(512), primary_key=True),
+    Column("added_after", String(40), nullable=False),
+    Column("pulled_at", Float, nullable=False),
+)
+
+# What this member has published, so that publishing after every trace run sends only
+# what is new: "account:<id>", "cluster:<run>:<id>" or "template:<signature>".
+exchange_published = Table(
+    "exchange_published",
+    metadata,
+    Column("subject", String(600), primary_key=True),
+    Column("stix_id", String(128), nullable=False),
+    Column("published_at", Float, nullable=False),
+)

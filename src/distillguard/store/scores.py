@@ -53,3 +53,16 @@ class ScoreStore:
         )
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
+
+    def flagged(self, run_id: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The run's flagged accounts and flagged clusters, highest score first."""
+        with self.engine.connect() as conn:
+            found = []
+            for table in (account_scores, cluster_scores):
+                query = (
+                    select(table)
+                    .where(table.c.run_id == run_id, table.c.flagged)
+                    .order_by(table.c.score.desc())
+                )
+                found.append([dict(row) for row in conn.execute(query).mappings()])
+        return found[0], found[1]

@@ -11,11 +11,11 @@ do and enforce nothing.
 
 from __future__ import annotations
 
-from distillguard.config import TracingSettings
+from distillguard.config import TierThresholds, TracingSettings
 from distillguard.tracing.run import TraceResult
 
 
-def tier_for(score: float, settings: TracingSettings) -> str | None:
+def tier_for(score: float, settings: TierThresholds) -> str | None:
     """The tier a score earns; None for `normal`."""
     if settings.block_at is not None and score >= settings.block_at:
         return "block"

@@ -1,0 +1,192 @@
+"""From a trace run to what we tell the other members (the mapping of docs/exchange.md).
+
+A flagged account becomes an account indicator carrying the keyed hashes of its
+identifiers, each of its prompt templates a keyed MinHash template indicator, and a
+flagged cluster a campaign that its members' indicators point to. Nothing else
+leaves: no account id, no prompt, no raw identifier (`stix.py` runs the privacy
+check on every object). What was published once is recorded in the store, so
+publishing after every run sends only what is new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, insert, select
+
+from distillguard.config import ExchangeSettings
+from distillguard.exchange import stix
+from distillguard.exchange.privacy import (
+    ExchangeError,
+    KeyRing,
+    encode_signature,
+    keyed_signature,
+)
+from distillguard.store.schema import account_identifiers, exchange_published
+from distillguard.tracing.features import Profile, describe
+from distillguard.tracing.records import TraceEvent
+
+TEMPLATES_PER_ACCOUNT = 3
+
+
+@dataclass(frozen=True)
+class Flagged:
+    """A flagged account or cluster of a trace run, as the store keeps it."""
+
+    subject_id: str  # the account or cluster id (never published)
+    score: float
+    evidence: list[str]
+    accounts: list[str] = field(default_factory=list)  # a cluster's members
+
+
+@dataclass
+class Publication:
+    objects: list[dict]
+    subjects: dict[str, str]  # what each new finding was published as: subject -> STIX id
+    counts: dict[str, int]  # "accounts", "templates", "clusters" published now
+    skipped: list[str]  # findings that could not be shared, and why
+
+
+def identifier_hashes(engine: Engine, account_ids: Iterable[str]) -> dict[str, list[str]]:
+    """The keyed identifier hashes the store holds for these accounts."""
+    wanted = list(account_ids)
+    found: dict[str, list[str]] = defaultdict(list)
+    with engine.connect() as conn:
+        for start in range(0, len(wanted), 500):
+            rows = conn.execute(
+                select(account_identifiers.c.account_id, account_identifiers.c.hash).where(
+                    account_identifiers.c.account_id.in_(wanted[start : start + 500])
+                )
+            )
+            for account_id, digest in rows:
+                found[account_id].append(digest)
+    return dict(found)
+
+
+def template_examples(events: Sequence[TraceEvent]) -> dict[str, list[str]]:
+    """For each account, one prompt of each template it runs (as `Profile.templates` finds
+    them), at most TEMPLATES_PER_ACCOUNT: what a template indicator is made from."""
+    ordered = sorted(events, key=lambda e: e.ts)
+    described = describe(ordered)
+    profiles: dict[str, Profile] = defaultdict(Profile)
+    for event, row in zip(ordered, described.rows(), strict=True):
+        profiles[event.account_id].add(event, row)
+    runs = {account: set(p.templates()) for account, p in profiles.items()}
+    examples: dict[str, dict[int, str]] = defaultdict(dict)
+    heads, tails = described.head.tolist(), described.tail.tolist()
+    for event, head, tail in zip(ordered, heads, tails, strict=True):
+        chosen = examples[event.account_id]
+        for skeleton in (head, tail):
+            new = skeleton not in chosen and event.text not in chosen.values()
+            if new and skeleton in runs[event.account_id] and len(chosen) < TEMPLATES_PER_ACCOUNT:
+                chosen[skeleton] = event.text
+    return {account: list(chosen.values()) for account, chosen in examples.items() if chosen}
+
+
+def build(
+    accounts: Sequence[Flagged],
+    clusters: Sequence[Flagged],
+    hashes: Mapping[str, list[str]],
+    templates: Mapping[str, list[str]],
+    keyring: KeyRing,
+    settings: ExchangeSettings,
+    published: Mapping[str, str],
+) -> Publication:
+    """The objects for the findings not yet in `published` (subject -> STIX id)."""
+    if not settings.publisher:
+        raise ExchangeError("set exchange.publisher: the name we publish under")
+    author = stix.identity(settings.publisher)
+    made: dict[str, str] = {}
+    objects: list[dict] = []
+    skipped: list[str] = []
+    counts = {"accounts": 0, "templates": 0, "clusters": 0}
+    common = {"created_by": author["id"], "tlp": settings.tlp}
+    indicator_of: dict[str, str] = {}  # account -> its account indicator's id, old or new
+
+    for account in accounts:
+        subject = f"account:{account.subject_id}"
+        if subject in published:
+            indicator_of[account.subject_id] = published[subject]
+            continue
+        held = hashes.get(account.subject_id)
+        if not held:
+            skipped.append(f"account {account.subject_id}: no identifiers on record")
+            continue
+        indicator = stix.account_indicator(
+            sorted(held),
+            score=account.score,
+            evidence=account.evidence[:3],
+            valid_days=settings.valid_days,
+            **common,
+        )
+        objects.append(indicator)
+        made[subject] = indicator_of[account.subject_id] = indicator["id"]
+        counts["accounts"] += 1
+
+    for account in accounts:
+        texts = templates.get(account.subject_id, [])
+        if not texts:
+            continue
+        key = keyring.current
+        for row in keyed_signature(key, texts):
+            signature = encode_signature(key.key_id, row)
+            subject = f"template:{signature}"
+            if subject in published or subject in made:
+                continue
+            indicator = stix.template_indicator(
+                signature, score=account.score, valid_days=settings.valid_days, **common
+            )
+            objects.append(indicator)
+            made[subject] = indicator["id"]
+            counts["templates"] += 1
+
+    for cluster in clusters:
+        members = sorted(indicator_of[a] for a in cluster.accounts if a in indicator_of)
+        if not members:
+            skipped.append(f"cluster {cluster.subject_id}: no member could be published")
+            continue
+        # One campaign per set of member indicators: a cluster that grows is told again.
+        digest = hashlib.sha256("\n".join(members).encode()).hexdigest()[:16]
+        subject = f"cluster:{digest}"
+        if subject in published:
+            continue
+        campaign, *relationships = stix.cluster_campaign(
+            f"Distillation operation {digest}",
+            indicator_ids=members,
+            accounts=len(cluster.accounts),
+            score=cluster.score,
+            evidence=cluster.evidence[:3],
+            **common,
+        )
+        objects += [campaign, *relationships]
+        made[subject] = campaign["id"]
+        counts["clusters"] += 1
+
+    if objects:
+        objects.insert(0, author)
+    return Publication(objects, made, counts, skipped)
+
+
+def already_published(engine: Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(exchange_published.c.subject, exchange_published.c.stix_id))
+        return {subject: stix_id for subject, stix_id in rows}
+
+
+def record(engine: Engine, publication: Publication) -> None:
+    """Remember what was published (after the hub took it), in one transaction."""
+    if not publication.subjects:
+        return
+    now = time.time()
+    with engine.begin() as conn:
+        conn.execute(
+            insert(exchange_published),
+            [
+                {"subject": s, "stix_id": i, "published_at": now}
+                for s, i in publication.subjects.items()
+            ],
+        )

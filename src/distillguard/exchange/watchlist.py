@@ -1,0 +1,419 @@
+"""The watchlist: other members' indicators, in the gateway's store, matched against our accounts.
+
+`exchange pull` feeds it STIX objects; an account whose identifiers (kept only as
+consortium-keyed hashes, `identify`) match a shared account indicator has its tier
+raised by the indicator's *current* confidence: the publisher's confidence, or the
+hub's corroboration if several members reported it, decayed with the time since the
+last report (MISP's polynomial decay, docs/exchange.md):
+
+    confidence(age) = base × max(0, 1 − (age / lifetime) ^ (1 / decay_speed))
+
+Matching is one SQL join on indexed hashes, so a pull checks every account the
+gateway knows, and an account identified after the pull is checked at once: either
+way the account's first request already meets the raised tier.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy import Engine, delete, insert, select
+
+from distillguard.config import ExchangeSettings
+from distillguard.exchange.privacy import (
+    ExchangeError,
+    KeyRing,
+    decode_signature,
+    is_identifier_hash,
+)
+from distillguard.exchange.stix import NAMESPACE
+from distillguard.store import AccountStore, UnknownIdError
+from distillguard.store.schema import (
+    account_identifiers,
+    accounts,
+    exchange_cursors,
+    watchlist,
+    watchlist_corroboration,
+)
+from distillguard.tracing.tiers import tier_for
+
+DAY = 86_400.0
+UNKNOWN_CONFIDENCE = 0.5  # STIX: an indicator without `confidence` says nothing either way
+_USER_ID = re.compile(r"user-account:user_id\s*=\s*'([^']*)'")
+_NETWORK = re.compile(
+    r"(?:ipv4-addr|ipv6-addr):value\s*=\s*'([^']*)'|autonomous-system:number\s*=\s*(\d+)"
+)
+
+
+@dataclass(frozen=True)
+class Match:
+    """One of our accounts, matched by a shared indicator, at the indicator's confidence now."""
+
+    account_id: str
+    indicator_id: str
+    kind: str  # which of the account's identifiers matched: email, phone, payment
+    confidence: float
+    members: int  # how many members reported the indicator (1: its publisher alone)
+
+    def reason(self) -> str:
+        by = f"{self.members} members" if self.members > 1 else "one member"
+        return (
+            f"exchange: {self.kind} matches shared indicator {self.indicator_id} "
+            f"(confidence {self.confidence:.2f}, reported by {by})"
+        )
+
+
+class Hub(Protocol):
+    """What a pull needs of the hub (`client.HubClient`)."""
+
+    url: str
+    last_added: str | None
+
+    def pages(self, added_after: str | None) -> Iterator[list[dict]]: ...
+
+
+@dataclass
+class Ingested:
+    """What one batch of pulled objects did to the watchlist."""
+
+    indicators: int = 0  # stored (new, or a newer version)
+    revoked: int = 0
+    corroborations: int = 0
+    ignored: int = 0  # not ours to act on: campaigns, relationships, older versions, …
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, other: Ingested) -> None:
+        self.indicators += other.indicators
+        self.revoked += other.revoked
+        self.corroborations += other.corroborations
+        self.ignored += other.ignored
+        self.problems.extend(other.problems)
+
+
+@dataclass
+class Pulled:
+    objects: int = 0
+    ingested: Ingested = field(default_factory=Ingested)
+    matches: list[Match] = field(default_factory=list)
+    raised: dict[str, str] = field(default_factory=dict)  # account -> tier
+
+
+def corroboration_id(indicator_id: str) -> str:
+    """The id of the hub's corroboration sighting of an indicator: fixed, so that only the
+    hub's sighting (the hub refuses it from members) is read as corroboration."""
+    return f"sighting--{uuid.uuid5(NAMESPACE, f'corroboration:{indicator_id}')}"
+
+
+def decayed(base: float, age_seconds: float, settings: ExchangeSettings) -> float:
+    """The confidence `base` left after `age_seconds` without a new report."""
+    age = max(age_seconds, 0.0) / (settings.lifetime_days * DAY)
+    return base * max(0.0, 1.0 - age ** (1.0 / settings.decay_speed))
+
+
+class Watchlist:
+    def __init__(self, engine: Engine, keyring: KeyRing | None, settings: ExchangeSettings) -> None:
+        self.engine = engine
+        self.keyring = keyring
+        self.settings = settings
+        self.accounts = AccountStore(engine)
+
+    # -- our side: accounts and their identifiers -------------------------------------
+
+    def identify(
+        self, account_id: str, identifiers: Sequence[tuple[str, str]], apply: bool = True
+    ) -> list[Match]:
+        """Record an account's identifiers (as their hashes under every consortium key held)
+        and match them at once; with `apply`, raise its tier. Raw values are not kept."""
+        if self.keyring is None:
+            raise ExchangeError("no consortium key ring: set exchange.keyring (exchange keygen)")
+        if not identifiers:
+            raise ExchangeError("give at least one identifier (email, phone or payment)")
+        rows = {  # every value is normalised and checked before anything is written
+            digest: kind
+            for kind, value in identifiers
+            for digest in self.keyring.hashes(kind, value)
+        }
+        now = time.time()
+        with self.engine.begin() as conn:
+            known = conn.execute(
+                select(accounts.c.account_id).where(accounts.c.account_id == account_id)
+            ).first()
+            if known is None:
+                raise UnknownIdError(f"no account {account_id!r} (issue it a key first)")
+            held = set(
+                conn.execute(
+                    select(account_identifiers.c.hash).where(
+                        account_identifiers.c.account_id == account_id
+                    )
+                ).scalars()
+            )
+            fresh = [
+                {"account_id": account_id, "hash": h, "kind": k, "added_at": now}
+                for h, k in rows.items()
+                if h not in held
+            ]
+            if fresh:
+                conn.execute(insert(account_identifiers), fresh)
+        found = self.matches([account_id])
+        if apply:
+            self.apply(found)
+        return found
+
+    # -- their side: pulled objects ----------------------------------------------------
+
+    def ingest(self, objects: Iterable[dict]) -> Ingested:
+        """Store the indicators and corroborations among `objects` (one transaction);
+        a newer version replaces an older one, a revoked indicator is dropped. An object
+        that cannot be read is reported by id and skipped; the others still count."""
+        done = Ingested()
+        now = time.time()
+        with self.engine.begin() as conn:
+            for obj in objects:
+                try:
+                    if obj.get("type") == "indicator":
+                        self._indicator(conn, _Indicator.of(obj), now, done)
+                    elif obj.get("type") == "sighting" and obj.get("id") == corroboration_id(
+                        str(obj.get("sighting_of_ref"))
+                    ):
+                        self._corroboration(conn, _Corroboration.of(obj), done)
+                    else:
+                        done.ignored += 1
+                except (KeyError, TypeError, ValueError) as exc:
+                    done.problems.append(f"{obj.get('id', 'an object')}: unreadable ({exc})")
+        return done
+
+    @staticmethod
+    def _indicator(conn, found: _Indicator, now: float, done: Ingested) -> None:
+        held = conn.execute(
+            select(watchlist.c.reported_at).where(watchlist.c.indicator_id == found.id).limit(1)
+        ).scalar()
+        if held is not None and held >= found.modified:
+            done.ignored += 1  # a version we have, or an older one
+            return
+        conn.execute(delete(watchlist).where(watchlist.c.indicator_id == found.id))
+        if found.revoked:
+            done.revoked += 1
+            return
+        if found.kind is None:
+            done.ignored += 1
+            return
+        if not found.values:
+            done.problems.append(f"{found.id}: no usable value in its pattern")
+            return
+        rows = [
+            {
+                "indicator_id": found.id,
+                "value": value,
+                "kind": found.kind,
+                "confidence": found.confidence,
+                "reported_at": found.modified,
+                "valid_until": found.valid_until,
+                "publisher": found.publisher,
+                "pulled_at": now,
+            }
+            for value in found.values
+        ]
+        conn.execute(insert(watchlist), rows)
+        done.indicators += 1
+
+    @staticmethod
+    def _corroboration(conn, found: _Corroboration, done: Ingested) -> None:
+        table = watchlist_corroboration
+        held = conn.execute(
+            select(table.c.modified).where(table.c.indicator_id == found.indicator_id)
+        ).scalar()
+        if held is not None and held >= found.modified:
+            done.ignored += 1
+            return
+        conn.execute(delete(table).where(table.c.indicator_id == found.indicator_id))
+        conn.execute(insert(table).values(**vars(found)))
+        done.corroborations += 1
+
+    def pull(self, hub: Hub) -> Pulled:
+        """Everything new in the hub's collection since the last pull, into the watchlist;
+        then every account we know is matched against it and raised as its matches earn.
+        The cursor moves only when the whole pull is in, so a failed pull is redone."""
+        pulled = Pulled()
+        cursor = self._cursor(hub.url)
+        for page in hub.pages(cursor):
+            pulled.objects += len(page)
+            pulled.ingested.add(self.ingest(page))
+        if hub.last_added and hub.last_added != cursor:
+            self._move_cursor(hub.url, hub.last_added)
+        pulled.matches = self.matches()
+        pulled.raised = self.apply(pulled.matches)
+        return pulled
+
+    def _cursor(self, url: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                select(exchange_cursors.c.added_after).where(
+                    exchange_cursors.c.collection_url == url
+                )
+            ).scalar()
+
+    def _move_cursor(self, url: str, added_after: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(exchange_cursors).where(exchange_cursors.c.collection_url == url))
+            conn.execute(
+                insert(exchange_cursors).values(
+                    collection_url=url, added_after=added_after, pulled_at=time.time()
+                )
+            )
+
+    # -- matching ------------------------------------------------------------------------
+
+    def matches(
+        self, account_ids: Sequence[str] | None = None, now: float | None = None
+    ) -> list[Match]:
+        """Every (account, indicator) pair whose hashes meet, at the indicator's current
+        confidence; pairs whose confidence has decayed to nothing are left out."""
+        now = time.time() if now is None else now
+        held, shared, hub = account_identifiers, watchlist, watchlist_corroboration
+        query = (
+            select(
+                held.c.account_id,
+                held.c.kind,
+                shared.c.indicator_id,
+                shared.c.confidence,
+                shared.c.reported_at,
+                shared.c.valid_until,
+                hub.c.members,
+                hub.c.confidence.label("corroborated"),
+                hub.c.last_seen,
+            )
+            .join(shared, shared.c.value == held.c.hash)
+            .outerjoin(hub, hub.c.indicator_id == shared.c.indicator_id)
+            .where(shared.c.kind == "account")
+        )
+        if account_ids is not None:
+            query = query.where(held.c.account_id.in_(account_ids))
+        found: dict[tuple[str, str], Match] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                if row.valid_until is not None and row.valid_until <= now:
+                    continue
+                base = max(row.confidence, row.corroborated or 0.0)
+                last = max(row.reported_at, row.last_seen or 0.0)
+                confidence = decayed(base, now - last, self.settings)
+                if confidence <= 0.0:
+                    continue
+                match = Match(
+                    row.account_id, row.indicator_id, row.kind, confidence, row.members or 1
+                )
+                pair = (row.account_id, row.indicator_id)
+                if pair not in found or found[pair].confidence < confidence:
+                    found[pair] = match
+        return sorted(found.values(), key=lambda m: (-m.confidence, m.account_id))
+
+    def apply(self, found: Iterable[Match]) -> dict[str, str]:
+        """Raise each matched account to the tier its strongest match earns (never lower
+        one); returns {account: new tier} for those changed."""
+        best: dict[str, Match] = {}
+        for match in found:
+            if match.account_id not in best or best[match.account_id].confidence < match.confidence:
+                best[match.account_id] = match
+        wanted = {
+            account: (tier, match.reason())
+            for account, match in best.items()
+            if (tier := tier_for(match.confidence, self.settings)) is not None
+        }
+        return self.accounts.raise_tiers(wanted)
+
+    def templates(self) -> Mapping[int, list]:
+        """{keyed MinHash seed: signature rows} of the shared templates under keys we hold."""
+        if self.keyring is None:
+            return {}
+        with self.engine.connect() as conn:
+            values = conn.execute(
+                select(watchlist.c.value).where(watchlist.c.kind == "template").distinct()
+            ).scalars()
+            rows: dict[int, list] = {}
+            for value in values:
+                key_id, signature = decode_signature(value)
+                if key_id in self.keyring.keys:
+                    seed = self.keyring.minhash_seed(key_id)
+                    rows.setdefault(seed, []).append(signature)
+        return rows
+
+
+@dataclass(frozen=True)
+class _Indicator:
+    """What the watchlist keeps of a STIX indicator; `of` raises on a malformed one."""
+
+    id: str
+    modified: float  # the version, as Unix seconds: decay counts from here
+    revoked: bool
+    kind: str | None
+    values: list[str]
+    confidence: float
+    valid_until: float | None
+    publisher: str | None
+
+    @classmethod
+    def of(cls, obj: dict) -> _Indicator:
+        kind, values = _values(obj)
+        confidence = obj.get("confidence")
+        valid_until = obj.get("valid_until")
+        return cls(
+            id=str(obj["id"]),
+            modified=_instant(obj["modified"]),
+            revoked=bool(obj.get("revoked")),
+            kind=kind,
+            values=values,
+            confidence=UNKNOWN_CONFIDENCE if confidence is None else int(confidence) / 100,
+            valid_until=_instant(valid_until) if valid_until else None,
+            publisher=obj.get("created_by_ref"),
+        )
+
+
+@dataclass(frozen=True)
+class _Corroboration:
+    """The hub's word on an indicator: how many members reported it, how surely in all."""
+
+    indicator_id: str
+    members: int
+    confidence: float
+    modified: float
+    last_seen: float
+
+    @classmethod
+    def of(cls, obj: dict) -> _Corroboration:
+        modified = _instant(obj["modified"])
+        return cls(
+            indicator_id=str(obj["sighting_of_ref"]),
+            members=int(obj.get("count", 1)),
+            confidence=int(obj.get("confidence", 0)) / 100,
+            modified=modified,
+            last_seen=_instant(obj["last_seen"]) if obj.get("last_seen") else modified,
+        )
+
+
+def _values(obj: dict) -> tuple[str | None, list[str]]:
+    """(our kind, the values to match on) of an indicator; kind None: not one we act on."""
+    pattern, pattern_type = obj.get("pattern", ""), obj.get("pattern_type")
+    if pattern_type == "x-distillguard-minhash":
+        try:
+            decode_signature(pattern)
+        except ExchangeError:
+            return "template", []
+        return "template", [pattern]
+    if pattern_type != "stix":
+        return None, []
+    if "user-account:user_id" in pattern:
+        return "account", [v for v in _USER_ID.findall(pattern) if is_identifier_hash(v)]
+    network = [a or n for a, n in _NETWORK.findall(pattern)]
+    return ("network", network) if network else (None, [])
+
+
+def _instant(timestamp: object) -> float:
+    """Unix seconds of a STIX timestamp (`2026-11-22T10:00:00.000Z`); ValueError if not one."""
+    if not isinstance(timestamp, str) or not timestamp.endswith("Z"):
+        raise ValueError(f"not a STIX timestamp: {timestamp!r}")
+    return datetime.fromisoformat(timestamp[:-1] + "+00:00").timestamp()
