@@ -98,3 +98,20 @@ def gateway(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextmanager
+def hub_server(store: str) -> Iterator[str]:
+    """`distillguard hub serve` on a free loopback port; yields its API root URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [EXE, "hub", "serve", "--port", str(port), "--store", store],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}/taxii2/", process)
+        yield f"http://127.0.0.1:{port}/api/"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

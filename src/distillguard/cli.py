@@ -907,4 +907,4 @@ def exchange_pull(
         f"tiers raised for {len(pulled.raised)}"
     )
     for account, tier in sorted(pulled.raised.items()):
-        screen.print(f"{account}\t{tier}")
+        print(f"{account}\t{tier}")  # tab-separated: for scripts

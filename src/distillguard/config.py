@@ -98,6 +98,16 @@ class TierThresholds(BaseModel):
             raise ValueError("needs watch_at <= throttle_at <= block_at")
         return self
 
+    def tier_for(self, score: float) -> str | None:
+        """The tier a score earns; None for `normal`."""
+        if self.block_at is not None and score >= self.block_at:
+            return "block"
+        if score >= self.throttle_at:
+            return "throttle"
+        if score >= self.watch_at:
+            return "watch"
+        return None
+
 
 class TracingSettings(TierThresholds):
     """How `trace run --apply-tiers` turns scores into gateway risk tiers (it only raises them)."""

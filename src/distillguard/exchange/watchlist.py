@@ -41,7 +41,6 @@ from distillguard.store.schema import (
     watchlist,
     watchlist_corroboration,
 )
-from distillguard.tracing.tiers import tier_for
 
 DAY = 86_400.0
 UNKNOWN_CONFIDENCE = 0.5  # STIX: an indicator without `confidence` says nothing either way
@@ -322,7 +321,7 @@ class Watchlist:
         wanted = {
             account: (tier, match.reason())
             for account, match in best.items()
-            if (tier := tier_for(match.confidence, self.settings)) is not None
+            if (tier := self.settings.tier_for(match.confidence)) is not None
         }
         return self.accounts.raise_tiers(wanted)
 

@@ -19,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from distillguard.exchange.privacy import ExchangeError
+from distillguard.exchange.watchlist import Watchlist
 from distillguard.gateway import protocol
 from distillguard.gateway.app import error_response, read_body
 from distillguard.gateway.auth import KeyRing
@@ -56,11 +58,31 @@ class TierBody(Struct, forbid_unknown_fields=True):
     reason: str | None = None
 
 
+class IdentifiersBody(Struct, forbid_unknown_fields=True, kw_only=True):
+    """An account's identifiers, given at signup: hashed with the consortium key, never kept."""
+
+    email: list[str] = []
+    phone: list[str] = []
+    payment: list[str] = []
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [
+            (kind, value) for kind in ("email", "phone", "payment") for value in getattr(self, kind)
+        ]
+
+
 class AdminApi:
-    def __init__(self, accounts: AccountStore, keys: KeyRing, token: str | None) -> None:
+    def __init__(
+        self,
+        accounts: AccountStore,
+        keys: KeyRing,
+        token: str | None,
+        watchlist: Watchlist | None = None,
+    ) -> None:
         self.accounts = accounts
         self.keys = keys
         self.token = token
+        self.watchlist = watchlist  # None: no consortium key ring, so no identifiers
 
     def routes(self) -> list[Route]:
         return [
@@ -76,6 +98,11 @@ class AdminApi:
             Route(
                 "/admin/orgs/{owner_id}/limits", self._guard(self.set_org_limits), methods=["PUT"]
             ),
+            Route(
+                "/admin/accounts/{owner_id}/identifiers",
+                self._guard(self.identify),
+                methods=["PUT"],
+            ),
         ]
 
     def _guard(
@@ -89,7 +116,7 @@ class AdminApi:
                 return await handler(request)
             except UnknownIdError as exc:
                 return error_response(ApiError(404, str(exc), "not_found"))
-            except AccountError as exc:
+            except (AccountError, ExchangeError) as exc:
                 return error_response(ApiError(400, str(exc), "invalid_request"))
             except ApiError as exc:
                 return error_response(exc)
@@ -145,6 +172,38 @@ class AdminApi:
         await asyncio.to_thread(self.accounts.set_limits, level, owner, body.limits())
         await self.keys.refresh()
         return JSONResponse({f"{level}_id": owner, "limits": body.limits().columns()})
+
+    async def identify(self, request: Request) -> Response:
+        """Record a (new) account's identifiers and match them against the watchlist at
+        once, so that a match has raised its tier before its first request."""
+        body, _ = protocol.decode(await _read(request), IdentifiersBody)
+        if self.watchlist is None:
+            raise ApiError(
+                400,
+                "identifiers need the consortium key ring: set exchange.keyring",
+                "exchange_not_configured",
+            )
+        owner = request.path_params["owner_id"]
+        found = await asyncio.to_thread(self.watchlist.identify, owner, body.pairs())
+        await self.keys.refresh()
+        tier, reason = await asyncio.to_thread(self.accounts.account_tier, owner)
+        return JSONResponse(
+            {
+                "account_id": owner,
+                "identifiers": len(body.pairs()),
+                "matches": [
+                    {
+                        "indicator_id": m.indicator_id,
+                        "kind": m.kind,
+                        "confidence": round(m.confidence, 4),
+                        "members": m.members,
+                    }
+                    for m in found
+                ],
+                "tier": tier,
+                "tier_reason": reason,
+            }
+        )
 
 
 async def _read(request: Request) -> bytes:

@@ -14,6 +14,8 @@ from starlette.applications import Starlette
 
 from distillguard.config import Settings, load_settings
 from distillguard.errors import DistillguardError, KeyFileError
+from distillguard.exchange import privacy
+from distillguard.exchange.watchlist import Watchlist
 from distillguard.gateway.admin import AdminApi
 from distillguard.gateway.app import Gateway, HotPath, create_app
 from distillguard.gateway.auth import KeyRing
@@ -103,7 +105,11 @@ def build(settings: Settings) -> HotPath:
             engine.dispose()
 
     token = config.admin_token.get_secret_value() if config.admin_token else None
-    routes = [*AdminApi(accounts, keys, token).routes(), openapi_route()]
+    watchlist = None
+    if settings.exchange.keyring is not None:  # account identifiers are hashed with it
+        ring = privacy.KeyRing.load(settings.exchange.keyring)
+        watchlist = Watchlist(engine, ring, settings.exchange)
+    routes = [*AdminApi(accounts, keys, token, watchlist).routes(), openapi_route()]
     return create_app(gateway, lifespan, routes)
 
 

@@ -16,14 +16,7 @@ from distillguard.tracing.run import TraceResult
 
 
 def tier_for(score: float, settings: TierThresholds) -> str | None:
-    """The tier a score earns; None for `normal`."""
-    if settings.block_at is not None and score >= settings.block_at:
-        return "block"
-    if score >= settings.throttle_at:
-        return "throttle"
-    if score >= settings.watch_at:
-        return "watch"
-    return None
+    return settings.tier_for(score)
 
 
 def earned_tiers(result: TraceResult, settings: TracingSettings) -> dict[str, tuple[str, str]]:

@@ -1,0 +1,328 @@
+"""Two members sharing through the hub, as providers run it: member A traces simulated
+traffic and publishes with `distillguard exchange publish`; member B pulls into its
+gateway's watchlist and its signups are matched, all through real processes (hub,
+gateway, fake upstream), the console script and the openai SDK."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from distillguard.config import ExchangeSettings
+from distillguard.exchange.privacy import KeyRing
+from distillguard.exchange.watchlist import DAY, Watchlist, corroboration_id, decayed
+from distillguard.store import AccountStore, EventStore, ScoreStore, open_engine
+from tests.gateway_stack import gateway, hub_server
+from tests.helpers import assert_user_error, run
+from tests.test_gateway import MESSAGES
+
+ADMIN = "admin-secret-for-exchange-tests"
+
+
+@dataclass
+class Consortium:
+    hub: str  # API root URL
+    hub_store: str
+    tokens: dict[str, str]
+    keyring: Path
+    sim: Path  # member A's simulated traffic: events, accounts, labels
+
+    def env(self, member: str, **more: str) -> dict[str, str]:
+        return {
+            "DISTILLGUARD_EXCHANGE__HUB": self.hub,
+            "DISTILLGUARD_EXCHANGE__COLLECTION": "signals",
+            "DISTILLGUARD_EXCHANGE__TOKEN": self.tokens[member],
+            "DISTILLGUARD_EXCHANGE__KEYRING": str(self.keyring),
+            "DISTILLGUARD_EXCHANGE__PUBLISHER": member,
+            **more,
+        }
+
+    def accounts(self) -> dict[str, dict]:
+        lines = (self.sim / "accounts.jsonl").read_text().splitlines()
+        return {row["account_id"]: row for row in map(json.loads, lines)}
+
+    def labels(self) -> dict[str, dict]:
+        lines = (self.sim / "labels.jsonl").read_text().splitlines()
+        return {row["account_id"]: row for row in map(json.loads, lines)}
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def consortium(tmp_path_factory) -> Iterator[Consortium]:
+    root = tmp_path_factory.mktemp("consortium")
+    hub_store = f"sqlite:///{root / 'hub.db'}"
+    ok(run("hub", "collection", "add", "signals", "--store", hub_store))
+    tokens = {
+        member: ok(
+            run(
+                "hub",
+                "member",
+                "add",
+                member,
+                "--read",
+                "signals",
+                "--write",
+                "signals",
+                "--store",
+                hub_store,
+            )
+        ).strip()
+        for member in ("acme", "beta")
+    }
+    keyring = root / "consortium.key"
+    ok(run("exchange", "keygen", str(keyring), "--key-id", "c1"))
+    ok(run("simulate", "--out", str(root / "sim"), "--scale", "0.05", "--seed", "7"))
+    with hub_server(hub_store) as hub:
+        yield Consortium(hub, hub_store, tokens, keyring, root / "sim")
+
+
+@pytest.fixture(scope="module")
+def published(consortium, tmp_path_factory) -> str:
+    """Member A's store after it traced its traffic and published what it flagged."""
+    store = f"sqlite:///{tmp_path_factory.mktemp('acme') / 'acme.db'}"
+    sim = consortium.sim
+    files = ["--events", str(sim / "events.jsonl"), "--accounts", str(sim / "accounts.jsonl")]
+    ok(run("trace", "run", *files, "--store", store))
+    result = run("exchange", "publish", *files, "--store", store, env=consortium.env("acme"))
+    assert result.returncode == 0, result.stderr
+    assert "published" in result.stderr and " accounts" in result.stderr, result.stderr
+    again = run("exchange", "publish", *files, "--store", store, env=consortium.env("acme"))
+    assert again.returncode == 0 and "nothing new" in again.stderr, again.stderr
+    return store
+
+
+def hydra_accounts(consortium: Consortium) -> list[dict]:
+    accounts, labels = consortium.accounts(), consortium.labels()
+    hydra = [accounts[a] for a, label in labels.items() if label["archetype"] == "hydra"]
+    assert len(hydra) >= 3
+    return hydra
+
+
+def test_two_members_end_to_end(consortium, published, upstream, tmp_path):
+    """A flags a hydra and publishes; B pulls; B's signup with one of the hydra's emails is
+    throttled from its first request, and B never holds A's raw identifiers."""
+    store = f"sqlite:///{tmp_path / 'beta.db'}"
+    hydra = hydra_accounts(consortium)
+    benign = next(
+        consortium.accounts()[a]
+        for a, label in consortium.labels().items()
+        if label["label"] == "benign"
+    )
+    env = {"DISTILLGUARD_GATEWAY__ADMIN_TOKEN": ADMIN, **consortium.env("beta")}
+    with gateway(upstream, store, env=env) as stack:
+        admin = httpx.Client(
+            base_url=stack.url.removesuffix("/v1"), headers={"authorization": f"Bearer {ADMIN}"}
+        )
+
+        def signup(account: str, email: str) -> dict:
+            issued = admin.post("/admin/keys", json={"account": account})
+            assert issued.status_code == 201, issued.text
+            identified = admin.put(
+                f"/admin/accounts/{account}/identifiers", json={"email": [email]}
+            )
+            assert identified.status_code == 200, identified.text
+            return {"api_key": issued.json()["api_key"], **identified.json()}
+
+        # Signed up before B pulled anything: nothing to match yet; the pull raises it.
+        early = signup("beta-early", hydra[0]["email"])
+        assert early["tier"] == "normal" and early["matches"] == []
+        pulled = run("exchange", "pull", "--store", store, env=env)
+        assert pulled.returncode == 0, pulled.stderr
+        assert "beta-early\tthrottle" in pulled.stdout
+        assert AccountStore(open_engine(store)).account_tier("beta-early")[0] == "throttle"
+
+        # Signed up after the pull, the address written differently: matched at signup.
+        local, domain = hydra[1]["email"].split("@")
+        late = signup("beta-late", f"{local.upper()}+trial@{domain}")
+        assert late["tier"] == "throttle", late
+        (match,) = late["matches"]
+        assert match["kind"] == "email" and match["confidence"] >= 0.6
+        assert "shared indicator" in late["tier_reason"]
+        clean = signup("beta-clean", benign["email"])
+        assert clean["tier"] == "normal" and clean["matches"] == []
+
+        # The first request already meets the throttled limits (tiers.throttle = 0.1 x rpm).
+        sdk = openai.OpenAI(base_url=stack.url, api_key=late["api_key"], max_retries=0)
+        raw = sdk.chat.completions.with_raw_response.create(model="fake-model", messages=MESSAGES)
+        assert raw.headers["x-ratelimit-limit-requests"] == "60"  # 600 rpm per key x 0.1
+        ok_sdk = openai.OpenAI(base_url=stack.url, api_key=clean["api_key"], max_retries=0)
+        raw = ok_sdk.chat.completions.with_raw_response.create(
+            model="fake-model", messages=MESSAGES
+        )
+        assert raw.headers["x-ratelimit-limit-requests"] == "600"
+    tiers = {e["account_id"]: e["tier"] for e in EventStore(open_engine(store)).read()}
+    assert tiers == {"beta-late": "throttle", "beta-clean": "normal"}
+
+    # B holds hashes only: none of A's raw identifiers or account ids is anywhere in its
+    # database, nor in anything the hub serves it.
+    served = httpx.get(
+        f"{consortium.hub}collections/",
+        headers={"Authorization": f"Bearer {consortium.tokens['beta']}"},
+    )
+    assert served.status_code == 200
+    with sqlite3.connect(store.removeprefix("sqlite:///")) as db:
+        held = "\n".join(
+            str(row)
+            for table in ("account_identifiers", "watchlist", "accounts", "api_keys")
+            for row in db.execute(f"SELECT * FROM {table}")
+        )
+    assert held.count("c1:") >= 3  # the hashes are there
+    everything = held + json.dumps(_all_served(consortium, "beta"))
+    for account in hydra:
+        for secret in (account["email"], account["payment_fingerprint"], account["account_id"]):
+            assert secret.lower() not in everything.lower()
+
+
+def _all_served(consortium: Consortium, member: str) -> list[dict]:
+    """Every object of the collection as `member` reads it."""
+    http = httpx.Client(
+        base_url=consortium.hub,
+        headers={
+            "Authorization": f"Bearer {consortium.tokens[member]}",
+            "Accept": "application/taxii+json;version=2.1",
+        },
+    )
+    (collection,) = http.get("collections/").json()["collections"]
+    objects, more, cursor = [], True, None
+    while more:
+        params = {"limit": 1000, **({"next": cursor} if cursor else {})}
+        page = http.get(f"collections/{collection['id']}/objects/", params=params).json()
+        objects += page.get("objects", [])
+        more, cursor = page.get("more", False), page.get("next")
+    return objects
+
+
+def test_published_objects_are_what_a_flagged(consortium, published):
+    objects = _all_served(consortium, "acme")
+    by_kind: dict[str, list[dict]] = {}
+    for obj in objects:
+        by_kind.setdefault(obj.get("x_distillguard_kind", obj["type"]), []).append(obj)
+    scores = ScoreStore(open_engine(published))
+    flagged, _ = scores.flagged(scores.latest_run() or 0)
+    assert flagged and len(by_kind["account"]) == len(flagged)  # all have identifiers here
+    assert all(o["pattern"].startswith("[user-account:user_id = 'c1:") for o in by_kind["account"])
+    assert by_kind["template"], "a hydra fills templates: some should be shared"
+    assert all(o["pattern_type"] == "x-distillguard-minhash" for o in by_kind["template"])
+    campaigns = {o["id"] for o in by_kind["cluster"]}  # campaigns say which kind they are
+    relationships = by_kind["relationship"]
+    assert campaigns and len(relationships) >= len(hydra_accounts(consortium))
+    assert {r["target_ref"] for r in relationships} <= campaigns
+    assert {r["source_ref"] for r in relationships} <= {o["id"] for o in by_kind["account"]}
+
+
+def test_watchlist_versions_revocation_and_decay(tmp_path):
+    """Newer versions replace older ones, revocation removes a match, corroboration raises
+    confidence, and confidence decays as documented until the match lapses."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    AccountStore(engine).issue_key("b-1")
+    ring = KeyRing.generate("k1")
+    settings = ExchangeSettings()
+    watchlist = Watchlist(engine, ring, settings)
+    watchlist.identify("b-1", [("email", "someone@example.org")])
+    digest = ring.hash("email", "someone@example.org")
+    indicator = {
+        "type": "indicator",
+        "id": "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f",
+        "modified": "2026-11-01T00:00:00.000Z",
+        "pattern": f"[user-account:user_id = '{digest}']",
+        "pattern_type": "stix",
+        "confidence": 40,
+    }
+    now = _unix("2026-11-01T00:00:00.000Z")
+    assert watchlist.ingest([indicator]).indicators == 1
+    (match,) = watchlist.matches(now=now)
+    assert match.confidence == pytest.approx(0.40) and match.members == 1
+    assert settings.tier_for(match.confidence) == "watch"
+
+    older = {**indicator, "modified": "2026-10-01T00:00:00.000Z", "confidence": 99}
+    assert watchlist.ingest([older]).ignored == 1  # an older version changes nothing
+    assert watchlist.matches(now=now)[0].confidence == pytest.approx(0.40)
+
+    sighting = {
+        "type": "sighting",
+        "id": corroboration_id(indicator["id"]),
+        "modified": "2026-11-10T00:00:00.000Z",
+        "sighting_of_ref": indicator["id"],
+        "count": 3,
+        "confidence": 78,
+        "last_seen": "2026-11-10T00:00:00.000Z",
+    }
+    forged = {**sighting, "id": "sighting--0b9c6c1e-4f7e-4d0e-9a53-6d5b1b1f7a10"}
+    assert watchlist.ingest([forged]).ignored == 1  # only the hub's own id counts
+    assert watchlist.ingest([sighting]).corroborations == 1
+    (match,) = watchlist.matches(now=_unix("2026-11-10T00:00:00.000Z"))
+    assert match.members == 3 and match.confidence == pytest.approx(0.78)
+    assert settings.tier_for(match.confidence) == "throttle"
+
+    # Decay from the last report: base x (1 - (age / lifetime) ** (1 / speed)).
+    later = _unix("2026-11-10T00:00:00.000Z") + 90 * DAY
+    (match,) = watchlist.matches(now=later)
+    assert match.confidence == pytest.approx(0.78 * (1 - 0.5**2))
+    assert decayed(0.78, 90 * DAY, settings) == pytest.approx(match.confidence)
+    assert watchlist.matches(now=later + 90 * DAY) == []  # a lifetime later: lapsed
+
+    revoked = {**indicator, "modified": "2026-11-20T00:00:00.000Z", "revoked": True}
+    assert watchlist.ingest([revoked]).revoked == 1
+    assert watchlist.matches(now=now) == []
+
+
+def test_unreadable_objects_are_reported_and_skipped(tmp_path):
+    engine = open_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    watchlist = Watchlist(engine, KeyRing.generate("k1"), ExchangeSettings())
+    good = {
+        "type": "indicator",
+        "id": "indicator--2f0f4a47-5d2c-4c39-9f1c-5a0c0b6b5d11",
+        "modified": "2026-11-01T00:00:00.000Z",
+        "pattern": f"[user-account:user_id = 'k1:{'ab' * 32}']",
+        "pattern_type": "stix",
+    }
+    bad = {**good, "id": "indicator--0c4b3e2a-8d2c-4c39-9f1c-5a0c0b6b5d12", "modified": 7}
+    done = watchlist.ingest([bad, good])
+    assert done.indicators == 1 and len(done.problems) == 1
+    assert "0c4b3e2a" in done.problems[0] and "timestamp" in done.problems[0]
+
+
+def test_exchange_cli_errors(consortium, tmp_path):
+    store = ["--store", f"sqlite:///{tmp_path / 'x.db'}"]
+    assert_user_error(run("exchange", "pull", *store), "exchange.hub")
+    wrong = consortium.env("beta", DISTILLGUARD_EXCHANGE__TOKEN="dgx-not-a-member")
+    assert_user_error(run("exchange", "pull", *store, env=wrong), "HTTP 401")
+    nowhere = consortium.env("beta", DISTILLGUARD_EXCHANGE__COLLECTION="nope")
+    assert_user_error(run("exchange", "pull", *store, env=nowhere), "no collection 'nope'")
+    assert_user_error(
+        run("exchange", "publish", *store, env=consortium.env("acme")), "no trace run"
+    )
+    ok(run("keys", "issue", "--account", "x-1", *store))
+    assert_user_error(
+        run("accounts", "identify", "x-1", "--email", "a@b.org", *store),
+        "consortium key ring",
+    )
+    env = consortium.env("beta")
+    assert_user_error(
+        run("accounts", "identify", "x-1", "--email", "not-an-address", *store, env=env),
+        "not an email address",
+    )
+    assert_user_error(
+        run("accounts", "identify", "nobody", "--email", "a@b.org", *store, env=env),
+        "no account 'nobody'",
+    )
+    with sqlite3.connect(tmp_path / "x.db") as db:  # the refused calls wrote nothing
+        assert db.execute("SELECT count(*) FROM account_identifiers").fetchone() == (0,)
+    assert_user_error(run("exchange", "keygen", str(consortium.keyring)), "--rotate")
+
+
+def _unix(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
