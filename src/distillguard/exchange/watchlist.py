@@ -164,6 +164,16 @@ class Watchlist:
             self.apply(found)
         return found
 
+    def hashes(self, key_id: str, account_ids: Sequence[str] | None = None) -> list[str]:
+        """Our accounts' identifier hashes under one consortium key (all accounts, or these)."""
+        query = select(account_identifiers.c.hash).where(
+            account_identifiers.c.hash.startswith(f"{key_id}:")
+        )
+        if account_ids is not None:
+            query = query.where(account_identifiers.c.account_id.in_(account_ids))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
     # -- their side: pulled objects ----------------------------------------------------
 
     def ingest(self, objects: Iterable[dict]) -> Ingested:
