@@ -800,6 +800,18 @@ def accounts_identify(
     err.print(f"account {account}: tier {tier}")
 
 
+def _events_of(accounts: set[str], path: Path | None, engine) -> list:
+    """These accounts' events, from a JSONL file or streamed from the store (never the
+    whole log in memory)."""
+    from distillguard.store import EventStore
+    from distillguard.tracing.records import InputReport, events_from_rows, read_events
+
+    if path is not None:
+        return [e for e in read_events(path) if e.account_id in accounts]
+    rows = (r for r in EventStore(engine).read() if r["account_id"] in accounts)
+    return list(events_from_rows(rows, InputReport("store events")))
+
+
 @exchange_app.command("publish")
 def exchange_publish(
     run: Annotated[int | None, typer.Option(help="The trace run (default: the latest).")] = None,
@@ -848,8 +860,7 @@ def exchange_publish(
                 hashes.setdefault(record.account_id, []).extend(
                     ring.hash(kind, value) for kind, value in given if value
                 )
-    loaded, _ = _trace_inputs(events, None, store)
-    examples = publish.template_examples([e for e in loaded if e.account_id in wanted])
+    examples = publish.template_examples(_events_of(wanted, events, engine))
     publication = publish.build(
         flagged,
         clusters,
