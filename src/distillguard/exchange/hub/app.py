@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import uuid
 from collections.abc import Awaitable, Callable
 
 import msgspec
@@ -30,11 +29,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from distillguard.exchange.hub.store import (
-    NAMESPACE,
+    TITLE,
     Collection,
     HubStore,
     Member,
     Page,
+    hub_identity,
     now_us,
     taxii_time,
 )
@@ -52,11 +52,12 @@ MAX_CONTENT = 10 * 1024 * 1024  # bytes a POST may carry
 
 
 class Hub:
-    def __init__(self, store: HubStore, title: str = "distillguard exchange hub") -> None:
+    def __init__(self, store: HubStore, title: str = TITLE) -> None:
         self.store = store
         self.title = title
-        # Anonymous publishers' objects are shown as created by the hub itself.
-        self.identity = f"identity--{uuid.uuid5(NAMESPACE, f'hub:{title}')}"
+        # Anonymous publishers' objects, and the hub's corroboration sightings, are
+        # created by the hub itself.
+        self.identity = hub_identity(title)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -185,7 +186,9 @@ class Hub:
         except TaxiiError as exc:
             self.store.audit_refusal(member, collection_id, exc.description[:500])
             raise
-        status = await asyncio.to_thread(self.store.add_objects, member, collection_id, stored)
+        status = await asyncio.to_thread(
+            self.store.add_objects, member, collection_id, stored, identity=self.identity
+        )
         return _taxii(status, status_code=202)
 
     def status(self, request: Request) -> Response:
@@ -196,7 +199,7 @@ class Hub:
         return _taxii(found)
 
 
-def create_app(store: HubStore, title: str = "distillguard exchange hub") -> Starlette:
+def create_app(store: HubStore, title: str = TITLE) -> Starlette:
     hub = Hub(store, title)
 
     def guarded(handler: Callable, method: str) -> Callable[[Request], Awaitable[Response]]:

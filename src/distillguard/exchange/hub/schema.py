@@ -101,3 +101,55 @@ audit = Table(
     Column("collection_id", String(64)),
     Column("detail", Json, nullable=False),
 )
+
+# -- corroboration (exchange/hub/corroboration.py) ----------------------------------------
+# What counting the reports of an indicator needs, kept up to date by every envelope in
+# its own transaction. A row extends the hub_objects row of the same `seq` (one version of
+# an indicator or sighting; publisher, TLP, version and date added are there): keyed by an
+# increasing number, the table grows at its end, which keeps ingest fast. Of each
+# object, the hub flags two versions: the latest that every member of the collection may
+# read (TLP:CLEAR, GREEN, AMBER or unmarked), which is what the object reports
+# (`is_report`), and its latest of all, which is what the hub corroborates (`is_target`).
+# No foreign keys: the hub writes these rows itself, in the transaction that writes their
+# objects, and checking would cost a lookup per row.
+reports = Table(
+    "hub_reports",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=False),  # hub_objects.seq
+    Column("collection_id", String(64), nullable=False),
+    Column("is_report", Boolean, nullable=False),
+    Column("is_target", Boolean, nullable=False),
+    Column("confidence", Integer),
+    Column("revoked", Boolean, nullable=False),
+    Column("sighting_of", String(128)),  # a sighting's sighting_of_ref
+    Column("first_us", BigInteger, nullable=False),  # when the object was first added
+)
+Index("hub_reports_sighting_of", reports.c.collection_id, reports.c.sighting_of)
+
+# The values of indicator versions' patterns (exchange/hub/corroboration.py), as 128-bit
+# digests in hex: fixed width, so indexable on PostgreSQL however long a MinHash pattern.
+values = Table(
+    "hub_values",
+    metadata,
+    Column("value", String(32), primary_key=True),
+    Column("seq", Id, primary_key=True, autoincrement=False),  # hub_objects.seq
+)
+Index("hub_values_seq", values.c.seq)
+
+# The hub's own sighting of each corroborated indicator (its id is corroboration_id of the
+# indicator): when it was created, its latest version, and what that version says (a new
+# version is written only on a change).
+corroborations = Table(
+    "hub_corroborations",
+    metadata,
+    Column(
+        "collection_id",
+        String(64),
+        ForeignKey("hub_collections.collection_id"),
+        primary_key=True,
+    ),
+    Column("indicator_id", String(128), primary_key=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("version_us", BigInteger, nullable=False),
+    Column("state", Json, nullable=False),
+)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from distillguard.exchange import tlp
+from distillguard.exchange.hub.corroboration import facts_of, is_reserved
 from distillguard.exchange.hub.store import Query, StoredObject, taxii_time
 
 TAXII = "application/taxii+json;version=2.1"
@@ -126,6 +127,8 @@ def _object(obj: dict, index: int, added: str, author: str | None) -> StoredObje
         raise refuse("`type` must be a STIX type name")
     if not isinstance(object_id, str) or not (match := _ID.match(object_id)) or match[1] != kind:
         raise refuse(f"`id` must be '{kind}--<uuid>'")
+    if is_reserved(object_id):
+        raise refuse("a sighting's id may not be a version-5 UUID: those are the hub's own")
     spec = obj.get("spec_version", "2.1")
     if spec != "2.1":
         raise refuse("`spec_version` must be '2.1'")
@@ -152,4 +155,5 @@ def _object(obj: dict, index: int, added: str, author: str | None) -> StoredObje
         spec_version=spec,
         tlp=tlp.level_of(marking),
         body=msgspec.json.encode(obj).decode(),
+        facts=facts_of(obj),
     )
