@@ -265,6 +265,14 @@ def test_watchlist_versions_revocation_and_decay(tmp_path):
     assert match.members == 3 and match.confidence == pytest.approx(0.78)
     assert settings.tier_for(match.confidence) == "throttle"
 
+    withdrawn = {**sighting, "modified": "2026-11-11T00:00:00.000Z", "revoked": True}
+    assert watchlist.ingest([withdrawn]).corroborations == 1
+    (match,) = watchlist.matches(now=_unix("2026-11-11T00:00:00.000Z"))
+    assert match.members == 1 and match.confidence == pytest.approx(0.40, abs=0.01)
+    assert watchlist.ingest([sighting]).ignored == 1  # the older word does not come back
+    restored = {**sighting, "modified": "2026-11-12T00:00:00.000Z"}
+    assert watchlist.ingest([restored]).corroborations == 1
+
     # Decay from the last report: base x (1 - (age / lifetime) ** (1 / speed)).
     later = _unix("2026-11-10T00:00:00.000Z") + 90 * DAY
     (match,) = watchlist.matches(now=later)

@@ -177,6 +177,22 @@ def test_tlp_red_stays_with_its_publisher_and_amber_strict_within_its_org(hub):
     assert globex.get(f"{base}{red['id']}/").status_code == 404  # not even by id
 
 
+def test_only_the_publishers_organisation_may_version_an_object(hub):
+    """Another member cannot revoke or rewrite an indicator by posting a newer version."""
+    acme, acme_eu, globex = hub.client("acme"), hub.client("acme-eu"), hub.client("globex")
+    base = f"collections/{hub.collections['signals']}/objects/"
+    original = _indicator("amber", name="acme's finding")
+    assert acme.post(base, json={"objects": [original]}, headers={"Content-Type": TAXII}).is_success
+    forged = {**original, "revoked": True, "modified": "2031-01-01T00:00:00.000Z"}
+    posted = globex.post(base, json={"objects": [forged]}, headers={"Content-Type": TAXII})
+    assert posted.status_code == 202
+    status = posted.json()
+    assert status["failure_count"] == 1 and status["success_count"] == 0
+    assert "publisher's organisation" in status["failures"][0]["message"]
+    (latest,) = acme_eu.get(f"{base}{original['id']}/").json()["objects"]
+    assert latest.get("revoked") is not True and latest["modified"] == original["modified"]
+
+
 def test_rights_and_tokens(hub):
     base = f"collections/{hub.collections['signals']}/"
     anonymous = httpx.Client(base_url=hub.url, headers={"Accept": TAXII})

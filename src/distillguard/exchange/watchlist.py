@@ -312,7 +312,7 @@ class Watchlist:
                 if confidence <= 0.0:
                     continue
                 match = Match(
-                    row.account_id, row.indicator_id, row.kind, confidence, row.members or 1
+                    row.account_id, row.indicator_id, row.kind, confidence, max(row.members or 1, 1)
                 )
                 pair = (row.account_id, row.indicator_id)
                 if pair not in found or found[pair].confidence < confidence:
@@ -392,11 +392,14 @@ class _Corroboration:
 
     @classmethod
     def of(cls, obj: dict) -> _Corroboration:
+        """A revoked one (its indicator was) is kept as no corroboration, so that an older
+        version read later cannot bring it back."""
         modified = _instant(obj["modified"])
+        withdrawn = bool(obj.get("revoked"))
         return cls(
             indicator_id=str(obj["sighting_of_ref"]),
-            members=int(obj.get("count", 1)),
-            confidence=int(obj.get("confidence", 0)) / 100,
+            members=0 if withdrawn else int(obj.get("count", 1)),
+            confidence=0.0 if withdrawn else int(obj.get("confidence", 0)) / 100,
             modified=modified,
             last_seen=_instant(obj["last_seen"]) if obj.get("last_seen") else modified,
         )

@@ -245,22 +245,33 @@ class HubStore:
                 .values(name=collections.c.name)
             )
             added = now_us()
-            existing = {
-                (r.object_id, r.version)
-                for r in conn.execute(
-                    select(objects.c.object_id, objects.c.version).where(
-                        objects.c.collection_id == collection_id,
-                        objects.c.object_id.in_({o.object_id for o in stored}),
-                    )
+            existing, owner = set(), {}
+            for r in conn.execute(
+                select(objects.c.object_id, objects.c.version, objects.c.publisher_org).where(
+                    objects.c.collection_id == collection_id,
+                    objects.c.object_id.in_({o.object_id for o in stored}),
                 )
-            }
-            seen = {object_id for object_id, _ in existing}  # objects not new to the hub
+            ):
+                existing.add((r.object_id, r.version))
+                owner[r.object_id] = r.publisher_org
+            seen = set(owner)  # objects not new to the hub
             rows = []
             for obj in stored:
                 key = (obj.object_id, obj.version)
                 if key in existing:
                     successes.append(
                         {"id": obj.object_id, "version": obj.version, "message": "already there"}
+                    )
+                    continue
+                if owner.get(obj.object_id, member.org) != member.org:
+                    # Another organisation's object: a new version (say, `revoked`) from
+                    # anyone else would rewrite what its publisher said.
+                    failures.append(
+                        {
+                            "id": obj.object_id,
+                            "version": obj.version,
+                            "message": "only its publisher's organisation may version it",
+                        }
                     )
                     continue
                 existing.add(key)
