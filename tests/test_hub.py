@@ -326,3 +326,16 @@ def test_hub_commands_refuse_bad_names(hub):
         run("hub", "collection", "add", "signals", "--store", hub.store), "exists already"
     )
     assert_user_error(run("hub", "member", "add", "acme", "--store", hub.store), "exists already")
+    assert_user_error(run("hub", "member", "revoke", "nobody", "--store", hub.store), "no member")
+
+
+def test_a_revoked_member_is_refused_at_once(hub):
+    made = run("hub", "member", "add", "leaver", "--read", "signals", "--store", hub.store)
+    token = made.stdout.strip()
+    headers = {"Authorization": f"Bearer {token}", "Accept": TAXII}
+    assert httpx.get(f"{hub.url}collections/", headers=headers).status_code == 200
+    revoked = run("hub", "member", "revoke", "leaver", "--store", hub.store)
+    assert revoked.returncode == 0, revoked.stderr
+    assert httpx.get(f"{hub.url}collections/", headers=headers).status_code == 401
+    log = HubStore(open_engine(hub.store, schema=metadata)).audit_log()
+    assert any(e["action"] == "revoke" and e["detail"] == {"member": "leaver"} for e in log)

@@ -711,6 +711,16 @@ def hub_member_add(
     typer.echo(token)
 
 
+@hub_member_app.command("revoke")
+def hub_member_revoke(
+    name: Annotated[str, typer.Argument(help="Member name.")],
+    store: HubStoreOption = None,
+) -> None:
+    """Revoke a member's token at once (what it published stays, the audit log says when)."""
+    _hub_store(store).revoke_member(name)
+    err.print(f"member {name}: token revoked")
+
+
 # -- the exchange client ---------------------------------------------------------------
 
 exchange_app = typer.Typer(

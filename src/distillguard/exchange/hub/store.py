@@ -188,6 +188,20 @@ class HubStore:
                 )
         return token
 
+    def revoke_member(self, name: str) -> None:
+        """Refuse the member's token from now on (its objects stay: others rely on them)."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(members)
+                .where(members.c.member_id == name, members.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+            known = conn.execute(select(members.c.member_id).where(members.c.member_id == name))
+            if known.first() is None:
+                raise HubError(f"no member named {name!r}")
+            if done.rowcount:
+                self._audit(conn, None, "revoke", None, {"member": name})
+
     # -- requests ----------------------------------------------------------------------
 
     def member_for(self, token: str) -> Member | None:
@@ -196,7 +210,7 @@ class HubStore:
             row = conn.execute(
                 select(members).where(members.c.token_sha256 == secret_digest(token))
             ).first()
-        if row is None or row.revoked_at is not None:  # (revoked by the operator in SQL)
+        if row is None or row.revoked_at is not None:  # `hub member revoke`
             return None
         if row.expires_at is not None and row.expires_at <= time.time():
             return None
