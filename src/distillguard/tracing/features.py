@@ -20,6 +20,7 @@ from distillguard.tracing import areas, cot, minhash
 from distillguard.tracing.areas import AREAS
 from distillguard.tracing.patterns import Lexicons
 from distillguard.tracing.records import TraceEvent
+from distillguard.tracing.shared import SharedTemplates
 
 # A long answer: reasoning traces and full solutions, what a student learns most from.
 # (When only the answer text is known, ~4 characters make a token.)
@@ -42,8 +43,9 @@ class Described:
 
     Columns, one row per event: `cot` (asks for reasoning), `area` (index into
     AREAS), `bands` (MinHash LSH band keys), `head`/`tail` (hashes of the
-    normalised opening and closing, which templates repeat) and `exact` (hash
-    of the whole normalised prompt).
+    normalised opening and closing, which templates repeat), `exact` (hash
+    of the whole normalised prompt) and, only when shared templates were given,
+    `shared` (fills a template another provider shared; None otherwise).
     """
 
     cot: np.ndarray
@@ -52,8 +54,9 @@ class Described:
     head: np.ndarray
     tail: np.ndarray
     exact: np.ndarray
+    shared: np.ndarray | None = None
 
-    def rows(self) -> Iterator[tuple[bool, int, list[int], int, int, int]]:
+    def rows(self) -> Iterator[Row]:
         """Plain Python values per event: the per-event loop reads them fastest."""
         return zip(
             self.cot.tolist(),
@@ -62,11 +65,18 @@ class Described:
             self.head.tolist(),
             self.tail.tolist(),
             self.exact.tolist(),
+            [False] * len(self.cot) if self.shared is None else self.shared.tolist(),
             strict=True,
         )
 
     def take(self, index: np.ndarray) -> Described:
-        return Described(*(getattr(self, f.name)[index] for f in fields(self)))
+        return Described(
+            *(None if (c := getattr(self, f.name)) is None else c[index] for f in fields(self))
+        )
+
+
+# (asks for reasoning, area, band keys, head, tail, exact, fills a shared template)
+Row = tuple[bool, int, list[int], int, int, int, bool]
 
 
 # The prompt lexicons run together: one RE2 pass per prompt answers both.
@@ -80,7 +90,9 @@ def _verdicts(window: bytes) -> tuple[bool, str]:
     return _LEXICONS.classify(window)
 
 
-def describe(events: Sequence[TraceEvent]) -> Described:
+def describe(events: Sequence[TraceEvent], shared: SharedTemplates | None = None) -> Described:
+    """Describe a batch; with `shared` (templates other providers shared, non-empty),
+    also whether each prompt fills one of them."""
     texts = [e.text for e in events]
     # Identical prompts in a batch (re-sends, retries, a popular question) are described
     # once; `index` maps every event to its prompt's row.
@@ -110,6 +122,8 @@ def describe(events: Sequence[TraceEvent]) -> Described:
         exact=np.fromiter(
             ((hash(t) or 1) if len(t) >= SKELETON_BYTES else 0 for t in unique), np.int64, n
         ),
+        # Keyed signatures of the same openings, one per seed, only when there is a set.
+        shared=shared.matches(openings) if shared else None,
     )
     return described.take(index)
 
@@ -151,6 +165,7 @@ class Profile:
     templated: int = 0
     repeats: int = 0  # exact re-sends of an earlier prompt
     extractive: int = 0  # reasoning asked for, or a template filled, and a long answer given
+    shared: int = 0  # prompts that fill a template another provider shared (templated at once)
     standalone: int = 0  # requests compared for templates (not follow-ups, not tiny)
     gaps: int = 0
     gap_log_sum: float = 0.0
@@ -174,8 +189,8 @@ class Profile:
     _skeletons: dict[int, int] = field(default_factory=dict)
     _lsh: minhash.LshIndex = field(default_factory=minhash.LshIndex)
 
-    def add(self, event: TraceEvent, row: tuple[bool, int, list[int], int, int, int]) -> None:
-        cot, area, bands, head, tail, exact = row
+    def add(self, event: TraceEvent, row: Row) -> None:
+        cot, area, bands, head, tail, exact, shared = row
         ts = event.ts
         self.requests += 1
         if ts > self.last_ts:
@@ -241,6 +256,10 @@ class Profile:
                             skeletons[skeleton] = fills + 1
                         elif remember:
                             skeletons[skeleton] = 1
+                if shared:
+                    # Another provider saw this template filled: no need to wait for a refill.
+                    self.shared += 1
+                    templated = True
         self.templated += templated
         # The product a distiller buys: a reasoning trace or a templated solution, in full.
         self.extractive += (cot or templated) and long
@@ -285,6 +304,7 @@ class Profile:
             "short_answer_rate": self.short_answers / n,
             "near_duplicate_rate": self.near_duplicates / n,
             "template_rate": self.templated / n,
+            "shared_template_rate": self.shared / n,
             "extractive_rate": self.extractive / n,
             "repeat_rate": self.repeats / n,
             "distinct_rate": len(self._exact) / n,

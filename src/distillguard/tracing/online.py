@@ -27,6 +27,7 @@ from distillguard.tracing.features import Profile, Releases, describe
 from distillguard.tracing.records import InputReport, events_from_rows
 from distillguard.tracing.run import is_checkpoint
 from distillguard.tracing.scoring import assess, evidence
+from distillguard.tracing.shared import SharedTemplates
 from distillguard.tracing.tiers import tier_for
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,13 @@ class OnlineTracer:
         settings: TracingSettings,
         shadow: bool = False,
         capacity: int = 50_000,
+        *,
+        shared: SharedTemplates | None = None,
     ) -> None:
         self.accounts = accounts
+        # Templates other providers shared; replace it (`self.shared = ...`) when the
+        # exchange's watchlist changes: the next batch reads the new set.
+        self.shared = shared
         self.settings = settings
         self.shadow = shadow
         self.capacity = capacity
@@ -56,7 +62,7 @@ class OnlineTracer:
         if not events:
             return
         wanted: dict[str, tuple[str, str]] = {}
-        for event, row in zip(events, describe(events).rows(), strict=True):
+        for event, row in zip(events, describe(events, self.shared).rows(), strict=True):
             self._releases.see(event)
             profile = self._profile(event.account_id)
             profile.add(event, row)

@@ -30,6 +30,7 @@ from distillguard.tracing import linkage
 from distillguard.tracing.features import Described, Profile, Releases, describe
 from distillguard.tracing.records import AccountRecord, TraceEvent
 from distillguard.tracing.scoring import FLAG_AT, assess, evidence
+from distillguard.tracing.shared import SharedTemplates
 
 BATCH = 8192
 ADOPT_EXTRACTION = 0.5  # a member this extractive carries the operation's product
@@ -96,9 +97,16 @@ def is_checkpoint(requests: int) -> bool:
     return requests <= 32 or requests % (requests // 32) == 0
 
 
-def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -> TraceResult:
+def trace(
+    events: Iterable[TraceEvent],
+    accounts: Mapping[str, AccountRecord],
+    *,
+    shared: SharedTemplates | None = None,
+) -> TraceResult:
+    """`shared`: templates other providers shared (keyed MinHash signatures); a prompt
+    that fills one counts as templated from its first occurrence."""
     ordered = sorted(events, key=lambda e: e.ts)
-    described = _describe_all(ordered)
+    described = _describe_all(ordered, shared)
     releases = Releases()
     for event in ordered:
         releases.see(event)
@@ -171,12 +179,12 @@ def trace(events: Iterable[TraceEvent], accounts: Mapping[str, AccountRecord]) -
     return TraceResult(results, clusters, len(ordered))
 
 
-def _describe_all(events: list[TraceEvent]) -> Described:
-    parts = [describe(events[i : i + BATCH]) for i in range(0, len(events), BATCH)]
+def _describe_all(events: list[TraceEvent], shared: SharedTemplates | None = None) -> Described:
+    parts = [describe(events[i : i + BATCH], shared) for i in range(0, len(events), BATCH)]
     if not parts:
-        return describe([])
-    columns = (f.name for f in fields(Described))
-    return Described(*(np.concatenate([getattr(p, name) for p in parts]) for name in columns))
+        return describe([], shared)
+    columns = [[getattr(p, f.name) for p in parts] for f in fields(Described)]
+    return Described(*(None if c[0] is None else np.concatenate(c) for c in columns))
 
 
 def _replay(events, described: Described, key, flag_time: bool = False):

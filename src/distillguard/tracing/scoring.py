@@ -128,6 +128,11 @@ def evidence(f: dict[str, float]) -> list[str]:
         )
     if f["template_rate"] >= 0.2:
         said.append(f"{f['template_rate']:.0%} of prompts fill a repeated template")
+    # A template is filled more than once: one match in a short trace says little.
+    if f["shared_template_rate"] >= 0.05 and f["shared_template_rate"] * n >= 1.5:
+        said.append(
+            f"{f['shared_template_rate']:.0%} of prompts match templates other providers shared"
+        )
     if f["near_duplicate_rate"] >= 0.2:
         said.append(f"{f['near_duplicate_rate']:.0%} of prompts are near-duplicates")
     if f["multi_turn_rate"] <= 0.1 and n >= 20:
