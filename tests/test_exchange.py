@@ -398,3 +398,26 @@ def test_private_set_intersection_tells_the_overlap_size_only(tmp_path):
         ),
         "expected a PSI request",
     )
+
+
+def test_pulled_templates_raise_template_scores(consortium, published, tmp_path):
+    """The templates A published make B's tracing recognise the same operation's prompts
+    from their first filling (here: A's hydra traffic, as if it had come to B)."""
+    from distillguard.exchange.client import HubClient
+    from distillguard.tracing.records import read_events
+    from distillguard.tracing.run import trace
+
+    ring = KeyRing.load(consortium.keyring)
+    watchlist = Watchlist(open_engine(f"sqlite:///{tmp_path / 'b.db'}"), ring, ExchangeSettings())
+    watchlist.pull(HubClient(consortium.hub, "signals", consortium.tokens["beta"]))
+    shared = watchlist.shared_templates()
+    assert len(shared) > 0
+    hydra = {a["account_id"] for a in hydra_accounts(consortium)}
+    events = [e for e in read_events(consortium.sim / "events.jsonl") if e.account_id in hydra]
+    plain = {a.account_id: a for a in trace(events, {}).accounts}
+    helped = {a.account_id: a for a in trace(events, {}, shared=shared).accounts}
+    said = [a for a in helped.values() if any("other providers shared" in e for e in a.evidence)]
+    assert len(said) >= len(hydra) // 2, f"{len(said)} of {len(hydra)}"
+    assert all(helped[a].score >= plain[a].score for a in hydra)
+    unkeyed = Watchlist(watchlist.engine, KeyRing.generate("c9"), ExchangeSettings())
+    assert len(unkeyed.shared_templates()) == 0  # signed under a key it does not hold

@@ -560,9 +560,14 @@ def trace_run(
 
     _check_writable(json_out)
     loaded, signups = _trace_inputs(events, accounts, store)
-    result = trace(loaded, signups)
-    document = result.document()
     engine = open_engine(_store_url(store))
+    shared = None
+    if load_settings().exchange.keyring is not None:  # templates other members shared
+        shared = _watchlist(store, None).shared_templates()
+        if shared:
+            screen.print(f"{len(shared):,} shared templates from the exchange watchlist")
+    result = trace(loaded, signups, shared=shared)
+    document = result.document()
     run_id = ScoreStore(engine).save_run(str(events or "store"), document, result.events)
     if json_out is not None:
         _write_json(json_out, document)
@@ -870,7 +875,7 @@ def exchange_publish(
                 hashes.setdefault(record.account_id, []).extend(
                     ring.hash(kind, value) for kind, value in given if value
                 )
-    examples = publish.template_examples(_events_of(wanted, events, engine))
+    examples = publish.template_texts(_events_of(wanted, events, engine))
     publication = publish.build(
         flagged,
         clusters,

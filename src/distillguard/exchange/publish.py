@@ -29,8 +29,10 @@ from distillguard.exchange.privacy import (
 from distillguard.store.schema import account_identifiers, exchange_published
 from distillguard.tracing.features import Profile, describe
 from distillguard.tracing.records import TraceEvent
+from distillguard.tracing.shared import MIN_BYTES
 
 TEMPLATES_PER_ACCOUNT = 3
+FILLINGS_READ = 20  # fillings of a template compared to find its fixed text
 
 
 @dataclass(frozen=True)
@@ -67,24 +69,54 @@ def identifier_hashes(engine: Engine, account_ids: Iterable[str]) -> dict[str, l
     return dict(found)
 
 
-def template_examples(events: Sequence[TraceEvent]) -> dict[str, list[str]]:
-    """For each account, one prompt of each template it runs (as `Profile.templates` finds
-    them), at most TEMPLATES_PER_ACCOUNT: what a template indicator is made from."""
+def template_texts(events: Sequence[TraceEvent]) -> dict[str, list[str]]:
+    """For each account, the text of each template it runs (as `Profile.templates` finds
+    them; at most TEMPLATES_PER_ACCOUNT): what a template indicator is signed from.
+
+    A template's text is what its fillings share, their common opening and closing: a
+    member holding it recognises about half of the template's new fillings, one holding a
+    single filling about 1 in 7 (docs/tracing.md). When fillings share too little to
+    compare, the first filling stands in.
+    """
     ordered = sorted(events, key=lambda e: e.ts)
     described = describe(ordered)
     profiles: dict[str, Profile] = defaultdict(Profile)
     for event, row in zip(ordered, described.rows(), strict=True):
         profiles[event.account_id].add(event, row)
     runs = {account: set(p.templates()) for account, p in profiles.items()}
-    examples: dict[str, dict[int, str]] = defaultdict(dict)
+    fillings: dict[str, dict[int, list[str]]] = defaultdict(dict)
     heads, tails = described.head.tolist(), described.tail.tolist()
     for event, head, tail in zip(ordered, heads, tails, strict=True):
-        chosen = examples[event.account_id]
+        mine = fillings[event.account_id]
         for skeleton in (head, tail):
-            new = skeleton not in chosen and event.text not in chosen.values()
-            if new and skeleton in runs[event.account_id] and len(chosen) < TEMPLATES_PER_ACCOUNT:
-                chosen[skeleton] = event.text
-    return {account: list(chosen.values()) for account, chosen in examples.items() if chosen}
+            if skeleton not in runs[event.account_id]:
+                continue
+            if skeleton not in mine and len(mine) >= TEMPLATES_PER_ACCOUNT:
+                continue
+            seen = mine.setdefault(skeleton, [])
+            if len(seen) < FILLINGS_READ and event.text not in seen:
+                seen.append(event.text)
+            break  # a prompt fills one template
+    texts = {}
+    for account, templates in fillings.items():
+        found = list(dict.fromkeys(_template_text(f) for f in templates.values() if f))
+        if found:
+            texts[account] = found
+    return texts
+
+
+def _template_text(fillings: list[str]) -> str:
+    opening = _common_prefix(fillings)
+    closing = _common_prefix([f[len(opening) :][::-1] for f in fillings])[::-1]
+    text = f"{opening} {closing}".strip() if closing else opening
+    return text if len(text.encode()) >= MIN_BYTES else fillings[0]
+
+
+def _common_prefix(texts: list[str]) -> str:
+    first, last = min(texts), max(texts)  # sorted, these two differ soonest
+    pairs = zip(first, last, strict=False)
+    size = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(first), len(last)))
+    return first[:size]
 
 
 def build(

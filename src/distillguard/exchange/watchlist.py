@@ -41,6 +41,7 @@ from distillguard.store.schema import (
     watchlist,
     watchlist_corroboration,
 )
+from distillguard.tracing.shared import SharedTemplates
 
 DAY = 86_400.0
 UNKNOWN_CONFIDENCE = 0.5  # STIX: an indicator without `confidence` says nothing either way
@@ -333,21 +334,26 @@ class Watchlist:
         }
         return self.accounts.raise_tiers(wanted)
 
-    def templates(self) -> Mapping[int, list]:
-        """{keyed MinHash seed: signature rows} of the shared templates under keys we hold."""
+    def shared_templates(self, now: float | None = None) -> SharedTemplates:
+        """The shared prompt templates tracing should recognise: those still valid, not
+        decayed to nothing, signed under a consortium key we hold."""
+        now = time.time() if now is None else now
+        rows: dict[int, list] = {}
         if self.keyring is None:
-            return {}
+            return SharedTemplates.from_signatures(rows)
+        query = select(watchlist.c.value, watchlist.c.reported_at, watchlist.c.valid_until).where(
+            watchlist.c.kind == "template"
+        )
         with self.engine.connect() as conn:
-            values = conn.execute(
-                select(watchlist.c.value).where(watchlist.c.kind == "template").distinct()
-            ).scalars()
-            rows: dict[int, list] = {}
-            for value in values:
+            for value, reported_at, valid_until in conn.execute(query):
+                if valid_until is not None and valid_until <= now:
+                    continue
+                if decayed(1.0, now - reported_at, self.settings) <= 0.0:
+                    continue
                 key_id, signature = decode_signature(value)
                 if key_id in self.keyring.keys:
-                    seed = self.keyring.minhash_seed(key_id)
-                    rows.setdefault(seed, []).append(signature)
-        return rows
+                    rows.setdefault(self.keyring.minhash_seed(key_id), []).append(signature)
+        return SharedTemplates.from_signatures(rows)
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,12 @@ import contextlib
 import gc
 import json
 import logging
+import math
 import os
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 from starlette.applications import Starlette
@@ -24,11 +28,15 @@ from distillguard.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
 from distillguard.gateway.openapi import openapi_route
 from distillguard.gateway.tokens import TokenCounter
 from distillguard.gateway.upstream import UpstreamBackend, UpstreamClient
-from distillguard.store import AccountStore, EventStore, default_store_url, open_engine
+from distillguard.store import AccountStore, Event, EventStore, default_store_url, open_engine
 from distillguard.watermark import WatermarkKey
 from distillguard.watermark.cohorts import Cohorts
 
+if TYPE_CHECKING:
+    from distillguard.tracing.online import OnlineTracer
+
 log = logging.getLogger("distillguard.gateway")
+SHARED_REFRESH_SECONDS = 300.0
 GATEWAY_ENV = "DISTILLGUARD_GATEWAY"  # the whole gateway section, as JSON, for worker processes
 
 
@@ -59,11 +67,18 @@ def build(settings: Settings) -> HotPath:
     accounts = AccountStore(engine)
     keys = KeyRing(accounts, config.key_refresh_seconds)
     limiter: Limiter = RedisLimiter(config.redis) if config.redis else MemoryLimiter()
+    watchlist = None
+    if settings.exchange.keyring is not None:  # account identifiers are hashed with it
+        ring = privacy.KeyRing.load(settings.exchange.keyring)
+        watchlist = Watchlist(engine, ring, settings.exchange)
     observers = []
     if settings.tracing.online:  # scores accounts off the request path, on the writer thread
         from distillguard.tracing.online import OnlineTracer
 
-        observers.append(OnlineTracer(accounts, settings.tracing, config.shadow).observe)
+        tracer = OnlineTracer(accounts, settings.tracing, config.shadow)
+        if watchlist is not None:
+            observers.append(_SharedTemplatesRefresh(tracer, watchlist))
+        observers.append(tracer.observe)
     sink = EventSink(
         EventStore(engine), config.event_queue_size, config.event_batch_size, observers=observers
     )
@@ -105,12 +120,24 @@ def build(settings: Settings) -> HotPath:
             engine.dispose()
 
     token = config.admin_token.get_secret_value() if config.admin_token else None
-    watchlist = None
-    if settings.exchange.keyring is not None:  # account identifiers are hashed with it
-        ring = privacy.KeyRing.load(settings.exchange.keyring)
-        watchlist = Watchlist(engine, ring, settings.exchange)
     routes = [*AdminApi(accounts, keys, token, watchlist).routes(), openapi_route()]
     return create_app(gateway, lifespan, routes)
+
+
+class _SharedTemplatesRefresh:
+    """Keeps the online tracer's shared templates as fresh as the watchlist (which
+    `exchange pull` fills from another process): re-read every SHARED_REFRESH_SECONDS,
+    on the event writer's thread, never on the request path."""
+
+    def __init__(self, tracer: OnlineTracer, watchlist: Watchlist) -> None:
+        self.tracer, self.watchlist = tracer, watchlist
+        self.read_at = -math.inf
+
+    def __call__(self, batch: Sequence[Event]) -> None:
+        now = time.monotonic()
+        if now - self.read_at >= SHARED_REFRESH_SECONDS:
+            self.read_at = now
+            self.tracer.shared = self.watchlist.shared_templates()
 
 
 def app_from_environment() -> HotPath:
