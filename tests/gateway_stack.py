@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import EXE
+from tests.helpers import EXE, run
 from tests.servers import free_port
 
 FAKE_UPSTREAM = Path(__file__).parent / "fake_upstream.py"
@@ -98,6 +98,13 @@ def gateway(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def hub_member(store: str, name: str, *flags: str) -> str:
+    """`distillguard hub member add NAME FLAGS…`: the member's token."""
+    result = run("hub", "member", "add", name, *flags, "--store", store)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from distillguard.config import ExchangeSettings
 from distillguard.exchange.privacy import KeyRing
 from distillguard.exchange.watchlist import DAY, Watchlist, corroboration_id, decayed
 from distillguard.store import AccountStore, EventStore, ScoreStore, open_engine
-from tests.gateway_stack import gateway, hub_server
+from tests.gateway_stack import gateway, hub_member, hub_server
 from tests.helpers import assert_user_error, run
 from tests.test_gateway import MESSAGES
 
@@ -63,23 +63,8 @@ def consortium(tmp_path_factory) -> Iterator[Consortium]:
     root = tmp_path_factory.mktemp("consortium")
     hub_store = f"sqlite:///{root / 'hub.db'}"
     ok(run("hub", "collection", "add", "signals", "--store", hub_store))
-    tokens = {
-        member: ok(
-            run(
-                "hub",
-                "member",
-                "add",
-                member,
-                "--read",
-                "signals",
-                "--write",
-                "signals",
-                "--store",
-                hub_store,
-            )
-        ).strip()
-        for member in ("acme", "beta")
-    }
+    rights = ["--read", "signals", "--write", "signals"]
+    tokens = {member: hub_member(hub_store, member, *rights) for member in ("acme", "beta")}
     keyring = root / "consortium.key"
     ok(run("exchange", "keygen", str(keyring), "--key-id", "c1"))
     ok(run("simulate", "--out", str(root / "sim"), "--scale", "0.05", "--seed", "7"))

@@ -16,7 +16,7 @@ from distillguard.exchange.privacy import KeyRing
 from distillguard.exchange.watchlist import Watchlist
 from distillguard.store import AccountStore, open_engine
 from tests import servers
-from tests.gateway_stack import hub_server
+from tests.gateway_stack import hub_member, hub_server
 from tests.helpers import run
 
 
@@ -30,23 +30,9 @@ def database() -> Iterator[str]:
 
 
 def test_hub_and_watchlist_on_postgresql(database):
-    tokens = {}
     assert run("hub", "collection", "add", "signals", "--store", database).returncode == 0
-    for member in ("acme", "globex", "beta"):
-        made = run(
-            "hub",
-            "member",
-            "add",
-            member,
-            "--read",
-            "signals",
-            "--write",
-            "signals",
-            "--store",
-            database,
-        )
-        assert made.returncode == 0, made.stderr
-        tokens[member] = made.stdout.strip()
+    rights = ["--read", "signals", "--write", "signals"]
+    tokens = {m: hub_member(database, m, *rights) for m in ("acme", "globex", "beta")}
     ring = KeyRing.generate("c1")
     email = ring.hash("email", "operator@example.org")
     with hub_server(database) as hub:

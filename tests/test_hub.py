@@ -5,7 +5,6 @@ comes back, and plain HTTP for what a careless or hostile client sends."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,9 +20,8 @@ from distillguard.exchange.hub.schema import metadata
 from distillguard.exchange.hub.store import HubStore
 from distillguard.exchange.hub.taxii import TAXII
 from distillguard.store import open_engine
-from tests.gateway_stack import _wait_healthy
-from tests.helpers import EXE, assert_user_error, run
-from tests.servers import free_port
+from tests.gateway_stack import hub_member, hub_server
+from tests.helpers import assert_user_error, run
 
 
 @dataclass
@@ -55,23 +53,9 @@ def hub(tmp_path_factory) -> Iterator[Hub]:
         "writer": ["--write", "signals"],  # may publish, not read
         "ghost": ["--write", "signals", "--read", "signals", "--anonymous"],
     }
-    tokens = {}
-    for name, flags in members.items():
-        result = run("hub", "member", "add", name, *flags, "--store", store)
-        assert result.returncode == 0, result.stderr
-        tokens[name] = result.stdout.strip()
-    port = free_port()
-    process = subprocess.Popen(
-        [EXE, "hub", "serve", "--port", str(port), "--store", store],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}/taxii2/", process)
-        yield Hub(f"http://127.0.0.1:{port}/api/", store, tokens, collections)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    tokens = {name: hub_member(store, name, *flags) for name, flags in members.items()}
+    with hub_server(store) as url:
+        yield Hub(url, store, tokens, collections)
 
 
 def _indicator(level: str = "green", name: str = "shared template", **extra) -> dict:

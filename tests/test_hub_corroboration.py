@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,9 +29,8 @@ from distillguard.exchange.hub.schema import metadata
 from distillguard.exchange.hub.store import HubStore, Member, Query, hub_identity, taxii_time
 from distillguard.exchange.hub.taxii import TAXII, read_envelope
 from distillguard.store import open_engine
-from tests.gateway_stack import _wait_healthy
-from tests.helpers import EXE, run
-from tests.servers import free_port
+from tests.gateway_stack import hub_member, hub_server
+from tests.helpers import run
 
 MEMBERS = {  # name: (organisation, extra flags)
     "acme": ("acme", []),
@@ -75,23 +73,21 @@ def hub(tmp_path_factory) -> Iterator[Hub]:
     result = run("hub", "collection", "add", "signals", "--store", store)
     assert result.returncode == 0, result.stderr
     collection_id = result.stdout.strip()
-    tokens = {}
-    for name, (org, flags) in {**MEMBERS, "reader": ("reader", [])}.items():
-        rights = ["--read", "signals"] + ([] if name == "reader" else ["--write", "signals"])
-        result = run("hub", "member", "add", name, "--org", org, *rights, *flags, "--store", store)
-        assert result.returncode == 0, result.stderr
-        tokens[name] = result.stdout.strip()
-    port = free_port()
-    process = subprocess.Popen(
-        [EXE, "hub", "serve", "--port", str(port), "--store", store],
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_healthy(f"http://127.0.0.1:{port}/taxii2/", process)
-        yield Hub(f"http://127.0.0.1:{port}/api/", store, tokens, collection_id)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    tokens = {
+        name: hub_member(
+            store,
+            name,
+            "--org",
+            org,
+            "--read",
+            "signals",
+            *([] if name == "reader" else ["--write", "signals"]),
+            *flags,
+        )
+        for name, (org, flags) in {**MEMBERS, "reader": ("reader", [])}.items()
+    }
+    with hub_server(store) as url:
+        yield Hub(url, store, tokens, collection_id)
 
 
 def _value() -> str:

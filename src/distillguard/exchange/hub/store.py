@@ -158,9 +158,8 @@ class HubStore:
         token = f"{TOKEN_PREFIX}-{secrets.token_urlsafe(32)}"
         now = time.time()
         with self.engine.begin() as conn:
-            known = dict(
-                conn.execute(select(collections.c.name, collections.c.collection_id)).tuples().all()
-            )
+            rows = conn.execute(select(collections.c.name, collections.c.collection_id))
+            known = {name: collection_id for name, collection_id in rows}
             unknown = sorted((set(read) | set(write)) - known.keys())
             if unknown:
                 raise HubError(f"no such collection: {', '.join(unknown)} (hub collection add)")
