@@ -121,19 +121,39 @@ def select(
     exact. The order of the returned windows is unspecified.
     """
     contexts, tokens, segments, counts = sequences.windows(width, scoreable)
-    n = int(sequences.lengths.size)
+    excluded = prompts.windows(width)[:3] if prompts is not None else None
+    return distinct(
+        contexts, tokens, segments, counts, excluded, vocab_size=vocab_size, pooled=pooled
+    )
+
+
+def distinct(
+    contexts: np.ndarray,
+    tokens: np.ndarray,
+    segments: np.ndarray,
+    totals: np.ndarray,
+    excluded: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    *,
+    vocab_size: int,
+    pooled: bool = False,
+) -> Windows:
+    """Windows given as arrays, de-duplicated (per segment, or across all if `pooled`)
+    and minus the `excluded` ones (contexts, tokens, segments). `select` builds them from
+    token sequences; a suspect test in reading mode pairs our corpus's contexts with the
+    suspect model's predicted tokens."""
+    n = int(totals.size)
     if tokens.shape[0] == 0:
-        return Windows(contexts, tokens, segments, n, counts)
+        return Windows(contexts, tokens, segments, n, totals)
     if pooled:
         segments = np.zeros_like(segments)
-    if prompts is not None:
-        p_contexts, p_tokens, p_segments, _ = prompts.windows(width)
+    if excluded is not None:
+        p_contexts, p_tokens, p_segments = excluded
         if pooled:
             p_segments = np.zeros_like(p_segments)
-    codec = _Codec.for_shape(width, vocab_size, 1 if pooled else n)
+    codec = _Codec.for_shape(contexts.shape[1], vocab_size, 1 if pooled else n)
     if codec is None:
         keep = _first_occurrences(_identity(contexts, tokens, segments))
-        if prompts is not None:
+        if excluded is not None:
             keep &= ~np.isin(
                 _identity(contexts, tokens, segments), _identity(p_contexts, p_tokens, p_segments)
             )
@@ -141,11 +161,11 @@ def select(
     else:
         codes = np.sort(codec.encode(contexts, tokens, segments))
         codes = codes[_distinct_sorted(codes)]
-        if prompts is not None:
+        if excluded is not None:
             prompt_codes = codec.encode(p_contexts, p_tokens, p_segments)
             codes = codes[~_member_of(codes, prompt_codes)]
         contexts, tokens, segments = codec.decode(codes)
-    return Windows(contexts, tokens, segments, n, counts)
+    return Windows(contexts, tokens, segments, n, totals)
 
 
 class _Codec:
