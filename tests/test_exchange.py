@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -365,6 +367,25 @@ def test_private_set_intersection_tells_the_overlap_size_only(tmp_path):
         assert email.lower() not in carried.lower()
         assert ring.hash("email", email).split(":")[1] not in carried
 
+    forged = tmp_path / "forged.json"
+    for change in ({"items": -1}, {"items": "x"}, {"request": "bm90IHBzaQ=="}):
+        forged.write_text(json.dumps({**json.loads(request.read_text()), **change}))
+        result = run(
+            "exchange",
+            "psi",
+            "respond",
+            str(forged),
+            "--out",
+            str(response),
+            *stores["a"],
+            env=env,
+        )
+        assert_user_error(result, "PSI request")
+        assert "c1:" not in result.stderr  # our hashes are never printed
+    assert_user_error(
+        run("exchange", "psi", "overlap", str(response), "--key", str(request)),
+        "cannot be read",
+    )
     # (The key of another request cannot be told apart: it only finds no overlap.)
     assert_user_error(
         run("exchange", "psi", "overlap", str(request), "--key", str(key)),
@@ -406,3 +427,82 @@ def test_pulled_templates_raise_template_scores(consortium, published, tmp_path)
     assert all(helped[a].score >= plain[a].score for a in hydra)
     unkeyed = Watchlist(watchlist.engine, KeyRing.generate("c9"), ExchangeSettings())
     assert len(unkeyed.shared_templates()) == 0  # signed under a key it does not hold
+
+
+def test_a_malformed_shared_object_never_blocks_a_pull(tmp_path):
+    """One member's bad object is reported and skipped; the rest of its page is stored, so
+    later pulls go on. Confidence is bounded, and a future date does not stop decay."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    ring = KeyRing.generate("k1")
+    AccountStore(engine).issue_key("b-1")
+    watchlist = Watchlist(engine, ring, ExchangeSettings())
+    watchlist.identify("b-1", [("email", "x@example.org")])
+    digest = ring.hash("email", "x@example.org")
+
+    def indicator(n: int, **more) -> dict:
+        return {
+            "type": "indicator",
+            "id": f"indicator--00000000-0000-4000-8000-{n:012d}",
+            "modified": "2026-11-01T00:00:00.000Z",
+            "pattern": f"[user-account:user_id = '{digest}']",
+            "pattern_type": "stix",
+            **more,
+        }
+
+    bad = [
+        indicator(1, created_by_ref={"evil": 1}),
+        indicator(2, created_by_ref="identity--" + "x" * 200),
+        indicator(3, confidence=100_000),
+        indicator(4, pattern=f"[ipv4-addr:value = '{'1' * 600}']"),
+        indicator(5, id="indicator--not-a-uuid"),
+        "not an object",
+    ]
+    good = indicator(6, confidence=70, modified="2999-01-01T00:00:00.000Z")
+    done = watchlist.ingest([*bad, good])
+    assert done.indicators == 1 and len(done.problems) == len(bad)
+    assert not any("evil" in p or "1111" in p for p in done.problems)  # nothing echoed
+    (match,) = watchlist.matches()
+    assert match.confidence == pytest.approx(0.70, abs=0.01)  # dated now, not in 2999
+    later = watchlist.matches(now=time.time() + 90 * DAY)
+    assert later and later[0].confidence < 0.6
+
+    revoked = {**good, "modified": "2999-01-02T00:00:00.000Z", "revoked": True}
+    assert watchlist.ingest([revoked]).revoked == 1
+    assert watchlist.ingest([good]).ignored == 1  # the older version cannot come back
+    assert watchlist.matches() == []
+
+
+def test_identify_tolerates_concurrent_calls(tmp_path):
+    engine = open_engine(f"sqlite:///{tmp_path / 'b.db'}")
+    AccountStore(engine).issue_key("b-1")
+    watchlist = Watchlist(engine, KeyRing.generate("k1"), ExchangeSettings())
+    with ThreadPoolExecutor(4) as pool:
+        calls = [
+            pool.submit(watchlist.identify, "b-1", [("email", "same@example.org")])
+            for _ in range(8)
+        ]
+        for call in calls:
+            call.result()  # no IntegrityError escapes
+    assert len(watchlist.hashes("k1")) == 1
+
+
+def test_publish_uses_the_current_key_and_names_nothing_local():
+    from distillguard.exchange import publish
+
+    ring = KeyRing.generate("c1")
+    old = ring.hash("email", "op@example.org")
+    ring = ring.rotated("c2")
+    new = ring.hash("email", "op@example.org")
+    flagged = publish.Flagged(
+        "acct-7", 0.9, ["member of cluster c00012 (40 accounts)", "90% of prompts ..."]
+    )
+    built = publish.build(
+        [flagged], [], {"acct-7": [old, new]}, {}, ring, ExchangeSettings(publisher="acme"), {}
+    )
+    (indicator,) = [o for o in built.objects if o["type"] == "indicator"]
+    assert new in indicator["pattern"] and old not in indicator["pattern"]
+    assert "c00012" not in json.dumps(built.objects) and "acct-7" not in json.dumps(built.objects)
+    only_old = publish.build(
+        [flagged], [], {"acct-7": [old]}, {}, ring, ExchangeSettings(publisher="acme"), {}
+    )
+    assert only_old.objects == [] and "current key c2" in only_old.skipped[0]

@@ -241,6 +241,12 @@ def test_bad_requests_get_taxii_errors_and_write_nothing(hub):
         ),
         (
             client.post(
+                base, json={"objects": [{**good, "created_by_ref": {"x": 1}}]}, headers=taxii
+            ),
+            422,
+        ),
+        (
+            client.post(
                 base, json={"objects": [good]}, headers={"Content-Type": "application/json"}
             ),
             415,

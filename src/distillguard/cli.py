@@ -897,12 +897,16 @@ def exchange_publish(
         return
     assert client is not None
     posted = client.publish(publication.objects)
-    if posted.failures:
-        for failure in posted.failures:
-            err.print(f"refused by the hub: {failure}")
-        raise DistillguardError(f"the hub refused {len(posted.failures)} objects")
-    publish.record(engine, publication)
-    err.print(f"run {run_id}: published {counts} ({posted.successes} objects) to {client.url}")
+    recorded = publish.record(engine, publication, posted.accepted)
+    for failure in posted.failures:
+        err.print(f"refused by the hub: {failure}")
+    if posted.error is not None or posted.failures:
+        raise DistillguardError(
+            f"published {recorded} of {len(publication.subjects)} findings "
+            f"({len(posted.accepted)} objects taken); {posted.error or 'the hub refused some'}"
+            " — run publish again to send the rest"
+        )
+    err.print(f"run {run_id}: published {counts} ({len(posted.accepted)} objects) to {client.url}")
 
 
 @exchange_app.command("pull")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 from taxii2client.common import _HTTPConnection
@@ -26,12 +26,13 @@ ENVELOPE_SIZE = 1000  # objects per POST: well under the hub's 10 MiB envelope l
 USER = "distillguard"  # Basic auth's user name; the token (the password) says who we are
 
 
-@dataclass(frozen=True)
+@dataclass
 class Posted:
     """The hub's status of what one publish sent."""
 
-    successes: int
-    failures: list[str]  # "<object id>: <message>"
+    accepted: set[str] = field(default_factory=set)  # ids of the objects the hub took
+    failures: list[str] = field(default_factory=list)  # "<object id>: <message>"
+    error: ExchangeError | None = None  # why posting stopped early, if it did
 
 
 class HubClient:
@@ -77,15 +78,20 @@ class HubClient:
         return self._last_added
 
     def publish(self, objects: Sequence[dict]) -> Posted:
-        """POST `objects` in envelopes; the hub takes an envelope whole or not at all."""
-        successes, failures = 0, []
+        """POST `objects` in envelopes (the hub takes an envelope whole or not at all);
+        stops at the first envelope that fails and says what was taken until then."""
+        posted = Posted()
         for start in range(0, len(objects), ENVELOPE_SIZE):
             envelope = json.dumps({"objects": list(objects[start : start + ENVELOPE_SIZE])})
-            with self._errors("publishing"):
-                status = self.collection.add_objects(envelope)  # waits while it is pending
-            successes += status.success_count
-            failures += [f"{f.get('id')}: {f.get('message')}" for f in status.failures or []]
-        return Posted(successes, failures)
+            try:
+                with self._errors("publishing"):
+                    status = self.collection.add_objects(envelope)  # waits while pending
+            except ExchangeError as exc:
+                posted.error = exc
+                break
+            posted.accepted |= {s.get("id") for s in status.successes or []}
+            posted.failures += [f"{f.get('id')}: {f.get('message')}" for f in status.failures or []]
+        return posted
 
     def _find(self, wanted: str) -> Collection:
         root = ApiRoot(self.hub, conn=self._conn)

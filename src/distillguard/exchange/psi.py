@@ -9,14 +9,17 @@ the members' keyed identifier hashes, in three files carried between them by any
 
 B learns the size of the overlap (and about how many hashes A has); A learns how many B
 has; neither learns which ones. The sets are consortium-keyed hashes already, so even a
-broken PSI would show HMACs, never identifiers.
+broken PSI would show HMACs, never identifiers. A limit no PSI removes: B holds the
+consortium key, so a request padded around one guessed identifier tells B whether A
+has it. Answer requests from members you would tell that much anyway.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from distillguard.exchange.privacy import ExchangeError
 
 FORMAT = "distillguard-psi/1"
 FALSE_POSITIVE_RATE = 1e-9  # per query of the whole client set
+MAX_ITEMS = 100_000_000
 
 
 def _psi() -> Any:
@@ -55,16 +59,17 @@ def respond(document: dict, hashes: Sequence[str]) -> dict:
     """A's answer to B's request document, over A's hashes."""
     psi = _psi()
     body = _check(document, "request")
+    items = body.get("items")
+    if isinstance(items, bool) or not isinstance(items, int) or not 1 <= items <= MAX_ITEMS:
+        raise ExchangeError(f"a PSI request's `items` must be an integer from 1 to {MAX_ITEMS:,}")
     if not hashes:
         raise ExchangeError("no identifier hashes to compare")
-    server = psi.server.CreateWithNewKey(False)
-    incoming = psi.Request()
-    incoming.ParseFromString(_unb64(body["request"]))
-    setup = server.CreateSetupMessage(FALSE_POSITIVE_RATE, int(body["items"]), sorted(set(hashes)))
-    try:
+    with _unreadable("the PSI request"):
+        server = psi.server.CreateWithNewKey(False)
+        incoming = psi.Request()
+        incoming.ParseFromString(_unb64(body.get("request")))
+        setup = server.CreateSetupMessage(FALSE_POSITIVE_RATE, items, sorted(set(hashes)))
         response = server.ProcessRequest(incoming)
-    except RuntimeError as exc:
-        raise ExchangeError(f"the PSI request cannot be processed: {exc}") from None
     return {
         "format": FORMAT,
         "kind": "response",
@@ -77,14 +82,24 @@ def overlap(document: dict, secret_key: bytes) -> int:
     """How many hashes both members hold, from A's response and B's secret key."""
     psi = _psi()
     body = _check(document, "response")
-    client = psi.client.CreateFromKey(secret_key, False)
-    setup, response = psi.ServerSetup(), psi.Response()
-    setup.ParseFromString(_unb64(body["setup"]))
-    response.ParseFromString(_unb64(body["response"]))
-    try:
+    with _unreadable("the PSI response (or its key)"):
+        client = psi.client.CreateFromKey(secret_key, False)
+        setup, response = psi.ServerSetup(), psi.Response()
+        setup.ParseFromString(_unb64(body.get("setup")))
+        response.ParseFromString(_unb64(body.get("response")))
         return int(client.GetIntersectionSize(setup, response))
-    except RuntimeError as exc:
-        raise ExchangeError(f"the PSI response cannot be read with this key: {exc}") from None
+
+
+@contextlib.contextmanager
+def _unreadable(what: str) -> Iterator[None]:
+    """The library's errors, as one line that echoes none of the data (which the
+    library's own messages may quote)."""
+    try:
+        yield
+    except ExchangeError:
+        raise
+    except Exception:  # protobuf DecodeError, RuntimeError from C++, TypeError, ...
+        raise ExchangeError(f"{what} cannot be read: not made by `exchange psi`?") from None
 
 
 def read(path: Path) -> dict:

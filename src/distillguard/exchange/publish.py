@@ -144,14 +144,19 @@ def build(
         if subject in published:
             indicator_of[account.subject_id] = published[subject]
             continue
-        held = hashes.get(account.subject_id)
+        # Under the current key only: a rotated-out key may be held by a former member.
+        current = f"{keyring.current.key_id}:"
+        held = [h for h in hashes.get(account.subject_id, []) if h.startswith(current)]
         if not held:
-            skipped.append(f"account {account.subject_id}: no identifiers on record")
+            skipped.append(
+                f"account {account.subject_id}: no identifiers on record under the current "
+                f"key {keyring.current.key_id} (accounts identify)"
+            )
             continue
         indicator = stix.account_indicator(
             sorted(held),
             score=account.score,
-            evidence=account.evidence[:3],
+            evidence=_shareable(account.evidence),
             valid_days=settings.valid_days,
             **common,
         )
@@ -191,7 +196,7 @@ def build(
             indicator_ids=members,
             accounts=len(cluster.accounts),
             score=cluster.score,
-            evidence=cluster.evidence[:3],
+            evidence=_shareable(cluster.evidence),
             **common,
         )
         objects += [campaign, *relationships]
@@ -203,22 +208,27 @@ def build(
     return Publication(objects, made, counts, skipped)
 
 
+def _shareable(evidence: Sequence[str]) -> list[str]:
+    """The first three evidence lines that name nothing local (a cluster id is ours)."""
+    return [line for line in evidence if "cluster c" not in line][:3]
+
+
 def already_published(engine: Engine) -> dict[str, str]:
     with engine.connect() as conn:
         rows = conn.execute(select(exchange_published.c.subject, exchange_published.c.stix_id))
         return {subject: stix_id for subject, stix_id in rows}
 
 
-def record(engine: Engine, publication: Publication) -> None:
-    """Remember what was published (after the hub took it), in one transaction."""
-    if not publication.subjects:
-        return
+def record(engine: Engine, publication: Publication, accepted: set[str]) -> int:
+    """Remember the findings whose object the hub took (`accepted` STIX ids), in one
+    transaction, so a retry after a partial failure sends only the rest."""
     now = time.time()
-    with engine.begin() as conn:
-        conn.execute(
-            insert(exchange_published),
-            [
-                {"subject": s, "stix_id": i, "published_at": now}
-                for s, i in publication.subjects.items()
-            ],
-        )
+    rows = [
+        {"subject": s, "stix_id": i, "published_at": now}
+        for s, i in publication.subjects.items()
+        if i in accepted
+    ]
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(insert(exchange_published), rows)
+    return len(rows)

@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from distillguard.config import ExchangeSettings
 from distillguard.exchange.privacy import (
@@ -45,6 +46,11 @@ from distillguard.tracing.shared import SharedTemplates
 
 DAY = 86_400.0
 UNKNOWN_CONFIDENCE = 0.5  # STIX: an indicator without `confidence` says nothing either way
+MAX_VALUE = 512  # the watchlist's value column
+_STIX_ID = re.compile(
+    r"[a-z][a-z0-9-]{0,60}--[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+)
+_IDENTITY = re.compile(r"identity--[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _USER_ID = re.compile(r"user-account:user_id\s*=\s*'([^']*)'")
 _NETWORK = re.compile(
     r"(?:ipv4-addr|ipv6-addr):value\s*=\s*'([^']*)'|autonomous-system:number\s*=\s*(\d+)"
@@ -139,27 +145,13 @@ class Watchlist:
             for kind, value in identifiers
             for digest in self.keyring.hashes(kind, value)
         }
-        now = time.time()
-        with self.engine.begin() as conn:
-            known = conn.execute(
-                select(accounts.c.account_id).where(accounts.c.account_id == account_id)
-            ).first()
-            if known is None:
-                raise UnknownIdError(f"no account {account_id!r} (issue it a key first)")
-            held = set(
-                conn.execute(
-                    select(account_identifiers.c.hash).where(
-                        account_identifiers.c.account_id == account_id
-                    )
-                ).scalars()
-            )
-            fresh = [
-                {"account_id": account_id, "hash": h, "kind": k, "added_at": now}
-                for h, k in rows.items()
-                if h not in held
-            ]
-            if fresh:
-                conn.execute(insert(account_identifiers), fresh)
+        for attempt in range(3):
+            try:
+                self._record(account_id, rows)
+                break
+            except IntegrityError:  # the same hash, recorded meanwhile by a concurrent call
+                if attempt == 2:
+                    raise
         found = self.matches([account_id])
         if apply:
             self.apply(found)
@@ -175,6 +167,29 @@ class Watchlist:
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
+    def _record(self, account_id: str, rows: Mapping[str, str]) -> None:
+        with self.engine.begin() as conn:
+            known = conn.execute(
+                select(accounts.c.account_id).where(accounts.c.account_id == account_id)
+            ).first()
+            if known is None:
+                raise UnknownIdError(f"no account {account_id!r} (issue it a key first)")
+            held = set(
+                conn.execute(
+                    select(account_identifiers.c.hash).where(
+                        account_identifiers.c.account_id == account_id
+                    )
+                ).scalars()
+            )
+            now = time.time()
+            fresh = [
+                {"account_id": account_id, "hash": h, "kind": k, "added_at": now}
+                for h, k in rows.items()
+                if h not in held
+            ]
+            if fresh:
+                conn.execute(insert(account_identifiers), fresh)
+
     # -- their side: pulled objects ----------------------------------------------------
 
     def ingest(self, objects: Iterable[dict]) -> Ingested:
@@ -185,53 +200,45 @@ class Watchlist:
         A page at a time: one query finds the versions held, one deletes what is
         replaced, one inserts the rest (a pull is ~10x faster than object by object)."""
         done = Ingested()
+        now = time.time()
         indicators: dict[str, _Indicator] = {}
         corroborations: dict[str, _Corroboration] = {}
         for obj in objects:
+            if not isinstance(obj, dict):
+                done.problems.append("an object that is not a JSON object")
+                continue
             try:
                 if obj.get("type") == "indicator":
-                    found = _Indicator.of(obj)
+                    found = _Indicator.of(obj, now)
                     if found.id not in indicators or indicators[found.id].modified < found.modified:
                         indicators[found.id] = found
                 elif obj.get("type") == "sighting" and obj.get("id") == corroboration_id(
                     str(obj.get("sighting_of_ref"))
                 ):
-                    seen = _Corroboration.of(obj)
+                    seen = _Corroboration.of(obj, now)
                     held = corroborations.get(seen.indicator_id)
                     if held is None or held.modified < seen.modified:
                         corroborations[seen.indicator_id] = seen
                 else:
                     done.ignored += 1
             except (KeyError, TypeError, ValueError) as exc:
-                done.problems.append(f"{obj.get('id', 'an object')}: unreadable ({exc})")
-        now = time.time()
+                done.problems.append(f"{_named(obj)}: unreadable ({exc})")
         with self.engine.begin() as conn:
-            fresh = _newer(conn, watchlist.c.indicator_id, watchlist.c.reported_at, indicators)
+            fresh = _newer(conn, watchlist.c.indicator_id, watchlist.c.modified, indicators)
             done.ignored += len(indicators) - len(fresh)  # versions we have, or older ones
             _delete(conn, watchlist.c.indicator_id, [f.id for f in fresh])
             rows = []
             for found in fresh:
-                if found.revoked:
+                if found.revoked:  # its version stays, so an older one cannot return
                     done.revoked += 1
+                    rows.append(_row(found, "", "revoked", now))
                 elif found.kind is None:
                     done.ignored += 1
                 elif not found.values:
                     done.problems.append(f"{found.id}: no usable value in its pattern")
                 else:
                     done.indicators += 1
-                    rows += [
-                        {
-                            "indicator_id": found.id,
-                            "value": value,
-                            "kind": found.kind,
-                            "confidence": found.confidence,
-                            "reported_at": found.modified,
-                            "valid_until": found.valid_until,
-                            "publisher": found.publisher,
-                            "pulled_at": now,
-                        }
-                        for value in found.values
-                    ]
+                    rows += [_row(found, value, found.kind, now) for value in found.values]
             if rows:
                 conn.execute(insert(watchlist), rows)
             table = watchlist_corroboration
@@ -361,7 +368,8 @@ class _Indicator:
     """What the watchlist keeps of a STIX indicator; `of` raises on a malformed one."""
 
     id: str
-    modified: float  # the version, as Unix seconds: decay counts from here
+    modified: float  # the version, as Unix seconds
+    reported_at: float  # decay counts from here: the version's time, if it is not ahead
     revoked: bool
     kind: str | None
     values: list[str]
@@ -370,19 +378,29 @@ class _Indicator:
     publisher: str | None
 
     @classmethod
-    def of(cls, obj: dict) -> _Indicator:
+    def of(cls, obj: dict, now: float) -> _Indicator:
+        """Every field is checked to fit its column: one member's malformed object must
+        not fail the page it came in, and so every later pull (ValueError instead)."""
         kind, values = _values(obj)
-        confidence = obj.get("confidence")
+        if any(len(v) > MAX_VALUE for v in values):
+            raise ValueError(f"a pattern value longer than {MAX_VALUE} characters")
+        publisher = obj.get("created_by_ref")
+        if publisher is not None and not (
+            isinstance(publisher, str) and _IDENTITY.fullmatch(publisher)
+        ):
+            raise ValueError("`created_by_ref` is not an identity id")
         valid_until = obj.get("valid_until")
         return cls(
-            id=str(obj["id"]),
-            modified=_instant(obj["modified"]),
-            revoked=bool(obj.get("revoked")),
+            id=_stix_id(obj.get("id"), "indicator"),
+            modified=_instant(obj.get("modified")),
+            # A version dated in the future would never decay: it counts from now at most.
+            reported_at=min(_instant(obj.get("modified")), now),
+            revoked=obj.get("revoked") is True,
             kind=kind,
             values=values,
-            confidence=UNKNOWN_CONFIDENCE if confidence is None else int(confidence) / 100,
+            confidence=_confidence(obj.get("confidence"), UNKNOWN_CONFIDENCE),
             valid_until=_instant(valid_until) if valid_until else None,
-            publisher=obj.get("created_by_ref"),
+            publisher=publisher,
         )
 
 
@@ -397,18 +415,57 @@ class _Corroboration:
     last_seen: float
 
     @classmethod
-    def of(cls, obj: dict) -> _Corroboration:
+    def of(cls, obj: dict, now: float) -> _Corroboration:
         """A revoked one (its indicator was) is kept as no corroboration, so that an older
         version read later cannot bring it back."""
-        modified = _instant(obj["modified"])
-        withdrawn = bool(obj.get("revoked"))
+        modified = _instant(obj.get("modified"))
+        withdrawn = obj.get("revoked") is True
+        count = obj.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 999_999_999:
+            raise ValueError("`count` is not a sighting count")
+        last_seen = obj.get("last_seen")
         return cls(
-            indicator_id=str(obj["sighting_of_ref"]),
-            members=0 if withdrawn else int(obj.get("count", 1)),
-            confidence=0.0 if withdrawn else int(obj.get("confidence", 0)) / 100,
+            indicator_id=_stix_id(obj.get("sighting_of_ref"), "indicator"),
+            members=0 if withdrawn else count,
+            confidence=0.0 if withdrawn else _confidence(obj.get("confidence"), 0.0),
             modified=modified,
-            last_seen=_instant(obj["last_seen"]) if obj.get("last_seen") else modified,
+            last_seen=min(_instant(last_seen) if last_seen else modified, now),
         )
+
+
+def _row(found: _Indicator, value: str, kind: str, now: float) -> dict:
+    return {
+        "indicator_id": found.id,
+        "value": value,
+        "kind": kind,
+        "confidence": found.confidence,
+        "modified": found.modified,
+        "reported_at": found.reported_at,
+        "valid_until": found.valid_until,
+        "publisher": found.publisher,
+        "pulled_at": now,
+    }
+
+
+def _named(obj: object) -> str:
+    """An object's id for a message, if it has a plausible one (never other content)."""
+    given = obj.get("id") if isinstance(obj, dict) else None
+    return given if isinstance(given, str) and _STIX_ID.fullmatch(given) else "an object"
+
+
+def _confidence(value: object, missing: float) -> float:
+    """A STIX confidence (an integer 0-100) as [0, 1]; ValueError for anything else."""
+    if value is None:
+        return missing
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
+        raise ValueError("`confidence` is not an integer from 0 to 100")
+    return value / 100
+
+
+def _stix_id(value: object, kind: str) -> str:
+    if not (isinstance(value, str) and _STIX_ID.fullmatch(value) and value.startswith(kind)):
+        raise ValueError(f"not a STIX {kind} id")
+    return value
 
 
 _IN_CHUNK = 500  # ids per IN (...) list: SQLite's bound-parameter limit is far above
@@ -454,5 +511,8 @@ def _values(obj: dict) -> tuple[str | None, list[str]]:
 def _instant(timestamp: object) -> float:
     """Unix seconds of a STIX timestamp (`2026-11-22T10:00:00.000Z`); ValueError if not one."""
     if not isinstance(timestamp, str) or not timestamp.endswith("Z"):
-        raise ValueError(f"not a STIX timestamp: {timestamp!r}")
-    return datetime.fromisoformat(timestamp[:-1] + "+00:00").timestamp()
+        raise ValueError("a timestamp that is not a STIX timestamp")
+    try:
+        return datetime.fromisoformat(timestamp[:-1] + "+00:00").timestamp()
+    except ValueError:  # its own message would echo the text
+        raise ValueError("a timestamp that is not a STIX timestamp") from None

@@ -158,7 +158,8 @@ watchlist = Table(
     Column("value", String(512), primary_key=True),
     Column("kind", String(16), nullable=False),  # account, template, network
     Column("confidence", Float, nullable=False),  # the publisher's, in [0, 1]
-    Column("reported_at", Float, nullable=False),  # its version (`modified`): decay from here
+    Column("modified", Float, nullable=False),  # its version (STIX `modified`)
+    Column("reported_at", Float, nullable=False),  # decay counts from here: modified, or now
     Column("valid_until", Float),
     Column("publisher", String(128)),  # a STIX identity id (the hub's, if anonymous)
     Column("pulled_at", Float, nullable=False),
@@ -187,7 +188,8 @@ exchange_cursors = Table(
 )
 
 # What this member has published, so that publishing after every trace run sends only
-# what is new: "account:<id>", "cluster:<run>:<id>" or "template:<signature>".
+# what is new: "account:<id>", "cluster:<digest of its member indicators>" or
+# "template:<signature>".
 exchange_published = Table(
     "exchange_published",
     metadata,

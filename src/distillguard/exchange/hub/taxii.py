@@ -146,6 +146,11 @@ def _object(obj: dict, index: int, added: str, author: str | None) -> StoredObje
     marking = obj.get("object_marking_refs", [])
     if not isinstance(marking, list) or not all(isinstance(m, str) for m in marking):
         raise refuse("`object_marking_refs` must be a list of ids")
+    creator = obj.get("created_by_ref")
+    if creator is not None and not (
+        isinstance(creator, str) and (found := _ID.match(creator)) and found[1] == "identity"
+    ):
+        raise refuse("`created_by_ref` must be an identity id")
     if author is not None and "created_by_ref" in obj:
         obj = {**obj, "created_by_ref": author}
     return StoredObject(
