@@ -506,3 +506,29 @@ def test_publish_uses_the_current_key_and_names_nothing_local():
         [flagged], [], {"acct-7": [old]}, {}, ring, ExchangeSettings(publisher="acme"), {}
     )
     assert only_old.objects == [] and "current key c2" in only_old.skipped[0]
+
+
+def test_findings_are_published_again_before_they_lapse(tmp_path):
+    from sqlalchemy import update
+
+    from distillguard.exchange import publish
+    from distillguard.store.schema import exchange_published
+
+    engine = open_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    ring, settings = KeyRing.generate("c1"), ExchangeSettings(publisher="acme", valid_days=90)
+    flagged = [publish.Flagged("acct-1", 0.9, [])]
+    hashes = {"acct-1": [ring.hash("email", "op@example.org")]}
+    first = publish.build(flagged, [], hashes, {}, ring, settings, {})
+    ids = {o["id"] for o in first.objects}
+    assert publish.record(engine, first, ids) == 1
+    again = publish.build(
+        flagged, [], hashes, {}, ring, settings, publish.already_published(engine, settings)
+    )
+    assert again.objects == []  # published, still fresh
+    with engine.begin() as conn:  # 46 days later: past half its 90 days of validity
+        conn.execute(update(exchange_published).values(published_at=time.time() - 46 * DAY))
+    renewed = publish.build(
+        flagged, [], hashes, {}, ring, settings, publish.already_published(engine, settings)
+    )
+    assert renewed.counts["accounts"] == 1
+    assert publish.record(engine, renewed, {o["id"] for o in renewed.objects}) == 1

@@ -73,5 +73,5 @@ def test_hub_and_watchlist_on_postgresql(database):
         (best, *_) = watchlist.matches()
         assert best.members == 2 and best.confidence == pytest.approx(1 - 0.3 * 0.3, abs=0.02)
         again = watchlist.pull(HubClient(hub, "signals", tokens["beta"]))
-        assert again.objects == 0  # the cursor held: nothing twice
+        assert again.ingested.indicators == again.ingested.corroborations == 0  # nothing twice
     assert tlp.MARKING_IDS["red"] not in json.dumps(served)

@@ -883,7 +883,7 @@ def exchange_publish(
         examples,
         ring,
         settings,
-        publish.already_published(engine),
+        publish.already_published(engine, settings),
     )
     for reason in publication.skipped:
         err.print(f"not shared: {reason}")

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, delete, insert, select
 
 from distillguard.config import ExchangeSettings
 from distillguard.exchange import stix
@@ -31,6 +31,7 @@ from distillguard.tracing.features import Profile, describe
 from distillguard.tracing.records import TraceEvent
 from distillguard.tracing.shared import MIN_BYTES
 
+DAY = 86_400.0
 TEMPLATES_PER_ACCOUNT = 3
 FILLINGS_READ = 20  # fillings of a template compared to find its fixed text
 
@@ -213,10 +214,16 @@ def _shareable(evidence: Sequence[str]) -> list[str]:
     return [line for line in evidence if "cluster c" not in line][:3]
 
 
-def already_published(engine: Engine) -> dict[str, str]:
+def already_published(engine: Engine, settings: ExchangeSettings) -> dict[str, str]:
+    """What was published recently enough to stand: a finding published more than half
+    its validity ago is published again, so that its indicator never lapses at the
+    other members while we still flag it."""
+    fresh_after = time.time() - settings.valid_days * DAY / 2
+    query = select(exchange_published.c.subject, exchange_published.c.stix_id).where(
+        exchange_published.c.published_at > fresh_after
+    )
     with engine.connect() as conn:
-        rows = conn.execute(select(exchange_published.c.subject, exchange_published.c.stix_id))
-        return {subject: stix_id for subject, stix_id in rows}
+        return {subject: stix_id for subject, stix_id in conn.execute(query)}
 
 
 def record(engine: Engine, publication: Publication, accepted: set[str]) -> int:
@@ -230,5 +237,11 @@ def record(engine: Engine, publication: Publication, accepted: set[str]) -> int:
     ]
     if rows:
         with engine.begin() as conn:
+            subjects = [r["subject"] for r in rows]
+            for start in range(0, len(subjects), 500):
+                chunk = subjects[start : start + 500]
+                conn.execute(
+                    delete(exchange_published).where(exchange_published.c.subject.in_(chunk))
+                )
             conn.execute(insert(exchange_published), rows)
     return len(rows)

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, delete, func, insert, select
@@ -256,7 +256,7 @@ class Watchlist:
         The cursor moves only when the whole pull is in, so a failed pull is redone."""
         pulled = Pulled()
         cursor = self._cursor(hub.url)
-        for page in hub.pages(cursor):
+        for page in hub.pages(_overlapping(cursor)):
             pulled.objects += len(page)
             pulled.ingested.add(self.ingest(page))
         if hub.last_added and hub.last_added != cursor:
@@ -506,6 +506,23 @@ def _values(obj: dict) -> tuple[str | None, list[str]]:
         return "account", [v for v in _USER_ID.findall(pattern) if is_identifier_hash(v)]
     network = [a or n for a, n in _NETWORK.findall(pattern)]
     return ("network", network) if network else (None, [])
+
+
+CURSOR_OVERLAP_SECONDS = 60.0
+
+
+def _overlapping(cursor: str | None) -> str | None:
+    """Resume a minute before the cursor: a hub whose clock stepped back, or one that
+    stamps whole envelopes with milliseconds, may have added objects at the cursor's
+    time after we read it. Reading them again is harmless (versions are compared)."""
+    if cursor is None:
+        return None
+    try:
+        at = datetime.fromisoformat(cursor.replace("Z", "+00:00"))
+    except ValueError:
+        return cursor
+    earlier = at - timedelta(seconds=CURSOR_OVERLAP_SECONDS)
+    return earlier.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _instant(timestamp: object) -> float:
