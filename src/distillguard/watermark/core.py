@@ -198,10 +198,14 @@ class Watermark:
         scoreable: Sequence[Sequence[bool] | np.ndarray] | None = None,
     ) -> DetectionResult:
         """One test over a whole corpus, de-duplicated across all of it."""
-        selected = self._select(sequences, prompts, scoreable, pooled=True)
-        per_token = self.scheme.token_scores(self.hash.values(selected.contexts, selected.tokens))
+        return self.detect_windows(self._select(sequences, prompts, scoreable, pooled=True))
+
+    def detect_windows(self, windows: win.Windows) -> DetectionResult:
+        """One test over windows already selected (`windows.select` / `windows.distinct`):
+        how a suspect test scores one window set under many keys."""
+        per_token = self.scheme.token_scores(self.hash.values(windows.contexts, windows.tokens))
         return self._results(
-            np.array([per_token.sum()]), np.array([len(selected)]), np.array([selected.total.sum()])
+            np.array([per_token.sum()]), np.array([len(windows)]), np.array([windows.total.sum()])
         )[0]
 
     def _select(self, sequences, prompts, scoreable, *, pooled: bool) -> win.Windows:

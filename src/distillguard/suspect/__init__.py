@@ -1,0 +1,1 @@
+"""Suspect tests: did another model learn from our watermarked outputs, and whose?"""

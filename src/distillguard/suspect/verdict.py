@@ -1,0 +1,144 @@
+"""From scored windows to a verdict a partner or a court can check.
+
+The same selected windows (`watermark.windows`: de-duplicated across the whole run,
+prompt windows excluded) are scored under every key that matters:
+
+* **cohorts**: the gateway marks each account cohort's answers with its own sub-key
+  (`watermark.cohorts`), so a student that learned from one cohort's answers carries
+  that sub-key's signal. Every cohort is tested; Holm's step-down procedure controls
+  the family-wise error, and the cohorts whose adjusted p-value is below alpha are
+  named. The verdict's p-value is the smallest adjusted one. Without cohorts the key
+  itself is the one tested (answers from `distillguard generate --key`).
+* **control**: the same windows under as many fresh random keys, corrected the same
+  way. It must come out non-significant; if it does not, the windows are not
+  independent of the key (a broken selection), and the verdict says so rather than
+  accuse anyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from distillguard.watermark.core import DetectionResult, Watermark
+from distillguard.watermark.keys import WatermarkKey
+from distillguard.watermark.windows import Windows
+
+DEFAULT_ALPHA = 0.01
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, monotone, capped at 1), in the input order.
+
+    Hand-written because it is six lines and scipy offers only Benjamini-Hochberg; it
+    controls the family-wise error under any dependence between the tests.
+    """
+    p = np.asarray(p_values, dtype=float)
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    stepped = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    adjusted = np.empty(m)
+    adjusted[order] = stepped
+    return adjusted.tolist()
+
+
+@dataclass(frozen=True)
+class KeyTest:
+    """One key's test over the windows, with its Holm-adjusted p-value."""
+
+    label: int | str
+    result: DetectionResult
+    p_adjusted: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    mode: str  # "reading" (open weights) or "api"
+    alpha: float
+    tests: list[KeyTest]  # the cohorts (or the key itself)
+    control: list[KeyTest]  # fresh random keys, corrected the same way
+
+    @property
+    def best(self) -> KeyTest:
+        return min(self.tests, key=lambda t: t.p_adjusted)
+
+    @property
+    def control_significant(self) -> bool:
+        return min(t.p_adjusted for t in self.control) < self.alpha
+
+    @property
+    def learned(self) -> bool:
+        """The suspect learned from our outputs: significant, and the control is not."""
+        return self.best.p_adjusted < self.alpha and not self.control_significant
+
+    def named(self) -> list[KeyTest]:
+        """The cohorts whose outputs the suspect learned (empty without a verdict)."""
+        if not self.learned:
+            return []
+        return sorted((t for t in self.tests if t.p_adjusted < self.alpha), key=_by_p)
+
+    def document(self) -> dict:
+        best = self.best.result
+        if self.control_significant:
+            said = "inconclusive: the control is significant"
+        else:
+            said = "trained on our outputs" if self.learned else "no evidence"
+        return {
+            "mode": self.mode,
+            "scored": best.scored,
+            "green_fraction": best.green_fraction,
+            "p_value": self.best.p_adjusted,
+            "log10_p_value_unadjusted": best.log10_p_value,
+            "verdict": said,
+            "alpha": self.alpha,
+            "control": {
+                "keys": len(self.control),
+                "p_value": min(t.p_adjusted for t in self.control),
+                "significant": self.control_significant,
+            },
+            "cohorts": [
+                {"cohort": t.label, "p_value": t.result.p_value, "p_adjusted": t.p_adjusted}
+                for t in sorted(self.tests, key=_by_p)
+                if isinstance(t.label, int)
+            ],
+            "named_cohorts": [t.label for t in self.named() if isinstance(t.label, int)],
+        }
+
+
+def judge(
+    key: WatermarkKey,
+    windows: Windows,
+    *,
+    mode: str,
+    cohorts: int | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    control_keys: int | None = None,
+) -> Verdict:
+    """Score `windows` under the cohort sub-keys (or the key) and as many fresh keys."""
+    if cohorts is not None and cohorts < 1:
+        raise ValueError("the number of cohorts must be at least 1")
+    if cohorts is None:
+        labelled: list[tuple[int | str, Watermark]] = [("key", Watermark.from_key(key))]
+    else:
+        labelled = [(c, Watermark.from_key(key.derive(f"cohort-{c}"))) for c in range(cohorts)]
+    params = key.params
+    fresh = [
+        (f"control-{i}", Watermark.from_key(WatermarkKey.generate(params=params)))
+        for i in range(control_keys or len(labelled))
+    ]
+    return Verdict(mode, alpha, _tested(labelled, windows), _tested(fresh, windows))
+
+
+def _tested(labelled: list[tuple[int | str, Watermark]], windows: Windows) -> list[KeyTest]:
+    results = [wm.detect_windows(windows) for _, wm in labelled]
+    adjusted = holm([r.p_value for r in results])
+    return [
+        KeyTest(label, result, p)
+        for (label, _), result, p in zip(labelled, results, adjusted, strict=True)
+    ]
+
+
+def _by_p(test: KeyTest) -> float:
+    return test.p_adjusted
