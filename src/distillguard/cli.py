@@ -1015,3 +1015,72 @@ def psi_overlap(
     except OSError as exc:
         raise DistillguardError(f"cannot read {key}: {exc.strerror}") from None
     print(psi.overlap(psi.read(response_file), secret))
+
+
+# -- suspect tests -----------------------------------------------------------------------
+
+suspect_app = typer.Typer(
+    help="Test a suspect model for our watermark: trained on our outputs, and whose?",
+    no_args_is_help=True,
+)
+app.add_typer(suspect_app, name="suspect")
+
+
+@suspect_app.command("test")
+def suspect_test(
+    key: Annotated[Path, typer.Option("--key", help="The watermark key file.")],
+    model: Annotated[
+        Path, typer.Option("--model", help="The suspect: a transformers directory or a .gguf.")
+    ],
+    corpus: Annotated[
+        Path,
+        typer.Option("--corpus", help="Our answers: an events export or prompt/response JSONL."),
+    ],
+    cohorts: Annotated[
+        int | None, typer.Option(help="Test the N cohort sub-keys (the gateway's cohorts).")
+    ] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.01,
+    budget: Annotated[int, typer.Option(help="Answer tokens the suspect reads at most.")] = 50_000,
+    batch_size: Annotated[int, typer.Option(help="Answers per forward pass.")] = 8,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the verdict here.")] = None,
+) -> None:
+    """Open-weight mode: the suspect reads our watermarked answers; its next-token choices
+    are tested under the key (or each cohort's sub-key, Holm-corrected), beside a control
+    of fresh keys that must stay non-significant."""
+    from distillguard.suspect.corpus import read_corpus
+    from distillguard.suspect.run import accounts_of, load_suspect, reading_test
+
+    if not 0.0 < alpha < 1.0:
+        raise DistillguardError("--alpha must be between 0 and 1")
+    if budget < 1 or batch_size < 1 or (cohorts is not None and cohorts < 1):
+        raise DistillguardError("--budget, --batch-size and --cohorts must be positive")
+    _check_writable(json_out)
+    watermark_key = WatermarkKey.load(key)
+    answers = read_corpus(corpus)
+    settings = load_settings()
+    ours = _engine(settings)
+    suspect = load_suspect(model)
+    with _progress() as progress:
+        task = progress.add_task("reading", total=len(answers.answers))
+        verdict, items = reading_test(
+            watermark_key,
+            suspect,
+            answers,
+            ours,
+            cohorts=cohorts,
+            alpha=alpha,
+            budget=budget,
+            batch_size=batch_size,
+            on_batch=lambda n: progress.advance(task, n),
+        )
+    document = {**verdict.document(), "answers_read": len(items)}
+    named = accounts_of(verdict, answers)
+    if named:
+        document["accounts"] = {str(c): a for c, a in named.items()}
+    if json_out is not None:
+        _write_json(json_out, document)
+    print(json.dumps(document))
+    err.print(
+        f"{document['verdict']}: p = {document['p_value']:.3g} over {document['scored']:,} "
+        f"windows; control p = {document['control']['p_value']:.3g}"
+    )

@@ -29,6 +29,7 @@ class Answer:
     response: str
     account_id: str | None = None
     cohort: int | None = None
+    token_ids: list[int] | None = None  # the answer as generated (`generate --json`)
 
 
 @dataclass
@@ -89,12 +90,13 @@ def _answer(record: Any) -> Answer | None:
         response = record.get("response")
     if prompt is None or not isinstance(response, str) or not response.strip():
         return None
-    account, cohort = record.get("account_id"), record.get("cohort")
+    account, cohort, ids = record.get("account_id"), record.get("cohort"), record.get("token_ids")
     return Answer(
         prompt,
         response,
         account if isinstance(account, str) else None,
         cohort if isinstance(cohort, int) and not isinstance(cohort, bool) else None,
+        ids if isinstance(ids, list) and ids and all(type(i) is int for i in ids) else None,
     )
 
 

@@ -9,14 +9,16 @@ prompt windows excluded) are scored under every key that matters:
   the family-wise error, and the cohorts whose adjusted p-value is below alpha are
   named. The verdict's p-value is the smallest adjusted one. Without cohorts the key
   itself is the one tested (answers from `distillguard generate --key`).
-* **control**: the same windows under as many fresh random keys, corrected the same
-  way. It must come out non-significant; if it does not, the windows are not
+* **control**: the same windows under as many fresh keys (derived from the key under
+  labels no answer was ever marked with, so a rerun gives the same verdict), corrected
+  the same way. It must come out non-significant; if it does not, the windows are not
   independent of the key (a broken selection), and the verdict says so rather than
   accuse anyone.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,7 +92,8 @@ class Verdict:
             "scored": best.scored,
             "green_fraction": best.green_fraction,
             "p_value": self.best.p_adjusted,
-            "log10_p_value_unadjusted": best.log10_p_value,
+            # Holm's first step is Bonferroni: the exact figure where p underflows to 0.
+            "log10_p_value": min(0.0, best.log10_p_value + math.log10(len(self.tests))),
             "verdict": said,
             "alpha": self.alpha,
             "control": {
@@ -123,9 +126,10 @@ def judge(
         labelled: list[tuple[int | str, Watermark]] = [("key", Watermark.from_key(key))]
     else:
         labelled = [(c, Watermark.from_key(key.derive(f"cohort-{c}"))) for c in range(cohorts)]
-    params = key.params
+    # Keys no answer was ever marked with (cohorts use "cohort-<n>"), derived rather than
+    # drawn so that anyone holding the key can rerun the test and get the same verdict.
     fresh = [
-        (f"control-{i}", Watermark.from_key(WatermarkKey.generate(params=params)))
+        (f"control-{i}", Watermark.from_key(key.derive(f"control-{i}")))
         for i in range(control_keys or len(labelled))
     ]
     return Verdict(mode, alpha, _tested(labelled, windows), _tested(fresh, windows))

@@ -1,0 +1,99 @@
+"""A whole suspect test, as `distillguard suspect test` runs it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distillguard.errors import DistillguardError, VocabularyMismatchError
+from distillguard.suspect.corpus import Corpus
+from distillguard.suspect.reading import ReadItem, predictions, reading_windows
+from distillguard.suspect.verdict import DEFAULT_ALPHA, Verdict, judge
+from distillguard.watermark.core import WatermarkConfig
+from distillguard.watermark.keys import WatermarkKey
+
+if TYPE_CHECKING:
+    from distillguard.engine.transformers_engine import TransformersEngine
+
+DEFAULT_BUDGET = 50_000  # answer tokens read: ~4 min on 2 CPU cores for SmolLM2-135M
+
+
+def load_suspect(path: Path) -> Any:
+    """A causal LM from a transformers directory or a GGUF file, in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from distillguard.engine.bundled import _quiet_transformers
+
+    if not path.exists():
+        raise DistillguardError(f"suspect model {path}: no such file or directory")
+    _quiet_transformers()
+    try:
+        if path.is_file():
+            if path.suffix != ".gguf":
+                raise DistillguardError(f"suspect model {path}: a file must be a .gguf")
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, dtype=torch.float32
+            )
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().split("\n")[0]
+        raise DistillguardError(f"suspect model {path}: cannot load ({first})") from None
+    model.eval()
+    return model
+
+
+def reading_test(
+    key: WatermarkKey,
+    model: Any,
+    corpus: Corpus,
+    ours: TransformersEngine,
+    *,
+    cohorts: int | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    budget: int = DEFAULT_BUDGET,
+    batch_size: int = 8,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[Verdict, list[ReadItem]]:
+    """Open-weight mode over `corpus` (tokenised as `ours`, the model that wrote it,
+    did) up to `budget` answer tokens."""
+    config = WatermarkConfig.from_params(key.params)
+    vocab = int(model.config.vocab_size)
+    if vocab != config.vocab_size:
+        raise VocabularyMismatchError(
+            f"the suspect model has a vocabulary of {vocab} tokens and the key {config.vocab_size}:"
+            " reading mode needs a suspect that shares our tokenizer (use API mode otherwise)"
+        )
+    items: list[ReadItem] = []
+    used = 0
+    for answer in corpus.answers:
+        # The ids as generated when the corpus has them: re-tokenising text may differ.
+        ids = (
+            answer.token_ids
+            or ours.tokenizer(answer.response, add_special_tokens=False)["input_ids"]
+        )
+        if not ids:
+            continue
+        items.append(ReadItem(ours.chat_ids(answer.prompt), list(ids)))
+        used += len(ids)
+        if used >= budget:
+            break
+    predicted = predictions(model, items, batch_size=batch_size, on_batch=on_batch)
+    windows = reading_windows(
+        items, predicted, width=config.context_width, vocab_size=config.vocab_size
+    )
+    if len(windows) == 0:
+        raise DistillguardError("no window to score: the answers are too short")
+    return judge(key, windows, mode="reading", cohorts=cohorts, alpha=alpha), items
+
+
+def accounts_of(verdict: Verdict, corpus: Corpus) -> dict[int, list[str]]:
+    """The accounts, among the corpus's, in each cohort the verdict names."""
+    named = {t.label for t in verdict.named()}
+    found: dict[int, set[str]] = {c: set() for c in named if isinstance(c, int)}
+    for answer in corpus.answers:
+        if answer.cohort in found and answer.account_id:
+            found[answer.cohort].add(answer.account_id)
+    return {c: sorted(a) for c, a in found.items()}

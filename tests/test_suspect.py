@@ -1,0 +1,194 @@
+"""Suspect tests: the statistics (Holm, windows) on hand-made inputs, and reading mode on the
+real bundled model, as a clean suspect and as one that learned our watermark."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from distillguard.suspect.reading import ReadItem, reading_windows
+from distillguard.suspect.verdict import holm, judge
+from distillguard.watermark import WatermarkKey
+from distillguard.watermark.windows import Windows
+
+
+def test_holm_matches_the_step_down_definition():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # sorted: 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> monotone 0.06
+    assert holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_reading_windows_score_first_contexts_only_and_skip_prompt_windows():
+    prompt = [7, 8, 9]
+    answer = [1, 2, 3, 1, 2, 4, 5]  # context (1, 2) comes back at position 5
+    predicted = np.array([0, 0, 30, 31, 32, 33, 34])
+    items = [ReadItem(prompt, answer)]
+    got = reading_windows(items, [predicted], width=2, vocab_size=100)
+    pairs = {(tuple(c), int(t)) for c, t in zip(got.contexts.tolist(), got.tokens, strict=True)}
+    assert pairs == {((1, 2), 30), ((2, 3), 31), ((3, 1), 32), ((2, 4), 34)}
+    assert int(got.total.sum()) == 5  # positions that had a full context
+    # A prediction that repeats a prompt window (8, 9) -> 10 is not ours to score.
+    items = [ReadItem([8, 9, 10], [8, 9, 5])]
+    got = reading_windows(items, [np.array([0, 0, 10])], width=2, vocab_size=100)
+    assert len(got) == 0
+
+
+def test_verdict_names_the_cohort_and_keeps_the_control_quiet():
+    key = WatermarkKey.generate(params={"gamma": 0.25, "context_width": 1, "vocab_size": 1000})
+    cohort = 3
+    from distillguard.watermark import Watermark
+
+    wm = Watermark.from_key(key.derive(f"cohort-{cohort}"))
+    rng = np.random.default_rng(0)
+    contexts = rng.integers(0, 1000, size=(4000, 1))
+    candidates = rng.integers(0, 1000, size=(4000, 8))
+    # A suspect that picks a green candidate when it has one (it learned cohort 3's key).
+    green = wm.scheme.token_scores(
+        wm.hash.values(np.repeat(contexts, 8, axis=0), candidates.reshape(-1))
+    ).reshape(4000, 8)
+    tokens = candidates[np.arange(4000), np.argmax(green, axis=1)]
+    windows = Windows(contexts, tokens, np.zeros(4000, np.int64), 1, np.array([4000]))
+    verdict = judge(key, windows, mode="reading", cohorts=8)
+    document = verdict.document()
+    assert document["verdict"] == "trained on our outputs"
+    assert document["named_cohorts"] == [cohort]
+    assert document["control"]["significant"] is False and document["control"]["keys"] == 8
+    assert document["p_value"] < 1e-10 and document["log10_p_value"] < -10
+
+
+class _Learned:
+    """The bundled model with our watermark's bias added to every next-token distribution:
+    a suspect that learned one cohort's watermark perfectly (what a student trained on its
+    answers approaches), built from real parts."""
+
+    def __init__(self, model, watermark) -> None:
+        self.model, self.watermark, self.config = model, watermark, model.config
+
+    def __call__(self, input_ids, attention_mask):
+        import torch
+
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        logits = out.logits.float().numpy()
+        rows, length, vocab = logits.shape
+        width = self.watermark.config.context_width
+        ids = input_ids.numpy()
+        # The context of position p is the `width` tokens ending at p, oldest first.
+        contexts = np.stack(
+            [np.pad(ids, ((0, 0), (j, 0)))[:, :length] for j in range(width - 1, -1, -1)], -1
+        )
+        biased = self.watermark.apply(
+            logits.reshape(rows * length, vocab), contexts.reshape(rows * length, width)
+        )
+        out.logits = torch.from_numpy(biased.reshape(rows, length, vocab))
+        return out
+
+
+@pytest.fixture(scope="module")
+def cohort_corpus(engine, sample_prompts):
+    """16 answers of the bundled model: the even ones marked with cohort 3's sub-key (the
+    accounts of cohort 3), the odd ones with cohort 1's."""
+    from distillguard.suspect.corpus import Answer, Corpus
+    from distillguard.watermark import Watermark
+
+    key = WatermarkKey(secret=bytes(range(7, 39)), key_id="wk_suspecttest01")
+    prompts = sample_prompts[:16]
+    answers = []
+    for cohort, chosen in ((3, prompts[0::2]), (1, prompts[1::2])):
+        wm = Watermark.from_key(key.derive(f"cohort-{cohort}"))
+        done = engine.generate(chosen, max_new_tokens=96, watermark=wm, seed=5, batch_size=8)
+        answers += [
+            Answer(p, o.text, f"acct-{cohort}-{i}", cohort, o.completion_ids)
+            for i, (p, o) in enumerate(zip(chosen, done, strict=True))
+        ]
+    return key, Corpus(answers)
+
+
+def test_reading_mode_clears_a_clean_model_and_names_the_cohort_a_student_learned(
+    engine, cohort_corpus
+):
+    from distillguard.suspect.run import accounts_of, reading_test
+    from distillguard.watermark import Watermark
+
+    key, corpus = cohort_corpus
+    clean, _ = reading_test(key, engine.model, corpus, engine, cohorts=8)
+    assert clean.document()["verdict"] == "no evidence" and clean.named() == []
+    assert clean.document()["p_value"] > 0.01
+
+    student = _Learned(engine.model, Watermark.from_key(key.derive("cohort-3")))
+    learned, items = reading_test(key, student, corpus, engine, cohorts=8)
+    document = learned.document()
+    assert document["verdict"] == "trained on our outputs", document
+    assert document["named_cohorts"] == [3]
+    assert document["control"]["significant"] is False
+    assert accounts_of(learned, corpus) == {3: [f"acct-3-{i}" for i in range(8)]}
+    assert len(items) == 16
+
+
+def test_suspect_cli_reads_our_answers_and_refuses_bad_input(tmp_path, cache_dir, sample_prompts):
+    import json
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from distillguard.engine.bundled import cached_model_dir
+    from tests.helpers import assert_user_error, run
+
+    key, prompts = tmp_path / "key.json", tmp_path / "prompts.jsonl"
+    assert run("watermark", "keygen", "--out", str(key)).returncode == 0
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in sample_prompts[:8]))
+    made = run(
+        "generate",
+        "--prompts",
+        str(prompts),
+        "--key",
+        str(key),
+        "--json",
+        "--max-tokens",
+        "48",
+        "--seed",
+        "3",
+    )
+    assert made.returncode == 0, made.stderr
+    corpus = tmp_path / "answers.jsonl"
+    corpus.write_text(made.stdout)
+    clean = cached_model_dir(cache_dir)  # the bundled model: it never read our answers
+    out = tmp_path / "verdict.json"
+    result = run(
+        "suspect",
+        "test",
+        "--key",
+        str(key),
+        "--model",
+        str(clean),
+        "--corpus",
+        str(corpus),
+        "--json",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    verdict = json.loads(out.read_text())
+    assert verdict == json.loads(result.stdout)
+    assert verdict["mode"] == "reading" and verdict["verdict"] == "no evidence"
+    assert verdict["scored"] > 100 and verdict["control"]["keys"] == 1
+    assert set(verdict) >= {"scored", "green_fraction", "p_value", "alpha", "control", "cohorts"}
+
+    other = tmp_path / "other-vocabulary"
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=1000,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+        )
+    ).save_pretrained(other)
+    args = ["suspect", "test", "--key", str(key), "--corpus", str(corpus)]
+    assert_user_error(run(*args, "--model", str(other)), "vocabulary of 1000 tokens")
+    assert_user_error(run(*args, "--model", str(tmp_path / "nowhere")), "no such file")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "hi", "response": "there"}\n{"nothing": 1}\n')
+    assert_user_error(
+        run("suspect", "test", "--key", str(key), "--model", str(clean), "--corpus", str(bad)),
+        "bad.jsonl:2",
+    )
