@@ -72,3 +72,41 @@ def test_unknown_model_and_unsupported_requests_are_clear_4xx(served):
         sdk.chat.completions.create(model="gpt-4o", messages=PROMPT)
     with pytest.raises(openai.BadRequestError, match="embeddings"):
         sdk.embeddings.create(model=MODEL_NAME, input="hello")
+
+
+def test_suspect_api_mode_names_the_cohort_behind_an_endpoint(served, upstream, tmp_path):
+    """Our own gateway as the suspect API (a model that carries one cohort's watermark
+    fully): API mode names that cohort; a clean endpoint gets "no evidence"."""
+    import json
+
+    from tests.helpers import run
+    from tests.test_suspect import write_prompts
+
+    stack, api_key, cohorts = served
+    key = tmp_path / "key.json"
+    cohorts.key.save(key)
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 8)
+    args = [
+        "suspect",
+        "test",
+        "--key",
+        str(key),
+        "--prompts",
+        str(prompts),
+        "--cohorts",
+        str(COHORTS),
+        "--max-tokens",
+        "64",
+        "--api-model",
+        MODEL_NAME,
+    ]
+    result = run(*args, "--api-url", stack.url, env={"DISTILLGUARD_SUSPECT_API_KEY": api_key})
+    assert result.returncode == 0, result.stderr
+    verdict = json.loads(result.stdout)
+    assert verdict["mode"] == "api" and verdict["verdict"] == "trained on our outputs"
+    assert verdict["named_cohorts"] == [cohorts.of("writer")]
+    assert verdict["control"]["significant"] is False
+
+    clean = run(*args[:-2], "--api-model", "fake-model", "--api-url", upstream)
+    assert clean.returncode == 0, clean.stderr
+    assert json.loads(clean.stdout)["verdict"] == "no evidence"

@@ -12,6 +12,19 @@ from distillguard.watermark import WatermarkKey
 from distillguard.watermark.windows import Windows
 
 
+def write_prompts(path, n: int):
+    """The first `n` prompts of the test sample, as a prompts JSONL."""
+    import json
+
+    from tests.conftest import PROMPT_SAMPLE
+
+    lines = [line for line in PROMPT_SAMPLE.read_text().split("\n") if line.strip()][:n]
+    path.write_text(
+        "".join(json.dumps({"prompt": json.loads(x)["turns"][0]}) + "\n" for x in lines)
+    )
+    return path
+
+
 def test_holm_matches_the_step_down_definition():
     p = [0.01, 0.04, 0.03, 0.005]
     # sorted: 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> monotone 0.06
@@ -134,7 +147,8 @@ def test_suspect_cli_reads_our_answers_and_refuses_bad_input(tmp_path, cache_dir
     from tests.helpers import assert_user_error, run
 
     key, prompts = tmp_path / "key.json", tmp_path / "prompts.jsonl"
-    assert run("watermark", "keygen", "--out", str(key)).returncode == 0
+    # A fixed key: a clean suspect comes out significant against 1 key in 100 at alpha 0.01.
+    WatermarkKey(secret=bytes(range(40, 72)), key_id="wk_suspectclitest").save(key)
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in sample_prompts[:8]))
     made = run(
         "generate",

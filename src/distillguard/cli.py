@@ -1030,51 +1030,102 @@ app.add_typer(suspect_app, name="suspect")
 def suspect_test(
     key: Annotated[Path, typer.Option("--key", help="The watermark key file.")],
     model: Annotated[
-        Path, typer.Option("--model", help="The suspect: a transformers directory or a .gguf.")
-    ],
+        Path | None,
+        typer.Option("--model", help="Open weights: a transformers directory or a .gguf."),
+    ] = None,
+    api_url: Annotated[
+        str | None, typer.Option(help="API mode: the suspect's OpenAI-compatible base URL.")
+    ] = None,
+    api_model: Annotated[str | None, typer.Option(help="API mode: the model name.")] = None,
     corpus: Annotated[
-        Path,
-        typer.Option("--corpus", help="Our answers: an events export or prompt/response JSONL."),
-    ],
+        Path | None,
+        typer.Option("--corpus", help="Our answers (events export or prompt/response JSONL)."),
+    ] = None,
+    prompts: Annotated[
+        Path | None, typer.Option("--prompts", help="API mode: prompts JSONL to ask.")
+    ] = None,
     cohorts: Annotated[
         int | None, typer.Option(help="Test the N cohort sub-keys (the gateway's cohorts).")
     ] = None,
     alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.01,
-    budget: Annotated[int, typer.Option(help="Answer tokens the suspect reads at most.")] = 50_000,
-    batch_size: Annotated[int, typer.Option(help="Answers per forward pass.")] = 8,
+    budget: Annotated[int, typer.Option(help="Open weights: answer tokens read at most.")] = 50_000,
+    batch_size: Annotated[int, typer.Option(help="Open weights: answers per pass.")] = 8,
+    max_tokens: Annotated[int, typer.Option(help="API mode: tokens per answer.")] = 256,
+    frequent: Annotated[
+        int | None,
+        typer.Option(help="API mode: score only contexts seen N+ times in --corpus."),
+    ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the verdict here.")] = None,
 ) -> None:
-    """Open-weight mode: the suspect reads our watermarked answers; its next-token choices
-    are tested under the key (or each cohort's sub-key, Holm-corrected), beside a control
-    of fresh keys that must stay non-significant."""
+    """Test a suspect for our watermark, under the key (or each cohort's sub-key,
+    Holm-corrected), beside a control of unused keys that must stay non-significant.
+    Open weights (--model, --corpus): it reads our answers. API (--api-url, --api-model,
+    --prompts): it answers our prompts. The API key is read from $DISTILLGUARD_SUSPECT_API_KEY."""
     from distillguard.suspect.corpus import read_corpus
-    from distillguard.suspect.run import accounts_of, load_suspect, reading_test
+    from distillguard.suspect.run import accounts_of, api_test, load_suspect, reading_test
 
+    api = api_url is not None or api_model is not None
+    if (model is not None) == api:
+        raise DistillguardError("give either --model PATH or --api-url URL --api-model NAME")
+    if api and (api_url is None or api_model is None or prompts is None):
+        raise DistillguardError("API mode needs --api-url, --api-model and --prompts")
+    if not api and corpus is None:
+        raise DistillguardError("open-weight mode needs --corpus (our answers)")
+    if frequent is not None and (not api or corpus is None or frequent < 1):
+        raise DistillguardError("--frequent N (N >= 1) is for API mode, with --corpus")
     if not 0.0 < alpha < 1.0:
         raise DistillguardError("--alpha must be between 0 and 1")
-    if budget < 1 or batch_size < 1 or (cohorts is not None and cohorts < 1):
-        raise DistillguardError("--budget, --batch-size and --cohorts must be positive")
+    if min(budget, batch_size, max_tokens, cohorts or 1) < 1:
+        raise DistillguardError(
+            "--budget, --batch-size, --max-tokens and --cohorts must be positive"
+        )
     _check_writable(json_out)
     watermark_key = WatermarkKey.load(key)
-    answers = read_corpus(corpus)
-    settings = load_settings()
-    ours = _engine(settings)
-    suspect = load_suspect(model)
+    answers = read_corpus(corpus) if corpus is not None else None
+    if api:
+        from distillguard.engine.prompts import read_prompts
+
+        asked = read_prompts(prompts)
+    ours = _engine(load_settings())
     with _progress() as progress:
-        task = progress.add_task("reading", total=len(answers.answers))
-        verdict, items = reading_test(
-            watermark_key,
-            suspect,
-            answers,
-            ours,
-            cohorts=cohorts,
-            alpha=alpha,
-            budget=budget,
-            batch_size=batch_size,
-            on_batch=lambda n: progress.advance(task, n),
-        )
-    document = {**verdict.document(), "answers_read": len(items)}
-    named = accounts_of(verdict, answers)
+        if api:
+            import openai
+
+            client = openai.OpenAI(
+                base_url=api_url,
+                api_key=os.environ.get("DISTILLGUARD_SUSPECT_API_KEY", "none"),
+                max_retries=2,
+            )
+            task = progress.add_task("asking", total=len(asked))
+            verdict = api_test(
+                watermark_key,
+                client,
+                api_model,
+                asked,
+                ours,
+                cohorts=cohorts,
+                alpha=alpha,
+                max_tokens=max_tokens,
+                frequent=(answers, frequent) if frequent is not None else None,
+                on_answer=lambda n: progress.advance(task, n),
+            )
+            document = {**verdict.document(), "answers": len(asked)}
+        else:
+            suspect = load_suspect(model)
+            task = progress.add_task("reading", total=len(answers.answers))
+            verdict, items = reading_test(
+                watermark_key,
+                suspect,
+                answers,
+                ours,
+                cohorts=cohorts,
+                alpha=alpha,
+                budget=budget,
+                batch_size=batch_size,
+                on_batch=lambda n: progress.advance(task, n),
+            )
+            document = {**verdict.document(), "answers_read": len(items)}
+    named = accounts_of(verdict, answers) if answers is not None else {}
     if named:
         document["accounts"] = {str(c): a for c, a in named.items()}
     if json_out is not None:

@@ -97,3 +97,43 @@ def accounts_of(verdict: Verdict, corpus: Corpus) -> dict[int, list[str]]:
         if answer.cohort in found and answer.account_id:
             found[answer.cohort].add(answer.account_id)
     return {c: sorted(a) for c, a in found.items()}
+
+
+def api_test(
+    key: WatermarkKey,
+    client: Any,
+    model: str,
+    prompts: list,
+    ours: TransformersEngine,
+    *,
+    cohorts: int | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    max_tokens: int = 256,
+    frequent: tuple[Corpus, int] | None = None,
+    on_answer: Callable[[int], None] | None = None,
+) -> Verdict:
+    """API mode: the suspect answers `prompts`; its answers are tested under our key(s).
+    `frequent` (our corpus, M): score only contexts seen at least M times in it."""
+    from distillguard.suspect.api import answer_windows, ask, frequent_contexts
+
+    config = WatermarkConfig.from_params(key.params)
+    texts = ask(client, model, prompts, max_tokens=max_tokens, on_answer=on_answer)
+    answers = [ours.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    contexts = None
+    if frequent is not None:
+        corpus, at_least = frequent
+        ours_ids = [
+            a.token_ids or ours.tokenizer(a.response, add_special_tokens=False)["input_ids"]
+            for a in corpus.answers
+        ]
+        contexts = frequent_contexts(ours_ids, config.context_width, at_least)
+    windows = answer_windows(
+        answers,
+        [ours.chat_ids(p) for p in prompts],
+        width=config.context_width,
+        vocab_size=config.vocab_size,
+        contexts=contexts,
+    )
+    if len(windows) == 0:
+        raise DistillguardError("no window to score: the suspect's answers are too short")
+    return judge(key, windows, mode="api", cohorts=cohorts, alpha=alpha)
