@@ -9,13 +9,18 @@ from distillguard.engine.transformers_engine import ChatPrompt
 from distillguard.errors import DistillguardError
 
 
-def read_prompts(path: Path, limit: int | None = None) -> list[ChatPrompt]:
+def read_lines(path: Path) -> list[str]:
+    """A UTF-8 text file's lines, or one clear error (prompt files, answer corpora)."""
     try:
-        lines = path.read_text(encoding="utf-8").split("\n")
+        return path.read_text(encoding="utf-8").split("\n")
     except FileNotFoundError:
         raise DistillguardError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DistillguardError(f"{path}: cannot read ({exc})") from None
+
+
+def read_prompts(path: Path, limit: int | None = None) -> list[ChatPrompt]:
+    lines = read_lines(path)
     prompts: list[ChatPrompt] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distillguard.engine.prompts import read_lines
 from distillguard.engine.transformers_engine import ChatPrompt
 from distillguard.errors import DistillguardError
 
@@ -39,12 +40,7 @@ class Corpus:
 
 
 def read_corpus(path: Path, limit: int | None = None) -> Corpus:
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except FileNotFoundError:
-        raise DistillguardError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DistillguardError(f"{path}: cannot read ({exc})") from None
+    lines = read_lines(path)
     corpus = Corpus([])
     for number, line in enumerate(lines, 1):
         if not line.strip():
