@@ -84,42 +84,20 @@ def reading_windows(
     watermarked. At a first occurrence the context's green list is fresh to everything the
     suspect has read, so its prediction is green with probability gamma, exactly.
     """
-    contexts, tokens = [], []
-    total = 0
-    for item, guess in zip(items, predicted, strict=True):
-        answer = np.asarray(item.answer_ids, dtype=np.int64)
-        positions = np.arange(width, answer.size)
-        total += positions.size
-        if positions.size == 0:
-            continue
-        windows = answer[positions[:, None] + np.arange(-width, 0)[None, :]]
-        first = _first_rows(windows)
-        contexts.append(windows[first])
-        tokens.append(np.asarray(guess, dtype=np.int64)[positions[first]])
-    if max((int(t.max()) for t in tokens if t.size), default=0) >= vocab_size:
-        raise VocabularyMismatchError(
-            f"the suspect predicts token ids beyond the key's vocabulary ({vocab_size})"
-        )
-    scored = sum(t.size for t in tokens)
+    answers = win.Sequences.pack([item.answer_ids for item in items], vocab_size)
+    guesses = win.Sequences.pack(predicted, vocab_size)  # checks the suspect's ids too
+    if not np.array_equal(answers.lengths, guesses.lengths):
+        raise ValueError("one prediction per answer token is needed")
+    contexts, _, segments, counts = answers.windows(width)
+    _, tokens, _, _ = guesses.windows(width)  # the same positions, the suspect's tokens
+    first = win.first_contexts(contexts, segments)
     prompts = win.Sequences.pack([item.prompt_ids for item in items], vocab_size)
     return win.distinct(
-        np.concatenate(contexts) if contexts else np.zeros((0, width), np.int64),
-        np.concatenate(tokens) if tokens else np.zeros(0, np.int64),
-        np.zeros(scored, np.int64),
-        np.asarray([total], np.int64),
+        contexts[first],
+        tokens[first],
+        segments[first],
+        np.asarray([counts.sum()], np.int64),
         prompts.windows(width)[:3],
         vocab_size=vocab_size,
         pooled=True,
     )
-
-
-def _first_rows(rows: np.ndarray) -> np.ndarray:
-    """Mask of the rows (contexts) that occur for the first time, in order."""
-    if rows.shape[1] == 0:  # no context at all: one green list, only the first counts
-        first = np.zeros(rows.shape[0], dtype=bool)
-        first[:1] = True
-        return first
-    _, index = np.unique(rows, axis=0, return_index=True)
-    first = np.zeros(rows.shape[0], dtype=bool)
-    first[index] = True
-    return first

@@ -168,6 +168,13 @@ def distinct(
     return Windows(contexts, tokens, segments, n, totals)
 
 
+def first_contexts(contexts: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """Mask of the windows whose context occurs for the first time in its segment, in
+    order (reading-mode suspect tests score only those)."""
+    tokens = np.zeros(contexts.shape[0], dtype=np.int64)
+    return _first_occurrences(_identity(contexts, tokens, segments))
+
+
 class _Codec:
     """Exact packing of (segment, context ids, token id) into one uint64.
 
