@@ -48,24 +48,22 @@ from distillguard.tracing.records import read_accounts, read_events
 from distillguard.tracing.run import BATCH, trace
 from distillguard.tracing.shared import SharedTemplates
 from distillguard.tracing.simulate import simulate
-from distillguard.tracing.simulate.archetypes import SWEEP_TEMPLATES
+from distillguard.tracing.simulate.archetypes import BATCH_TASKS, SWEEP_TEMPLATES
 
 SEED = 0x5EED_0FC0_A5E5_0001  # a consortium key's MinHash seed
 # Templates for the threshold experiment: the simulator's sweeps and seven more in the
 # shapes templated traffic takes (labelling jobs, reasoning wrappers, another language).
-EXPERIMENT_TEMPLATES = [template for _, template in SWEEP_TEMPLATES.values()] + [
-    "Classify the sentiment of this customer message as positive, negative or neutral. "
-    "Reply with one word.\n\nMessage: {q}",
-    "Extract the product names mentioned in the text below as a JSON list.\n\nText: {q}",
-    "Which department should handle this ticket: billing, support, sales or legal? "
-    "Answer with the department only.\n\nTicket: {q}",
-    "Translate the following text into German. Output only the translation.\n\n{q}",
-    "请一步一步地思考，写出完整的推理过程，然后给出最终答案。\n\n问题：{q}",
-    "Rewrite the answer as a teacher would: restate the question, list the known facts, "
-    "reason through each step, then box the result.\nQuestion: {q}",
-    "Answer the question below. First write your internal reasoning inside <thinking> "
-    "tags, then the answer.\n\n{q}",
-]
+EXPERIMENT_TEMPLATES = (
+    [template for _, template in SWEEP_TEMPLATES.values()]
+    + BATCH_TASKS
+    + [
+        "请一步一步地思考，写出完整的推理过程，然后给出最终答案。\n\n问题：{q}",
+        "Rewrite the answer as a teacher would: restate the question, list the known facts, "
+        "reason through each step, then box the result.\nQuestion: {q}",
+        "Answer the question below. First write your internal reasoning inside <thinking> "
+        "tags, then the answer.\n\n{q}",
+    ]
+)
 THRESHOLDS = (0.3, 0.35, 0.4, 0.45, 0.5)
 
 

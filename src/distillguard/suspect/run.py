@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distillguard.errors import DistillguardError, VocabularyMismatchError
-from distillguard.suspect.corpus import Corpus
+from distillguard.suspect.corpus import Answer, Corpus
 from distillguard.suspect.reading import ReadItem, predictions, reading_windows
 from distillguard.suspect.verdict import DEFAULT_ALPHA, Verdict, judge
 from distillguard.watermark.core import WatermarkConfig
@@ -69,11 +69,7 @@ def reading_test(
     items: list[ReadItem] = []
     used = 0
     for answer in corpus.answers:
-        # The ids as generated when the corpus has them: re-tokenising text may differ.
-        ids = (
-            answer.token_ids
-            or ours.tokenizer(answer.response, add_special_tokens=False)["input_ids"]
-        )
+        ids = _answer_ids(answer, ours)
         if not ids:
             continue
         items.append(ReadItem(ours.chat_ids(answer.prompt), list(ids)))
@@ -122,10 +118,7 @@ def api_test(
     contexts = None
     if frequent is not None:
         corpus, at_least = frequent
-        ours_ids = [
-            a.token_ids or ours.tokenizer(a.response, add_special_tokens=False)["input_ids"]
-            for a in corpus.answers
-        ]
+        ours_ids = [_answer_ids(a, ours) for a in corpus.answers]
         contexts = frequent_contexts(ours_ids, config.context_width, at_least)
     windows = answer_windows(
         answers,
@@ -137,3 +130,11 @@ def api_test(
     if len(windows) == 0:
         raise DistillguardError("no window to score: the suspect's answers are too short")
     return judge(key, windows, mode="api", cohorts=cohorts, alpha=alpha)
+
+
+def _answer_ids(answer: Answer, ours: TransformersEngine) -> list[int]:
+    """An answer's token ids: as generated when the corpus has them (re-tokenising text
+    may differ), else our tokenizer's."""
+    return (
+        answer.token_ids or ours.tokenizer(answer.response, add_special_tokens=False)["input_ids"]
+    )

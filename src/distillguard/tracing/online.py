@@ -28,7 +28,6 @@ from distillguard.tracing.records import InputReport, events_from_rows
 from distillguard.tracing.run import is_checkpoint
 from distillguard.tracing.scoring import assess, evidence
 from distillguard.tracing.shared import SharedTemplates
-from distillguard.tracing.tiers import tier_for
 
 log = logging.getLogger(__name__)
 _RANK = {tier: i for i, tier in enumerate(TIERS)}
@@ -70,7 +69,7 @@ class OnlineTracer:
                 continue
             features = profile.features(self._releases)
             score = assess(features).score
-            tier = tier_for(score, self.settings)
+            tier = self.settings.tier_for(score)
             already = self._raised.get(event.account_id, "normal")
             if tier is not None and _RANK[tier] > _RANK[already]:
                 reason = f"online tracing score {score:.2f}: " + "; ".join(evidence(features)[:3])

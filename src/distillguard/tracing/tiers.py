@@ -11,19 +11,15 @@ do and enforce nothing.
 
 from __future__ import annotations
 
-from distillguard.config import TierThresholds, TracingSettings
+from distillguard.config import TracingSettings
 from distillguard.tracing.run import TraceResult
-
-
-def tier_for(score: float, settings: TierThresholds) -> str | None:
-    return settings.tier_for(score)
 
 
 def earned_tiers(result: TraceResult, settings: TracingSettings) -> dict[str, tuple[str, str]]:
     """{account: (tier, reason)} for every account whose score earns more than `normal`."""
     wanted: dict[str, tuple[str, str]] = {}
     for account in result.accounts:
-        tier = tier_for(account.score, settings)
+        tier = settings.tier_for(account.score)
         if tier is None:
             continue
         reason = f"tracing score {account.score:.2f}: " + "; ".join(account.evidence[:3])

@@ -61,6 +61,15 @@ _MIMIC_CLOSE = (
 )
 
 # Templates of capability sweeps: instructions around inputs drawn from the corpus.
+# A legitimate batch job's instructions: labelling, extraction, routing, translation.
+BATCH_TASKS = [
+    "Classify the sentiment of this customer message as positive, negative or neutral. "
+    "Reply with one word.\n\nMessage: {q}",
+    "Extract the product names mentioned in the text below as a JSON list.\n\nText: {q}",
+    "Which department should handle this ticket: billing, support, sales or legal? "
+    "Answer with the department only.\n\nTicket: {q}",
+    "Translate the following text into German. Output only the translation.\n\n{q}",
+]
 SWEEP_TEMPLATES = {
     "agentic_coding": (
         "code",
@@ -135,16 +144,7 @@ def batch_job(world: World, actor: str) -> None:
     domain = f"{world.token('corp', 4)}.com"
     org = f"org_{actor}"
     account = world.account("batch_job", False, actor, org=org, email=f"pipelines@{domain}")
-    task = r.choice(
-        [
-            "Classify the sentiment of this customer message as positive, negative or neutral. "
-            "Reply with one word.\n\nMessage: {q}",
-            "Extract the product names mentioned in the text below as a JSON list.\n\nText: {q}",
-            "Which department should handle this ticket: billing, support, sales or legal? "
-            "Answer with the department only.\n\nTicket: {q}",
-            "Translate the following text into German. Output only the translation.\n\n{q}",
-        ]
-    )
+    task = r.choice(BATCH_TASKS)
     ips, agent = world.datacenter_pool(), r.choice(SCRIPT_AGENTS)
     for ts in world.nightly_times(r.randint(600, 3000), hour_from=r.uniform(0, 4)):
         q = world.pick("chat").turns[0][:400]
