@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from distillguard.errors import DistillguardError
 from distillguard.suspect.reading import ReadItem, reading_windows
 from distillguard.suspect.verdict import holm, judge
 from distillguard.watermark import WatermarkKey
@@ -136,6 +137,25 @@ def test_reading_mode_clears_a_clean_model_and_names_the_cohort_a_student_learne
     assert document["control"]["significant"] is False
     assert accounts_of(learned, corpus) == {3: [f"acct-3-{i}" for i in range(8)]}
     assert len(items) == 16
+    # Each cohort's key is tested on its own answers; cohorts that got none score nothing.
+    assert document["windows"] == "per cohort"
+    scored = {c["cohort"]: c["scored"] for c in document["cohorts"]}
+    assert scored[3] > 0 and scored[1] > 0 and scored[0] == scored[7] == 0
+
+    with pytest.raises(DistillguardError, match="cohort 3, but --cohorts is 2"):
+        reading_test(key, student, corpus, engine, cohorts=2)
+
+
+def test_a_reading_budget_is_spread_over_the_cohorts(engine, cohort_corpus):
+    from distillguard.suspect.run import reading_test
+
+    key, corpus = cohort_corpus
+    first = next(a for a in corpus.answers if a.cohort == 1)  # cohort 1 is read first
+    budget = len(first.token_ids) + 1  # reached by the second answer read
+    _, items = reading_test(key, engine.model, corpus, engine, cohorts=8, budget=budget)
+    read = {tuple(i.answer_ids) for i in items}
+    cohorts = {a.cohort for a in corpus.answers if tuple(a.token_ids) in read}
+    assert len(items) == 2 and cohorts == {1, 3}  # one answer of each, not two of one
 
 
 def test_suspect_cli_reads_our_answers_and_refuses_bad_input(tmp_path, cache_dir, sample_prompts):

@@ -58,7 +58,11 @@ def reading_test(
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[Verdict, list[ReadItem]]:
     """Open-weight mode over `corpus` (tokenised as `ours`, the model that wrote it,
-    did) up to `budget` answer tokens."""
+    did) up to `budget` answer tokens.
+
+    With `cohorts` and a corpus that says each answer's cohort (the event export), each
+    cohort's key is tested on its own answers, and the budget is spread over the cohorts
+    (one answer of each in turn) so that every cohort is read."""
     config = WatermarkConfig.from_params(key.params)
     vocab = int(model.config.vocab_size)
     if vocab != config.vocab_size:
@@ -66,23 +70,59 @@ def reading_test(
             f"the suspect model has a vocabulary of {vocab} tokens and the key {config.vocab_size}:"
             " reading mode needs a suspect that shares our tokenizer (use API mode otherwise)"
         )
+    per_cohort = cohorts is not None and all(a.cohort is not None for a in corpus.answers)
+    if per_cohort:
+        beyond = max(a.cohort or 0 for a in corpus.answers)
+        if beyond >= (cohorts or 0):
+            raise DistillguardError(
+                f"the corpus has answers of cohort {beyond}, but --cohorts is {cohorts}: "
+                "give the gateway's number of cohorts"
+            )
+    chosen: list[Answer] = []
     items: list[ReadItem] = []
     used = 0
-    for answer in corpus.answers:
+    for answer in _in_turn(corpus.answers) if per_cohort else corpus.answers:
         ids = _answer_ids(answer, ours)
         if not ids:
             continue
+        chosen.append(answer)
         items.append(ReadItem(ours.chat_ids(answer.prompt), list(ids)))
         used += len(ids)
         if used >= budget:
             break
     predicted = predictions(model, items, batch_size=batch_size, on_batch=on_batch)
-    windows = reading_windows(
-        items, predicted, width=config.context_width, vocab_size=config.vocab_size
-    )
-    if len(windows) == 0:
+
+    def windows_of(indices: list[int]):
+        return reading_windows(
+            [items[i] for i in indices],
+            [predicted[i] for i in indices],
+            width=config.context_width,
+            vocab_size=config.vocab_size,
+        )
+
+    if per_cohort:
+        groups: dict[int, list[int]] = {}
+        for i, answer in enumerate(chosen):
+            groups.setdefault(answer.cohort or 0, []).append(i)
+        windows: Any = {c: windows_of(indices) for c, indices in groups.items()}
+        empty = all(len(w) == 0 for w in windows.values())
+    else:
+        windows = windows_of(list(range(len(items))))
+        empty = len(windows) == 0
+    if empty:
         raise DistillguardError("no window to score: the answers are too short")
     return judge(key, windows, mode="reading", cohorts=cohorts, alpha=alpha), items
+
+
+def _in_turn(answers: list[Answer]) -> list[Answer]:
+    """One answer of each cohort in turn (the i-th answers of every cohort, then the
+    (i+1)-th...), so that a budget cut leaves every cohort read."""
+    seen: dict[int | None, int] = {}
+    ranked = []
+    for answer in answers:
+        rank = seen[answer.cohort] = seen.get(answer.cohort, -1) + 1
+        ranked.append((rank, answer.cohort or 0, answer))
+    return [answer for *_, answer in sorted(ranked, key=lambda r: r[:2])]
 
 
 def accounts_of(verdict: Verdict, corpus: Corpus) -> dict[int, list[str]]:

@@ -9,6 +9,11 @@ prompt windows excluded) are scored under every key that matters:
   the family-wise error, and the cohorts whose adjusted p-value is below alpha are
   named. The verdict's p-value is the smallest adjusted one. Without cohorts the key
   itself is the one tested (answers from `distillguard generate --key`).
+* **per cohort**: when the corpus says which cohort each answer went to (the event
+  export), cohort c's sub-key is tested on the windows of cohort c's answers only. A
+  student learned a cohort's key from that cohort's answers; pooling every cohort's
+  windows would dilute its signal N-fold. Each test stays exact, and Holm still covers
+  the family.
 * **control**: the same windows under as many fresh keys (derived from the key under
   labels no answer was ever marked with, so a rerun gives the same verdict), corrected
   the same way. It must come out non-significant; if it does not, the windows are not
@@ -19,7 +24,7 @@ prompt windows excluded) are scored under every key that matters:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,6 +63,7 @@ class KeyTest:
 @dataclass(frozen=True)
 class Verdict:
     mode: str  # "reading" (open weights) or "api"
+    per_cohort: bool  # each cohort's key tested on its own answers' windows (else pooled)
     alpha: float
     tests: list[KeyTest]  # the cohorts (or the key itself)
     control: list[KeyTest]  # fresh random keys, corrected the same way
@@ -91,6 +97,7 @@ class Verdict:
             "mode": self.mode,
             "scored": best.scored,
             "green_fraction": best.green_fraction,
+            "windows": "per cohort" if self.per_cohort else "pooled",
             "p_value": self.best.p_adjusted,
             # Holm's first step is Bonferroni: the exact figure where p underflows to 0.
             "log10_p_value": min(0.0, best.log10_p_value + math.log10(len(self.tests))),
@@ -102,7 +109,12 @@ class Verdict:
                 "significant": self.control_significant,
             },
             "cohorts": [
-                {"cohort": t.label, "p_value": t.result.p_value, "p_adjusted": t.p_adjusted}
+                {
+                    "cohort": t.label,
+                    "scored": t.result.scored,
+                    "p_value": t.result.p_value,
+                    "p_adjusted": t.p_adjusted,
+                }
                 for t in sorted(self.tests, key=_by_p)
                 if isinstance(t.label, int)
             ],
@@ -112,16 +124,23 @@ class Verdict:
 
 def judge(
     key: WatermarkKey,
-    windows: Windows,
+    windows: Windows | Mapping[int, Windows],
     *,
     mode: str,
     cohorts: int | None = None,
     alpha: float = DEFAULT_ALPHA,
     control_keys: int | None = None,
 ) -> Verdict:
-    """Score `windows` under the cohort sub-keys (or the key) and as many fresh keys."""
+    """Score `windows` under the cohort sub-keys (or the key) and as many fresh keys.
+
+    `windows` is one set every key scores, or one set per cohort (needs `cohorts`):
+    cohort c's key scores set c, and control key i scores set i, so the control mirrors
+    the test exactly (a cohort without answers is scored on nothing: p = 1)."""
     if cohorts is not None and cohorts < 1:
         raise ValueError("the number of cohorts must be at least 1")
+    per_cohort = isinstance(windows, Mapping)
+    if per_cohort and cohorts is None:
+        raise ValueError("windows per cohort need the number of cohorts")
     if cohorts is None:
         labelled: list[tuple[int | str, Watermark]] = [("key", Watermark.from_key(key))]
     else:
@@ -132,11 +151,17 @@ def judge(
         (f"control-{i}", Watermark.from_key(key.derive(f"control-{i}")))
         for i in range(control_keys or len(labelled))
     ]
-    return Verdict(mode, alpha, _tested(labelled, windows), _tested(fresh, windows))
+    count = max(len(labelled), len(fresh))
+    if isinstance(windows, Mapping):
+        none = Windows.empty(labelled[0][1].config.context_width)
+        sets = [windows.get(i % len(labelled), none) for i in range(count)]
+    else:
+        sets = [windows] * count
+    return Verdict(mode, per_cohort, alpha, _tested(labelled, sets), _tested(fresh, sets))
 
 
-def _tested(labelled: list[tuple[int | str, Watermark]], windows: Windows) -> list[KeyTest]:
-    results = [wm.detect_windows(windows) for _, wm in labelled]
+def _tested(labelled: list[tuple[int | str, Watermark]], sets: Sequence[Windows]) -> list[KeyTest]:
+    results = [wm.detect_windows(w) for (_, wm), w in zip(labelled, sets, strict=False)]
     adjusted = holm([r.p_value for r in results])
     return [
         KeyTest(label, result, p)

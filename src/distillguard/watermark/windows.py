@@ -38,6 +38,11 @@ class Windows:
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
+    @classmethod
+    def empty(cls, width: int) -> Windows:
+        none = np.zeros(0, dtype=np.int64)
+        return cls(np.zeros((0, width), dtype=np.int64), none, none, 0, none)
+
 
 @dataclass(frozen=True)
 class Sequences:
