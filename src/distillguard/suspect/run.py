@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from distillguard.suspect.reading import ReadItem, predictions, reading_windows
 from distillguard.suspect.verdict import DEFAULT_ALPHA, Verdict, judge
 from distillguard.watermark.core import WatermarkConfig
 from distillguard.watermark.keys import WatermarkKey
+from distillguard.watermark.windows import Windows
 
 if TYPE_CHECKING:
     from distillguard.engine.transformers_engine import TransformersEngine
@@ -45,25 +47,32 @@ def load_suspect(path: Path) -> Any:
     return model
 
 
-def reading_test(
-    key: WatermarkKey,
+@dataclass(frozen=True)
+class Reading:
+    """What the suspect predicted over our answers, as windows ready to score under any
+    key: one set per cohort (when the corpus says each answer's cohort) or one pooled."""
+
+    items: list[ReadItem]
+    windows: Windows | dict[int, Windows]
+
+
+def read(
     model: Any,
     corpus: Corpus,
     ours: TransformersEngine,
+    config: WatermarkConfig,
     *,
     cohorts: int | None = None,
-    alpha: float = DEFAULT_ALPHA,
     budget: int = DEFAULT_BUDGET,
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
-) -> tuple[Verdict, list[ReadItem]]:
-    """Open-weight mode over `corpus` (tokenised as `ours`, the model that wrote it,
-    did) up to `budget` answer tokens.
+) -> Reading:
+    """Open-weight mode's forward passes over `corpus` (tokenised as `ours`, the model
+    that wrote it, did) up to `budget` answer tokens.
 
-    With `cohorts` and a corpus that says each answer's cohort (the event export), each
-    cohort's key is tested on its own answers, and the budget is spread over the cohorts
-    (one answer of each in turn) so that every cohort is read."""
-    config = WatermarkConfig.from_params(key.params)
+    With `cohorts` and a corpus that says each answer's cohort (the event export), the
+    windows are kept per cohort, and the budget is spread over the cohorts (one answer of
+    each in turn) so that every cohort is read."""
     vocab = int(model.config.vocab_size)
     if vocab != config.vocab_size:
         raise VocabularyMismatchError(
@@ -92,7 +101,7 @@ def reading_test(
             break
     predicted = predictions(model, items, batch_size=batch_size, on_batch=on_batch)
 
-    def windows_of(indices: list[int]):
+    def windows_of(indices: list[int]) -> Windows:
         return reading_windows(
             [items[i] for i in indices],
             [predicted[i] for i in indices],
@@ -100,18 +109,47 @@ def reading_test(
             vocab_size=config.vocab_size,
         )
 
+    windows: Windows | dict[int, Windows]
     if per_cohort:
         groups: dict[int, list[int]] = {}
         for i, answer in enumerate(chosen):
             groups.setdefault(answer.cohort or 0, []).append(i)
-        windows: Any = {c: windows_of(indices) for c, indices in groups.items()}
+        windows = {c: windows_of(indices) for c, indices in groups.items()}
         empty = all(len(w) == 0 for w in windows.values())
     else:
         windows = windows_of(list(range(len(items))))
         empty = len(windows) == 0
     if empty:
         raise DistillguardError("no window to score: the answers are too short")
-    return judge(key, windows, mode="reading", cohorts=cohorts, alpha=alpha), items
+    return Reading(items, windows)
+
+
+def reading_test(
+    key: WatermarkKey,
+    model: Any,
+    corpus: Corpus,
+    ours: TransformersEngine,
+    *,
+    cohorts: int | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    budget: int = DEFAULT_BUDGET,
+    batch_size: int = 8,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[Verdict, list[ReadItem]]:
+    """Open-weight mode: `read`, then `judge` under the key's cohorts and the control."""
+    config = WatermarkConfig.from_params(key.params)
+    reading = read(
+        model,
+        corpus,
+        ours,
+        config,
+        cohorts=cohorts,
+        budget=budget,
+        batch_size=batch_size,
+        on_batch=on_batch,
+    )
+    verdict = judge(key, reading.windows, mode="reading", cohorts=cohorts, alpha=alpha)
+    return verdict, reading.items
 
 
 def _in_turn(answers: list[Answer]) -> list[Answer]:
