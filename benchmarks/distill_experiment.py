@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import math
 import random
@@ -117,7 +118,7 @@ def main() -> None:
         workdir = Path(tmp)
         clock = time.perf_counter()
         key, harvested, corpus_file = harvest(
-            workdir, args.cohorts, harvest_prompts, per_account, args.max_tokens
+            workdir, args.cohorts, harvest_prompts, per_account, args.max_tokens, args.seed
         )
         harvest_s = time.perf_counter() - clock
         corpus = read_corpus(corpus_file)
@@ -146,8 +147,8 @@ def main() -> None:
         results = []
         for student in plan + controls:
             if student.cohort is None:
-                size = sum(len(i.answer_ids) for i in by_cohort[0])
-                data = take_tokens(plain, size)
+                own = []
+                data = take_tokens(plain, sum(len(i.answer_ids) for i in by_cohort[0]))
             else:
                 own = by_cohort[student.cohort]
                 data = own + take_tokens(
@@ -157,6 +158,7 @@ def main() -> None:
                 run_student(
                     student,
                     data,
+                    sum(len(i.answer_ids) for i in own),
                     engine,
                     corpus,
                     key,
@@ -182,13 +184,20 @@ def main() -> None:
 
 
 def harvest(
-    workdir: Path, cohorts: int, prompts: list[str], per_account: int, max_tokens: int
+    workdir: Path,
+    cohorts: int,
+    prompts: list[str],
+    per_account: int,
+    max_tokens: int,
+    seed: int,
 ) -> tuple[WatermarkKey, dict[int, list[tuple[str, str]]], Path]:
     """One account per cohort asks its share of `prompts` through the real gateway; returns
-    the key, what each cohort's account received, and the gateway's event export."""
+    the key, what each cohort's account received, and the gateway's event export. The key
+    and the sampling follow `seed`, so a run can be repeated."""
     import openai
 
-    key = WatermarkKey.generate()
+    secret = hashlib.sha256(f"distill-experiment/{seed}".encode()).digest()
+    key = WatermarkKey(secret=secret, key_id=f"wk_distillexperiment{seed}")
     key.save(workdir / "key.json")
     store = f"sqlite:///{workdir / 'store.db'}"
     accounts = AccountStore(open_engine(store))
@@ -214,11 +223,12 @@ def harvest(
             client = openai.OpenAI(base_url=stack.url, api_key=api_keys[cohort], max_retries=2)
             mine = prompts[cohort * per_account : (cohort + 1) * per_account]
             got = []
-            for prompt in mine:
+            for i, prompt in enumerate(mine):
                 reply = client.chat.completions.create(
                     model=MODEL_NAME,
                     messages=[{"role": "user", "content": prompt}],
                     max_tokens=max_tokens,
+                    seed=seed * 1_000_003 + cohort * 10_007 + i,
                 )
                 got.append((prompt, reply.choices[0].message.content or ""))
             return got
@@ -354,6 +364,7 @@ def train(model, data: list[ReadItem], recipe: Recipe, seed: int) -> None:
 def run_student(
     student: Student,
     data: list[ReadItem],
+    watermarked_tokens: int,
     engine: TransformersEngine,
     corpus,
     key: WatermarkKey,
@@ -387,6 +398,7 @@ def run_student(
         "watermarked_percent": round(100 * student.watermarked_share, 1),
         "train_answers": len(data),
         "train_answer_tokens": answer_tokens,
+        "watermarked_answer_tokens": watermarked_tokens,
         "epochs": recipe.epochs,
         "train_seconds": round(train_s, 1),
         "read_seconds": round(read_s, 1),

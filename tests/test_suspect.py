@@ -48,6 +48,31 @@ def test_reading_windows_score_first_contexts_only_and_skip_prompt_windows():
     assert len(got) == 0
 
 
+@pytest.mark.parametrize("vocab", [50, 2**40])  # packed exactly / hashed
+def test_first_contexts_agree_with_a_plain_loop(vocab):
+    from distillguard.watermark.windows import first_contexts
+
+    rng = np.random.default_rng(3)
+    contexts = rng.integers(0, 6, size=(5000, 2)) * (vocab // 6)  # many repeats
+    segments = np.sort(rng.integers(0, 40, size=5000))
+    seen, expected = set(), []
+    for row, segment in zip(contexts.tolist(), segments.tolist(), strict=True):
+        expected.append((segment, *row) not in seen)
+        seen.add((segment, *row))
+    assert first_contexts(contexts, segments).tolist() == expected
+
+
+def test_reading_windows_per_group_deduplicate_within_each_group_only():
+    same = ReadItem([7, 8], [1, 2, 3])  # one window: (1, 2) -> prediction 40
+    items, predicted = [same, same, same], [np.array([0, 0, 40])] * 3
+    got = reading_windows(items, predicted, width=2, vocab_size=100, groups=[5, 2, 5])
+    split = got.by_segment()
+    assert sorted(split) == [2, 5]  # group 5's two copies count once
+    assert [len(split[g]) for g in (2, 5)] == [1, 1]
+    assert split[5].total.tolist() == [2] and split[2].total.tolist() == [1]
+    assert len(reading_windows(items, predicted, width=2, vocab_size=100)) == 1  # pooled
+
+
 def test_verdict_names_the_cohort_and_keeps_the_control_quiet():
     key = WatermarkKey.generate(params={"gamma": 0.25, "context_width": 1, "vocab_size": 1000})
     cohort = 3

@@ -73,10 +73,16 @@ def predictions(
 
 
 def reading_windows(
-    items: Sequence[ReadItem], predicted: Sequence[np.ndarray], *, width: int, vocab_size: int
+    items: Sequence[ReadItem],
+    predicted: Sequence[np.ndarray],
+    *,
+    width: int,
+    vocab_size: int,
+    groups: Sequence[int] | None = None,
 ) -> win.Windows:
-    """(our context, the suspect's prediction) windows, de-duplicated across the run,
-    minus prompt windows.
+    """(our context, the suspect's prediction) windows, de-duplicated across the run (or
+    within each group: `groups` gives each item's, e.g. its cohort, and becomes the
+    windows' `segments`), minus prompt windows.
 
     Only a context's first occurrence in an answer is scored. Where a context comes back,
     our text already shows what followed it the first time, chosen with the watermark's
@@ -88,16 +94,33 @@ def reading_windows(
     guesses = win.Sequences.pack(predicted, vocab_size)  # checks the suspect's ids too
     if not np.array_equal(answers.lengths, guesses.lengths):
         raise ValueError("one prediction per answer token is needed")
-    contexts, _, segments, counts = answers.windows(width)
-    _, tokens, _, _ = guesses.windows(width)  # the same positions, the suspect's tokens
+    positions, segments, counts = answers.positions(width)
+    contexts = answers.contexts_at(positions, width)
+    tokens = guesses.flat[positions]  # the same positions, the suspect's tokens
     first = win.first_contexts(contexts, segments)
-    prompts = win.Sequences.pack([item.prompt_ids for item in items], vocab_size)
+    prompt_contexts, prompt_tokens, prompt_segments, _ = win.Sequences.pack(
+        [item.prompt_ids for item in items], vocab_size
+    ).windows(width)
+    if groups is None:
+        totals = np.asarray([counts.sum()], np.int64)
+        return win.distinct(
+            contexts[first],
+            tokens[first],
+            segments[first],
+            totals,
+            (prompt_contexts, prompt_tokens, prompt_segments),
+            vocab_size=vocab_size,
+            pooled=True,
+        )
+    group_of = np.asarray(groups, dtype=np.int64)
+    if group_of.shape != (len(items),) or (group_of.size and group_of.min() < 0):
+        raise ValueError("one non-negative group per item is needed")
+    size = int(group_of.max()) + 1 if group_of.size else 0
     return win.distinct(
         contexts[first],
         tokens[first],
-        segments[first],
-        np.asarray([counts.sum()], np.int64),
-        prompts.windows(width)[:3],
+        group_of[segments[first]],
+        np.bincount(group_of, weights=counts, minlength=size).astype(np.int64),
+        (prompt_contexts, prompt_tokens, group_of[prompt_segments]),
         vocab_size=vocab_size,
-        pooled=True,
     )

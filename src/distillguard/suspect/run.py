@@ -100,27 +100,16 @@ def read(
         if used >= budget:
             break
     predicted = predictions(model, items, batch_size=batch_size, on_batch=on_batch)
-
-    def windows_of(indices: list[int]) -> Windows:
-        return reading_windows(
-            [items[i] for i in indices],
-            [predicted[i] for i in indices],
-            width=config.context_width,
-            vocab_size=config.vocab_size,
-        )
-
-    windows: Windows | dict[int, Windows]
-    if per_cohort:
-        groups: dict[int, list[int]] = {}
-        for i, answer in enumerate(chosen):
-            groups.setdefault(answer.cohort or 0, []).append(i)
-        windows = {c: windows_of(indices) for c, indices in groups.items()}
-        empty = all(len(w) == 0 for w in windows.values())
-    else:
-        windows = windows_of(list(range(len(items))))
-        empty = len(windows) == 0
-    if empty:
+    selected = reading_windows(
+        items,
+        predicted,
+        width=config.context_width,
+        vocab_size=config.vocab_size,
+        groups=[a.cohort or 0 for a in chosen] if per_cohort else None,
+    )
+    if len(selected) == 0:
         raise DistillguardError("no window to score: the answers are too short")
+    windows = selected.by_segment() if per_cohort else selected
     return Reading(items, windows)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -43,6 +44,26 @@ class Windows:
         none = np.zeros(0, dtype=np.int64)
         return cls(np.zeros((0, width), dtype=np.int64), none, none, 0, none)
 
+    def by_segment(self) -> dict[int, Windows]:
+        """One `Windows` per segment that has any (each a corpus of its own: segment 0)."""
+        order = None
+        if self.segments.size > 1 and (np.diff(self.segments) < 0).any():
+            order = np.argsort(self.segments, kind="stable")
+        segments = self.segments if order is None else self.segments[order]
+        present, starts = np.unique(segments, return_index=True)
+        ends = np.append(starts[1:], segments.size)
+        split = {}
+        for segment, start, end in zip(present.tolist(), starts, ends, strict=True):
+            rows = slice(start, end) if order is None else order[start:end]
+            split[segment] = Windows(
+                self.contexts[rows],
+                self.tokens[rows],
+                np.zeros(end - start, dtype=np.int64),
+                1,
+                self.total[segment : segment + 1],
+            )
+        return split
+
 
 @dataclass(frozen=True)
 class Sequences:
@@ -55,14 +76,25 @@ class Sequences:
     def pack(
         cls, sequences: Sequence[Sequence[int] | np.ndarray | None], vocab_size: int
     ) -> Sequences:
-        arrays = [np.asarray(s if s is not None else (), dtype=None) for s in sequences]
-        if any(a.ndim != 1 for a in arrays):
-            raise VocabularyMismatchError("token ids must be a flat sequence of integers")
-        lengths = np.array([a.size for a in arrays], dtype=np.int64)
-        filled = [a for a in arrays if a.size]
-        if not filled:
+        items = [s if s is not None else () for s in sequences]
+        flat: np.ndarray
+        try:
+            if any(isinstance(s, np.ndarray) for s in items):
+                arrays = [np.asarray(s) for s in items]
+                if any(a.ndim != 1 for a in arrays):
+                    raise ValueError("not flat")
+                lengths = np.array([a.size for a in arrays], dtype=np.int64)
+                filled = [a for a in arrays if a.size]
+                flat = np.concatenate(filled) if filled else np.zeros(0, dtype=np.int64)
+            else:  # lists, as tokenizers give them: one conversion (2x faster than per list)
+                lengths = np.fromiter(map(len, items), dtype=np.int64, count=len(items))
+                flat = np.array(list(chain.from_iterable(items)))
+                if flat.ndim != 1:
+                    raise ValueError("not flat")
+        except (TypeError, ValueError):
+            raise VocabularyMismatchError("token ids must be a flat sequence of integers") from None
+        if flat.size == 0:
             return cls(np.zeros(0, dtype=np.int64), lengths)
-        flat = np.concatenate(filled)
         if not np.issubdtype(flat.dtype, np.integer):
             raise VocabularyMismatchError("token ids must be a flat sequence of integers")
         low, high = int(flat.min()), int(flat.max())
@@ -84,19 +116,29 @@ class Sequences:
         Vectorised over all sequences at once: per-sequence Python work would
         cost more than the hashing for short texts.
         """
+        positions, segments, counts = self.positions(width)
+        if scoreable is not None:
+            keep = scoreable[positions]
+            positions, segments = positions[keep], segments[keep]
+        return self.contexts_at(positions, width), self.flat[positions], segments, counts
+
+    def positions(self, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where in ``flat`` each window's token is (in sequence order), the sequence of
+        each, and the windows per sequence: sequences of the same lengths share them."""
         counts = np.maximum(self.lengths - width, 0)
         total = int(counts.sum())
         starts = np.cumsum(self.lengths) - self.lengths
         segments = np.repeat(np.arange(self.lengths.size, dtype=np.int64), counts)
         first_window = np.cumsum(counts) - counts
         offsets = np.arange(total, dtype=np.int64) - np.repeat(first_window, counts)
-        positions = np.repeat(starts + width, counts) + offsets
-        if scoreable is not None:
-            keep = scoreable[positions]
-            positions, segments = positions[keep], segments[keep]
-        tokens = self.flat[positions]
-        contexts = self.flat[positions[:, None] + np.arange(-width, 0, dtype=np.int64)[None, :]]
-        return contexts, tokens, segments, counts
+        return np.repeat(starts + width, counts) + offsets, segments, counts
+
+    def contexts_at(self, positions: np.ndarray, width: int) -> np.ndarray:
+        """The `width` ids before each position, oldest first: (n, width)."""
+        contexts = np.empty((positions.shape[0], width), dtype=np.int64)
+        for j in range(width):
+            np.take(self.flat, positions - (width - j), out=contexts[:, j])
+        return contexts
 
 
 def pack_mask(masks: Sequence[Sequence[bool] | np.ndarray], sequences: Sequences) -> np.ndarray:
@@ -175,9 +217,38 @@ def distinct(
 
 def first_contexts(contexts: np.ndarray, segments: np.ndarray) -> np.ndarray:
     """Mask of the windows whose context occurs for the first time in its segment, in
-    order (reading-mode suspect tests score only those)."""
-    tokens = np.zeros(contexts.shape[0], dtype=np.int64)
-    return _first_occurrences(_identity(contexts, tokens, segments))
+    order (reading-mode suspect tests score only those).
+
+    Windows in sequence order (as `Sequences.windows` gives them) take the fast path:
+    one sort of (context, index) packed exactly into a uint64; within a run of equal
+    contexts the indices ascend, so a segment's first is where the segment changes.
+    """
+    n, width = contexts.shape
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    id_bits = max(1, int(contexts.max()).bit_length())
+    index_bits = max(1, (n - 1).bit_length())
+    in_order = n < 2 or not (np.diff(segments) < 0).any()
+    if not in_order or width * id_bits + index_bits > 64:
+        tokens = np.zeros(n, dtype=np.int64)
+        return _first_occurrences(_identity(contexts, tokens, segments))
+    code = np.zeros(n, dtype=np.uint64)
+    for j in range(width):
+        code <<= np.uint64(id_bits)
+        code |= contexts[:, j].astype(np.uint64)
+    code <<= np.uint64(index_bits)
+    code |= np.arange(n, dtype=np.uint64)
+    code.sort()
+    index = (code & np.uint64((1 << index_bits) - 1)).astype(np.int64)
+    context = code >> np.uint64(index_bits)
+    segment = segments[index]
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(context[1:], context[:-1], out=first[1:])
+    first[1:] |= segment[1:] != segment[:-1]
+    keep = np.zeros(n, dtype=bool)
+    keep[index[first]] = True
+    return keep
 
 
 class _Codec:
@@ -213,16 +284,17 @@ class _Codec:
         return code.astype(np.uint32) if self.segment_shift + self.segment_bits <= 32 else code
 
     def decode(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        codes = codes.astype(np.uint64, copy=False)
-        bits = np.uint64(self.id_bits)
-        mask = np.uint64((1 << self.id_bits) - 1)
-        tokens = (codes & mask).astype(np.int64)
+        # In int64 when the codes leave the sign bit free: no unsigned copies to convert.
+        kind = np.int64 if self.segment_shift + self.segment_bits < 64 else np.uint64
+        codes = codes.astype(kind, copy=False)
+        bits, mask = kind(self.id_bits), kind((1 << self.id_bits) - 1)
+        tokens = np.bitwise_and(codes, mask).astype(np.int64, copy=False)
         contexts = np.empty((codes.shape[0], self.width), dtype=np.int64)
         rest = codes >> bits
         for j in range(self.width - 1, -1, -1):
-            contexts[:, j] = (rest & mask).astype(np.int64)
-            rest = rest >> bits
-        segments = (codes >> np.uint64(self.segment_shift)).astype(np.int64)
+            np.bitwise_and(rest, mask, out=contexts[:, j], casting="unsafe")
+            rest >>= bits
+        segments = (codes >> kind(self.segment_shift)).astype(np.int64, copy=False)
         return contexts, tokens, segments
 
 
@@ -234,12 +306,15 @@ def _distinct_sorted(ordered: np.ndarray) -> np.ndarray:
 
 
 def _member_of(sorted_codes: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Membership test by binary search (np.isin sorts both sides)."""
-    if others.shape[0] == 0:
-        return np.zeros(sorted_codes.shape[0], dtype=bool)
-    others = np.sort(others)
-    at = np.searchsorted(others, sorted_codes).clip(max=others.shape[0] - 1)
-    return others[at] == sorted_codes
+    """Which of `sorted_codes` (ascending, distinct) are among `others`: each of `others`
+    is looked up by binary search (np.isin would sort both sides)."""
+    found = np.zeros(sorted_codes.shape[0], dtype=bool)
+    if others.shape[0] == 0 or sorted_codes.shape[0] == 0:
+        return found
+    at = np.searchsorted(sorted_codes, others)
+    np.minimum(at, sorted_codes.shape[0] - 1, out=at)
+    found[at[sorted_codes[at] == others]] = True
+    return found
 
 
 def _identity(contexts: np.ndarray, tokens: np.ndarray, segments: np.ndarray) -> np.ndarray:
