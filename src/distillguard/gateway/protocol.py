@@ -88,18 +88,21 @@ class EmbeddingRequest(Struct):
 
 Request = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
 _PARAM = re.compile(r"at `\$\.?([^`]*)`")
+# No OpenAI request nests past a handful of levels; the body is stored, forwarded and
+# re-encoded by recursive code downstream, so anything deeper is refused here.
+MAX_DEPTH = 400
 
 
 def decode(body: bytes, kind: type[S]) -> tuple[S, dict[str, Any]]:
     """A JSON object body as `kind` and as the raw object, or a 400 naming the bad field."""
     try:
         raw = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
-    except UnicodeDecodeError:
-        raise ApiError(400, "the request body is not valid UTF-8", "invalid_encoding") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise _undecodable(body, exc) from None
     if not isinstance(raw, dict):
         raise ApiError(400, "the request body must be a JSON object", "invalid_json")
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and too_deep(raw, MAX_DEPTH):
+        raise _nested_too_deep()
     try:
         typed = msgspec.convert(raw, kind)
     except msgspec.ValidationError as exc:
@@ -107,6 +110,36 @@ def decode(body: bytes, kind: type[S]) -> tuple[S, dict[str, Any]]:
         param = match.group(1) if match and match.group(1) else None
         raise ApiError(400, f"invalid request: {exc}", "invalid_request", param) from None
     return typed, raw
+
+
+def _undecodable(body: bytes, exc: Exception) -> ApiError:
+    # Decoders differ (and change between releases) in what they raise for bad UTF-8,
+    # so the bytes themselves decide which error this is.
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return ApiError(400, "the request body is not valid UTF-8", "invalid_encoding")
+    if isinstance(exc, RecursionError):
+        return _nested_too_deep()
+    return ApiError(400, f"the request body is not valid JSON: {exc}", "invalid_json")
+
+
+def _nested_too_deep() -> ApiError:
+    return ApiError(
+        400, f"the request body nests deeper than {MAX_DEPTH} levels", "nesting_too_deep"
+    )
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than `limit` (the top level is 1); iterative."""
+    stack = [(value, 1)] if isinstance(value, dict | list) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def parse(body: bytes, kind: type[Request]) -> tuple[Request, dict[str, Any]]:

@@ -72,8 +72,10 @@ class EventStore:
             query = query.where(events.c.account_id == account_id)
         with self.engine.connect() as conn:
             result = conn.execution_options(yield_per=chunk).execute(query)
-            for row in result.mappings():
-                yield dict(row)
+            # Plain `str` names: SQLAlchemy's keys are a str subclass some consumers refuse.
+            names = tuple(map(str, result.keys()))
+            for row in result:
+                yield dict(zip(names, row, strict=True))
 
 
 # Events carry what clients sent, and clients send anything. Every value is
@@ -110,10 +112,32 @@ def _text(value: str) -> str:
 
 
 def _json(value: Any) -> Any:
+    """A copy of `value` with NUL replaced in every string and key.
+
+    Iterative: a client chooses the nesting, and recursion here would let one request
+    raise RecursionError on the writer thread.
+    """
     if isinstance(value, str):
         return _text(value)
-    if isinstance(value, dict):
-        return {_text(str(k)): _json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json(v) for v in value]
-    return value
+    if not isinstance(value, dict | list):
+        return value
+    root = _shell(value)
+    stack = [(value, root)]
+    while stack:
+        source, target = stack.pop()
+        for key, item in source.items() if isinstance(source, dict) else enumerate(source):
+            if isinstance(item, dict | list):
+                copy = _shell(item)
+                stack.append((item, copy))
+                item = copy
+            elif isinstance(item, str):
+                item = _text(item)
+            if isinstance(target, dict):
+                target[_text(str(key))] = item
+            else:
+                target[key] = item
+    return root
+
+
+def _shell(container: dict | list) -> dict | list:
+    return {} if isinstance(container, dict) else [None] * len(container)
