@@ -6,6 +6,7 @@ name, so tests can ask for failures through the real gateway:
 
 * ``slow-<seconds>``: wait before answering (timeouts, cancelled streams);
 * ``fail-500``: answer HTTP 500; ``drop``: close mid-stream;
+* ``bad-usage``: a ``usage`` block whose counts are not integers;
 * anything else: a fixed answer with a ``usage`` block (5 completion tokens).
 
 Run it: ``python tests/fake_upstream.py PORT``.
@@ -86,6 +87,8 @@ async def app(scope, receive, send) -> None:
         "completion_tokens": COMPLETION_TOKENS,
         "total_tokens": prompt_tokens + COMPLETION_TOKENS,
     }
+    if model == "bad-usage":
+        usage = {"prompt_tokens": "7", "completion_tokens": 5.5, "total_tokens": None}
     created = int(time.time())
     if path == "/v1/embeddings":
         data = {

@@ -72,13 +72,14 @@ def _stop(proc: subprocess.Popen, sig: int) -> None:
 
 
 @contextmanager
-def redis_server() -> Iterator[str]:
-    """Yield `redis://127.0.0.1:PORT/0` of a throwaway, non-persistent redis-server."""
+def redis_server(port: int | None = None) -> Iterator[str]:
+    """Yield `redis://127.0.0.1:PORT/0` of a throwaway, non-persistent redis-server
+    (on `port` when given: a restart where clients expect it)."""
     import redis
 
     exe = find_binary("redis-server")
     workdir = tempfile.mkdtemp(prefix="dg-redis-")
-    port = free_port()
+    port = port or free_port()
     cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", workdir]
     cmd += ["--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", ""]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,7 +86,21 @@ class GatewaySettings(BaseModel):
     cohorts: int = Field(64, ge=1)  # watermark sub-keys: cohort = HMAC(account) mod cohorts
     key_refresh_seconds: float = Field(2.0, gt=0.0)  # how fast revocations reach replicas
     event_queue_size: int = Field(10_000, ge=1)
+    # The queue's bound in bytes too: events carry bodies, and a stalled store must not
+    # turn into memory growth an outsider can drive.
+    event_queue_bytes: int = Field(64 << 20, ge=1 << 20)
     event_batch_size: int = Field(500, ge=1)
+    # Unauthenticated requests cost nothing to send: at most this many a second are stored
+    # (the rest counted in the next stored one and in a metric).
+    unauthenticated_events_per_second: float = Field(10.0, ge=0.0)
+    max_header_bytes: int = Field(16 << 10, ge=1024)  # all request headers together; else 431
+    # Redis unreachable: refuse with 503 (default) or admit under in-process limits.
+    limiter_fail_open: bool = False
+    # A stream is cut (an error event) after this long, so it never outlives its lease.
+    max_stream_seconds: float = Field(600.0, gt=0.0)
+    shutdown_grace_seconds: float = Field(30.0, ge=0.0)  # SIGTERM: open requests may finish
+    # Peers (addresses or CIDR ranges) whose X-Forwarded-For is believed; none by default.
+    trusted_proxies: list[IPvAnyNetwork] = []
     limits: LimitDefaults = LimitDefaults()
     tiers: TierSettings = TierSettings()
 

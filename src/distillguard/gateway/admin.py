@@ -10,7 +10,6 @@ refresh interval. Errors are OpenAI-shaped like the rest of the gateway.
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -23,7 +22,7 @@ from distillguard.exchange.privacy import ExchangeError
 from distillguard.exchange.watchlist import Watchlist
 from distillguard.gateway import protocol
 from distillguard.gateway.app import error_response, read_body
-from distillguard.gateway.auth import KeyRing
+from distillguard.gateway.auth import KeyRing, bearer_matches
 from distillguard.gateway.errors import ApiError
 from distillguard.gateway.policy import MAX_LIMIT, Limits, Tier
 from distillguard.store import AccountError, AccountStore, UnknownIdError
@@ -130,10 +129,7 @@ class AdminApi:
                 "the admin API is disabled: set gateway.admin_token to enable it",
                 "admin_disabled",
             )
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            token.strip().encode(), self.token.encode()
-        ):
+        if not bearer_matches(authorization, self.token):
             raise ApiError(401, "invalid or missing admin token", "invalid_admin_token")
 
     async def issue_key(self, request: Request) -> Response:

@@ -7,7 +7,9 @@ Every failure on the way is an `ApiError`, answered in OpenAI's shape.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -25,19 +27,24 @@ from starlette.types import Receive, Scope, Send
 
 from distillguard.config import GatewaySettings
 from distillguard.gateway import metrics, protocol, quota
-from distillguard.gateway.auth import KeyRing
+from distillguard.gateway.auth import KeyRing, bearer_matches
 from distillguard.gateway.backend import Backend
+from distillguard.gateway.clients import client_address, trusted_networks
 from distillguard.gateway.errors import ApiError
-from distillguard.gateway.events import EventSink
-from distillguard.gateway.limits import Decision, Limiter
+from distillguard.gateway.events import EventSampler, EventSink, body_summary
+from distillguard.gateway.limits import Decision, Limiter, LimiterUnavailable, MemoryLimiter
+from distillguard.gateway.throttled_log import ThrottledLog
 from distillguard.gateway.tokens import TokenCounter
 from distillguard.gateway.upstream import Reply
 from distillguard.store import Event, KeyRecord
 from distillguard.watermark.cohorts import Cohorts
 
 log = logging.getLogger(__name__)
+limiter_log = ThrottledLog(log)  # an outage fails every request alike: report it, not each
 DONE = b"data: [DONE]\n\n"
 INTERNAL_ERROR = ApiError(500, "internal error in the gateway", "internal_error")
+HEADER_TEXT = 512  # characters of a header (User-Agent) an event keeps
+LEASE_SLACK = 60.0  # a lease outlives the longest stream by this much, so it never lapses first
 
 
 @dataclass
@@ -49,9 +56,10 @@ class Trace:
     clock: float = field(default_factory=time.perf_counter)
     request_id: str = field(default_factory=lambda: f"req_{secrets.token_hex(12)}")
     event: Event | None = None
+    body_bytes: int = 0  # what the event's `request` may cost in memory until it is written
 
-    def begin(self, request: Request) -> Event:
-        client = request.client
+    def begin(self, request: Request, client_ip: str | None) -> Event:
+        agent = request.headers.get("user-agent")
         self.event = Event(
             ts=self.started,
             request_id=self.request_id,
@@ -59,8 +67,8 @@ class Trace:
             status=0,
             latency_ms=0.0,
             decision="rejected",
-            client_ip=client.host if client else None,
-            user_agent=request.headers.get("user-agent"),
+            client_ip=client_ip,
+            user_agent=agent[:HEADER_TEXT] if agent else None,
         )
         return self.event
 
@@ -72,6 +80,13 @@ class Trace:
         metrics.REQUESTS.labels(self.endpoint, str(status), self.event.decision).inc()
         metrics.LATENCY.labels(self.endpoint).observe(self.event.latency_ms / 1000)
         return self.event
+
+    @property
+    def size(self) -> int:
+        """Bytes the event holds, roughly: the body it keeps plus the answer text."""
+        event = self.event
+        assert event is not None
+        return 512 + self.body_bytes + len(event.response_text or "")
 
 
 class Gateway:
@@ -94,18 +109,29 @@ class Gateway:
         self.sink = sink
         self.cohorts = cohorts
         self.models = models  # None: the backend decides which models exist
-        self.lease_ttl = max(600.0, 2 * settings.upstream_timeout)
+        self.max_stream_seconds = settings.max_stream_seconds
+        self.lease_ttl = max(settings.max_stream_seconds, 2 * settings.upstream_timeout)
+        self.lease_ttl += LEASE_SLACK
+        # Limits without Redis, for `limiter_fail_open`: per process, but limits all the same.
+        self.fallback = MemoryLimiter() if settings.limiter_fail_open else None
+        self.trusted_proxies = trusted_networks(settings.trusted_proxies)
+        self.unauthenticated = EventSampler(settings.unauthenticated_events_per_second)
+        self._open = 0  # admitted requests not yet settled and recorded
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     # -- the hot path ---------------------------------------------------------------
 
     async def handle(self, request: Request, endpoint: str, kind: type[protocol.Request]) -> Any:
         trace = Trace(endpoint)
-        event = trace.begin(request)
+        event = trace.begin(request, self._client_ip(request))
+        body = b""
         try:
             # Authenticate first: an anonymous caller costs no parsing and learns nothing.
             record = self.keys.authenticate(request.headers.get("authorization"))
             self._identify(event, record)
             body = await read_body(request, self.settings.max_body_bytes)
+            trace.body_bytes = len(body)
             typed, raw = protocol.parse(body, kind)
             event.model, event.request = typed.model, raw
             event.stream = bool(getattr(typed, "stream", False))
@@ -113,17 +139,79 @@ class Gateway:
             self._check_model(typed.model)
             plan = self._plan(record, typed)
             event.prompt_tokens = plan.prompt_tokens
-            decision = await self.limiter.admit(
-                plan.quota.charges, plan.quota.slots, lease_ttl=self.lease_ttl
-            )
+            decision, limiter = await self._admit(plan.quota, event)
             limit_headers = self._admission(plan.quota, decision, event)
         except ApiError as exc:
-            self.sink.emit(trace.finish(exc.status, exc.message))
+            self._refused(trace, exc, body)
             return error_response(exc, trace.request_id)
-        admitted = Admitted(self, trace, plan, decision, limit_headers)
+        admitted = Admitted(self, limiter, trace, plan, decision, limit_headers)
+        self._opened()
         if event.stream:
             return await admitted.stream(endpoint, raw, typed)
         return await admitted.complete(endpoint, raw)
+
+    def _client_ip(self, request: Request) -> str | None:
+        peer = request.client.host if request.client else None
+        if not self.trusted_proxies:
+            return peer
+        return client_address(peer, request.headers.get("x-forwarded-for"), self.trusted_proxies)
+
+    def _refused(self, trace: Trace, exc: ApiError, body: bytes) -> None:
+        """Record a request answered with an error. What a refused caller sent was never
+        served, so the event keeps a bounded summary of it; anonymous callers are sampled."""
+        event = trace.event
+        assert event is not None
+        message = exc.message
+        if event.request is not None:
+            event.request = body_summary(body)
+            trace.body_bytes = len(event.request["head"])
+        if event.account_id is None:
+            skipped = self.unauthenticated.take()
+            if skipped is None:
+                trace.finish(exc.status, message)  # counted in the metrics, not stored
+                metrics.EVENTS_SAMPLED_OUT.inc()
+                return
+            if skipped:
+                message += f" (and {skipped} unauthenticated requests not stored)"
+        self.sink.emit(trace.finish(exc.status, message), trace.size)
+
+    async def _admit(self, plan: quota.Quota, event: Event) -> tuple[Decision, Limiter]:
+        """One atomic admit; when the limiter's store is down, a 503 (or the fallback)."""
+        try:
+            decision = await self.limiter.admit(plan.charges, plan.slots, lease_ttl=self.lease_ttl)
+            return decision, self.limiter
+        except LimiterUnavailable as exc:
+            metrics.LIMITER_ERRORS.inc()
+            if self.fallback is None:
+                limiter_log.error("rate limiter unavailable; answering 503: %s", exc)
+                event.decision = "error"
+                raise ApiError(
+                    503,
+                    "rate limiting is unavailable for a moment; retry shortly",
+                    "limiter_unavailable",
+                    headers={"retry-after": "1"},
+                ) from None
+            limiter_log.error("rate limiter unavailable; admitting under local limits: %s", exc)
+        decision = await self.fallback.admit(plan.charges, plan.slots, lease_ttl=self.lease_ttl)
+        return decision, self.fallback
+
+    def _opened(self) -> None:
+        self._open += 1
+        self._idle.clear()
+
+    def _done(self) -> None:
+        self._open -= 1
+        if not self._open:
+            self._idle.set()
+
+    async def drain(self, timeout: float) -> int:
+        """Wait until every admitted request is settled and recorded (graceful shutdown:
+        before the limiter and the event sink close); the number still open after `timeout`."""
+        with anyio.move_on_after(timeout):
+            await self._idle.wait()
+        if self._open:
+            log.error("%d requests still open at shutdown; their events may be lost", self._open)
+        return self._open
 
     def _identify(self, event: Event, record: KeyRecord) -> None:
         event.account_id, event.org_id, event.key_id = (
@@ -204,73 +292,85 @@ class Plan:
 
 @dataclass
 class Admitted:
-    """An admitted request: answered whole or streamed, then settled exactly once."""
+    """An admitted request: answered whole or streamed, then ended exactly once: settled
+    with the limiter that admitted it, recorded, and counted off the gateway's open set."""
 
     gateway: Gateway
+    limiter: Limiter  # the one that admitted it (the fallback, when Redis was down)
     trace: Trace
     plan: Plan
     decision: Decision
     limit_headers: dict[str, str]
-    settled: bool = False
+    ended: bool = False
 
     @property
     def event(self) -> Event:
         assert self.trace.event is not None
         return self.trace.event
 
+    async def end(self, status: int, error: str | None) -> None:
+        """Settle the reservation by the usage recorded on the event, then emit the event.
+
+        Shielded: at a shutdown deadline the server cancels open requests, and this is
+        what keeps their leases from leaking and their events from being lost.
+        """
+        if self.ended:
+            return
+        self.ended = True
+        event = self.event
+        used = (event.prompt_tokens or 0) + (event.completion_tokens or 0)
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.settle(used)
+            finally:
+                self.gateway.sink.emit(self.trace.finish(status, error), self.trace.size)
+                self.gateway._done()
+
     async def settle(self, used_tokens: int) -> None:
         """Replace the reservation by real usage and release the concurrency slots."""
-        if self.settled:
-            return
-        self.settled = True
         metrics.IN_FLIGHT.dec()
         if not self.decision.allowed:  # shadow mode: nothing was consumed
             return
         try:
-            await self.gateway.limiter.settle(
+            await self.limiter.settle(
                 self.plan.quota.settlement(used_tokens),
                 self.plan.quota.slots,
                 self.decision.lease,
             )
-        except Exception:  # the limiter's store is down: leases expire on their own
-            log.exception("could not settle request %s", self.trace.request_id)
+        except Exception as exc:  # the limiter's store is down: leases expire on their own
+            limiter_log.error("could not settle request %s: %s", self.trace.request_id, exc)
 
     async def complete(self, endpoint: str, raw: dict[str, Any]) -> Response:
         metrics.IN_FLIGHT.inc()
-        reply: Reply | None = None
-        status, error = 200, None
+        # What the event says if the answer never comes (cancelled at a shutdown deadline).
+        status, error = 503, "cancelled before the answer"
         try:
             reply = await self.gateway.backend.complete(endpoint, raw, self.event.cohort)
-            status = reply.status
+            status, error = reply.status, None
+            self._record_usage(reply.data)
         except ApiError as exc:
             status, error = exc.status, exc.message
             metrics.UPSTREAM_ERRORS.labels(exc.code or "error").inc()
             return error_response(exc, self.trace.request_id)
         finally:
-            used = self._record_usage(reply.data if reply else None)
-            await self.settle(used)
-            self.gateway.sink.emit(self.trace.finish(status, error))
+            await self.end(status, error)
         headers = {**self.limit_headers, "x-request-id": self.trace.request_id}
         return Response(reply.body, reply.status, headers=headers, media_type=reply.content_type)
 
-    def _record_usage(self, data: Any) -> int:
-        """Usage from the answer (our own count when it has none); returns total tokens."""
+    def _record_usage(self, data: Any) -> None:
+        """Usage from the answer (our own count when it has none or it is not a count)."""
         event = self.event
         if not isinstance(data, dict):
-            return event.prompt_tokens or 0
+            return
         texts = _answer_texts(data)
         event.response_text = "\n\n".join(texts) if texts else None
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        prompt = usage.get("prompt_tokens")
-        completion = usage.get("completion_tokens")
-        if isinstance(prompt, int):
-            event.prompt_tokens = prompt
-        if not isinstance(completion, int):
-            completion = self.gateway.counter.count(texts, chat=False) if texts else 0
-        event.completion_tokens = completion
+        event.prompt_tokens = token_count(usage.get("prompt_tokens"), event.prompt_tokens)
+        event.completion_tokens = token_count(usage.get("completion_tokens"), None)
+        if event.completion_tokens is None:
+            event.completion_tokens = self.gateway.counter.count(texts, chat=False) if texts else 0
         metrics.TOKENS.labels("prompt").inc(event.prompt_tokens or 0)
-        metrics.TOKENS.labels("completion").inc(completion)
-        return (event.prompt_tokens or 0) + completion
+        metrics.TOKENS.labels("completion").inc(event.completion_tokens)
 
     async def stream(
         self, endpoint: str, raw: dict[str, Any], typed: protocol.Request
@@ -285,32 +385,33 @@ class Admitted:
         try:
             first = await anext(chunks, None)
         except ApiError as exc:
-            await self.settle(self.event.prompt_tokens or 0)
             metrics.UPSTREAM_ERRORS.labels(exc.code or "error").inc()
-            self.gateway.sink.emit(self.trace.finish(exc.status, exc.message))
+            await self.end(exc.status, exc.message)
             return error_response(exc, self.trace.request_id)
+        except BaseException:  # cancelled while waiting for the first chunk
+            await self.end(503, "cancelled before the answer")
+            raise
         if isinstance(first, Reply):  # refused upstream: pass its answer on
-            await self.settle(self.event.prompt_tokens or 0)
-            self.gateway.sink.emit(self.trace.finish(first.status, "refused upstream"))
+            await self.end(first.status, "refused upstream")
             return Response(first.body, first.status, media_type=first.content_type)
         relay = StreamRelay(first, chunks, wants_usage)
         headers = {**self.limit_headers, "x-request-id": self.trace.request_id}
         return EventStream(
-            relay.events(), headers, on_close=lambda outcome: self._closed(relay, outcome)
+            relay.events(),
+            headers,
+            on_close=lambda outcome: self._closed(relay, outcome),
+            max_seconds=self.gateway.max_stream_seconds,
         )
 
     async def _closed(self, relay: StreamRelay, outcome: str) -> None:
         event = self.event
         event.response_text = "\n\n".join(relay.texts()) or None
-        if relay.usage is not None:
-            event.prompt_tokens = relay.usage.get("prompt_tokens", event.prompt_tokens)
-            event.completion_tokens = relay.usage.get("completion_tokens")
+        usage = relay.usage or {}
+        event.prompt_tokens = token_count(usage.get("prompt_tokens"), event.prompt_tokens)
+        event.completion_tokens = token_count(usage.get("completion_tokens"), None)
         if event.completion_tokens is None:
             event.completion_tokens = self.gateway.counter.count(relay.texts(), chat=False)
-        used = (event.prompt_tokens or 0) + (event.completion_tokens or 0)
-        await self.settle(used)
-        status = 200 if outcome == "completed" else 499 if outcome == "disconnected" else 502
-        self.gateway.sink.emit(self.trace.finish(status, None if status == 200 else outcome))
+        await self.end(*STREAM_OUTCOMES[outcome])
 
 
 class StreamRelay:
@@ -366,8 +467,9 @@ class StreamRelay:
 class EventStream:
     """A server-sent-event response whose `on_close` runs exactly once, however it ends.
 
-    Outcome is ``completed``, ``disconnected`` (the client went away) or
-    ``failed`` (the upstream broke mid-stream; the client gets an error event).
+    Outcome is ``completed``, ``disconnected`` (the client went away), ``failed`` (the
+    upstream broke mid-stream) or ``too_long`` (cut at `max_seconds`, before the request's
+    concurrency lease could lapse); on the last two the client gets an error event.
     """
 
     def __init__(
@@ -375,10 +477,12 @@ class EventStream:
         chunks: AsyncIterator[bytes],
         headers: dict[str, str],
         on_close: Callable[[str], Awaitable[None]],
+        max_seconds: float = math.inf,
     ) -> None:
         self.chunks = chunks
         self.headers = headers
         self.on_close = on_close
+        self.max_seconds = max_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = "disconnected"
@@ -411,15 +515,43 @@ class EventStream:
                 await self.on_close(outcome)
 
     async def _relay(self, send: Send) -> str:
-        try:
-            async for chunk in self.chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except ApiError as exc:
-            error = b"data: " + exc.body() + b"\n\n" + DONE
-            await send({"type": "http.response.body", "body": error, "more_body": False})
-            return "failed"
+        with anyio.move_on_after(self.max_seconds) as deadline:
+            try:
+                async for chunk in self.chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except ApiError as exc:
+                await self._fail(send, exc)
+                return "failed"
+        if deadline.cancelled_caught:
+            limit = f"{self.max_seconds:g}"
+            await self._fail(
+                send, ApiError(504, f"the stream exceeded {limit} s; cut", "stream_too_long")
+            )
+            return "too_long"
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return "completed"
+
+    @staticmethod
+    async def _fail(send: Send, exc: ApiError) -> None:
+        error = b"data: " + exc.body() + b"\n\n" + DONE
+        await send({"type": "http.response.body", "body": error, "more_body": False})
+
+
+# How each end of a stream is recorded: (status, error).
+STREAM_OUTCOMES = {
+    "completed": (200, None),
+    "disconnected": (499, "disconnected"),
+    "failed": (502, "failed"),
+    "too_long": (504, "too_long"),
+}
+
+
+def token_count(value: Any, default: int | None) -> int | None:
+    """A usage count as the upstream reported it, if it is one; else `default`. Anything
+    else (a string, a float, a negative) must neither skip settling nor reach a column."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31:
+        return value
+    return default
 
 
 def _answer_texts(data: dict[str, Any]) -> list[str]:
@@ -471,14 +603,27 @@ class HotPath:
     else becomes the same 500 body Starlette's handler gives.
     """
 
-    def __init__(self, app: Starlette, routes: dict[str, Callable[[Request], Awaitable[Any]]]):
+    def __init__(
+        self,
+        app: Starlette,
+        routes: dict[str, Callable[[Request], Awaitable[Any]]],
+        max_header_bytes: int = 16 << 10,
+    ):
         self.app = app
         self.routes = routes
+        self.max_header_bytes = max_header_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = None
-        if scope["type"] == "http" and scope["method"] == "POST":
-            handler = self.routes.get(scope["path"])
+        if scope["type"] == "http":
+            if sum(len(k) + len(v) for k, v in scope["headers"]) > self.max_header_bytes:
+                # The server holds no limit of its own; headers end up in events and logs.
+                limit = self.max_header_bytes
+                error = ApiError(431, f"request headers exceed {limit} bytes", "headers_too_large")
+                await error_response(error)(scope, receive, send)
+                return
+            if scope["method"] == "POST":
+                handler = self.routes.get(scope["path"])
         if handler is None:  # the lifespan, other routes, other methods (405)
             await self.app(scope, receive, send)
             return
@@ -490,7 +635,14 @@ class HotPath:
         await response(scope, receive, send)
 
 
-def create_app(gateway: Gateway, lifespan=None, extra_routes: Sequence[Route] = ()) -> HotPath:
+def create_app(
+    gateway: Gateway,
+    lifespan=None,
+    extra_routes: Sequence[Route] = (),
+    metrics_token: str | None = None,
+) -> HotPath:
+    """The gateway's ASGI app; `/metrics` asks for `metrics_token` (the admin token) when set."""
+
     async def chat(request: Request) -> Any:
         return await gateway.handle(request, "/chat/completions", protocol.ChatCompletionRequest)
 
@@ -501,9 +653,15 @@ def create_app(gateway: Gateway, lifespan=None, extra_routes: Sequence[Route] = 
         return await gateway.handle(request, "/embeddings", protocol.EmbeddingRequest)
 
     async def healthz(request: Request) -> Response:
+        if not gateway.sink.alive:  # answering on would serve requests no one records
+            return JSONResponse({"status": "event writer stopped"}, 503)
         return JSONResponse({"status": "ok"})
 
     async def prometheus(request: Request) -> Response:
+        if metrics_token is not None and not bearer_matches(
+            request.headers.get("authorization"), metrics_token
+        ):
+            return error_response(ApiError(401, "invalid or missing token", "invalid_token"))
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     async def not_found(request: Request, exc: Exception) -> Response:
@@ -539,4 +697,5 @@ def create_app(gateway: Gateway, lifespan=None, extra_routes: Sequence[Route] = 
             "/v1/completions": completions,
             "/v1/embeddings": embeddings,
         },
+        gateway.settings.max_header_bytes,
     )

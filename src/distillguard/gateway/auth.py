@@ -10,6 +10,7 @@ refreshes at once.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -60,3 +61,11 @@ class KeyRing:
         if record is None or not record.matches(parsed[1]):
             raise ApiError(401, "invalid or revoked API key", "invalid_api_key")
         return record
+
+
+def bearer_matches(authorization: str | None, token: str) -> bool:
+    """Whether an Authorization header carries `token` as a Bearer token (constant time)."""
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )

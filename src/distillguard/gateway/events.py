@@ -2,8 +2,9 @@
 
 The request handler only enqueues (microseconds, never blocks); one writer
 thread drains the queue in batches into the store, so a slow disk or database
-slows nothing but the writer. When the queue is full the event is dropped and
-counted (a metric), rather than stalling traffic. `close()` drains everything
+slows nothing but the writer. The queue is bounded by count and by bytes: when
+either is reached the event is dropped and counted (a metric), rather than
+stalling traffic or growing memory while the store is down. `close()` drains everything
 that was queued, so a graceful shutdown loses no event. Observers (online
 tracing) see each batch once its write is over (rows the store refused
 included: they were requests all the same), on the writer thread.
@@ -11,20 +12,25 @@ included: they were requests all the same), on the writer thread.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from distillguard.gateway import metrics
+from distillguard.gateway.throttled_log import ThrottledLog
 from distillguard.store import Event, EventStore
 
 log = logging.getLogger(__name__)
+_failures = ThrottledLog(log)
 _STOP = object()
 RETRY_SECONDS = (0.05, 0.2, 1.0, 5.0)
+SUMMARY_HEAD = 2048  # bytes of a refused body an event keeps
 
 
 class EventSink:
@@ -35,8 +41,13 @@ class EventSink:
         batch_size: int = 500,
         linger_seconds: float = 0.05,
         observers: Sequence[Callable[[list[Event]], None]] = (),
+        max_bytes: int = 64 << 20,
     ) -> None:
         self.store = store
+        self.max_bytes = max_bytes
+        self._bytes = 0  # what the queued events hold, as their emitters estimated it
+        self._sizes: dict[int, int] = {}  # id(event) -> its estimate, until written
+        self._bytes_lock = threading.Lock()
         self.observers = tuple(observers)  # told of each written batch (online tracing)
         self.batch_size = batch_size
         self.linger_seconds = linger_seconds
@@ -44,18 +55,40 @@ class EventSink:
         self._thread = threading.Thread(target=self._run, name="distillguard-events", daemon=True)
         self._closing = False
         metrics.EVENT_QUEUE_DEPTH.set_function(self._queue.qsize)
+        metrics.EVENT_WRITER_ALIVE.set_function(lambda: float(self.alive))
 
     def start(self) -> None:
         self._thread.start()
 
-    def emit(self, event: Event) -> bool:
-        """Queue one event; False (and a dropped-event count) when the queue is full."""
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
-            metrics.EVENTS_DROPPED.inc()
-            return False
+    @property
+    def alive(self) -> bool:
+        """Whether the writer runs (`/healthz` fails when it does not: events would be lost)."""
+        return self._thread.is_alive()
+
+    def emit(self, event: Event, size: int = 0) -> bool:
+        """Queue one event of about `size` bytes; False (and a dropped-event count) when
+        the queue is full by count or by bytes."""
+        with self._bytes_lock:
+            if self._bytes + size > self.max_bytes:
+                metrics.EVENTS_DROPPED.inc()
+                return False
+            try:
+                self._queue.put_nowait(event)
+            except queue.Full:
+                metrics.EVENTS_DROPPED.inc()
+                return False
+            self._bytes += size
+            self._sizes[id(event)] = size
         return True
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    def _release(self, batch: Sequence[Event]) -> None:
+        with self._bytes_lock:
+            for event in batch:
+                self._bytes -= self._sizes.pop(id(event), 0)
 
     def close(self, timeout: float = 30.0) -> None:
         """Write everything queued so far, then stop the writer."""
@@ -85,7 +118,12 @@ class EventSink:
                     stop = True
                     break
                 batch.append(item)
-            self._write(batch)
+            try:
+                self._write(batch)
+            except Exception:  # whatever one batch does, the writer goes on with the next
+                metrics.EVENTS_DROPPED.inc(len(batch))
+                _failures.error("dropped %d events the writer failed on", len(batch), exc_info=True)
+            self._release(batch)
             self._tell(batch)
 
     def _tell(self, batch: list[Event]) -> None:
@@ -128,3 +166,40 @@ class EventSink:
             else:
                 metrics.EVENTS_WRITTEN.inc(len(batch))
                 return
+
+
+def body_summary(body: bytes) -> dict[str, Any]:
+    """What an event keeps of a body that was refused: its size, its SHA-256 and its
+    first bytes. A refused caller pays no quota, so storing whole bodies would let it
+    write to our disk for free."""
+    return {
+        "truncated": True,
+        "bytes": len(body),
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "head": body[:SUMMARY_HEAD].decode("utf-8", "replace"),
+    }
+
+
+class EventSampler:
+    """At most `rate` events a second (bursts of one second's worth); the rest skipped.
+
+    Unauthenticated requests cost an outsider nothing, so their events are sampled: each
+    stored one says how many were skipped since the last."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._allowance = rate
+        self._at = time.monotonic()
+        self._skipped = 0
+
+    def take(self) -> int | None:
+        """None: skip this one; else how many were skipped before it."""
+        now = time.monotonic()
+        self._allowance = min(self.rate, self._allowance + (now - self._at) * self.rate)
+        self._at = now
+        if self._allowance < 1:
+            self._skipped += 1
+            return None
+        self._allowance -= 1
+        skipped, self._skipped = self._skipped, 0
+        return skipped

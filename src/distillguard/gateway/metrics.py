@@ -33,10 +33,25 @@ UPSTREAM_ERRORS = Counter(
 EVENT_QUEUE_DEPTH = Gauge(
     "distillguard_event_queue_depth", "Events waiting for the writer.", registry=REGISTRY
 )
+EVENT_WRITER_ALIVE = Gauge(
+    "distillguard_event_writer_alive",
+    "1 while the event writer thread runs; 0 means events are no longer stored.",
+    registry=REGISTRY,
+)
 EVENTS_WRITTEN = Counter("distillguard_events_written", "Events stored.", registry=REGISTRY)
 EVENTS_DROPPED = Counter(
     "distillguard_events_dropped",
-    "Events lost: queue full, store down at shutdown, or a row the store refused.",
+    "Events lost: queue full, store down at shutdown, a row the store refused, or a failed batch.",
+    registry=REGISTRY,
+)
+EVENTS_SAMPLED_OUT = Counter(
+    "distillguard_events_sampled_out",
+    "Unauthenticated requests answered but not stored (past their events-per-second rate).",
+    registry=REGISTRY,
+)
+LIMITER_ERRORS = Counter(
+    "distillguard_limiter_errors",
+    "Admissions the shared limiter (Redis) could not answer: 503s, or fallback admissions.",
     registry=REGISTRY,
 )
 EVENT_WRITE_ERRORS = Counter(

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("distillguard.gateway")
 SHARED_REFRESH_SECONDS = 300.0
+SHUTDOWN_DRAIN_SECONDS = 10.0  # cancelled requests get this long to settle and record themselves
 GATEWAY_ENV = "DISTILLGUARD_GATEWAY"  # the whole gateway section, as JSON, for worker processes
 
 
@@ -80,7 +81,11 @@ def build(settings: Settings) -> HotPath:
             observers.append(_SharedTemplatesRefresh(tracer, watchlist))
         observers.append(tracer.observe)
     sink = EventSink(
-        EventStore(engine), config.event_queue_size, config.event_batch_size, observers=observers
+        EventStore(engine),
+        config.event_queue_size,
+        config.event_batch_size,
+        observers=observers,
+        max_bytes=config.event_queue_bytes,
     )
     counter = TokenCounter.bundled(settings.cache_dir)
     cohorts = None
@@ -113,6 +118,9 @@ def build(settings: Settings) -> HotPath:
         try:
             yield
         finally:
+            # Requests the server cancelled at its deadline settle and record themselves
+            # (shielded); the limiter and the sink must outlive that.
+            await gateway.drain(SHUTDOWN_DRAIN_SECONDS)
             await keys.close()
             await backend.close()
             await limiter.close()
@@ -121,7 +129,7 @@ def build(settings: Settings) -> HotPath:
 
     token = config.admin_token.get_secret_value() if config.admin_token else None
     routes = [*AdminApi(accounts, keys, token, watchlist).routes(), openapi_route()]
-    return create_app(gateway, lifespan, routes)
+    return create_app(gateway, lifespan, routes, metrics_token=token)
 
 
 class _SharedTemplatesRefresh:
@@ -154,7 +162,9 @@ def serve(settings: Settings, workers: int = 1) -> None:
         port=settings.gateway.port,
         log_level="warning",
         access_log=False,  # the event log is the access log
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.gateway.shutdown_grace_seconds,
+        # X-Forwarded-For is read by the gateway itself, only from gateway.trusted_proxies.
+        proxy_headers=False,
     )
     if workers == 1:
         uvicorn.run(build(settings), **options)

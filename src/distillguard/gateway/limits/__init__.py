@@ -4,7 +4,15 @@ One interface (`Limiter`), two backends that decide identically: `MemoryLimiter`
 single process and tests, `RedisLimiter` for replicas sharing limits.
 """
 
-from distillguard.gateway.limits.base import BucketState, Charge, Decision, Limiter, Rate, Slot
+from distillguard.gateway.limits.base import (
+    BucketState,
+    Charge,
+    Decision,
+    Limiter,
+    LimiterUnavailable,
+    Rate,
+    Slot,
+)
 from distillguard.gateway.limits.memory import MemoryLimiter
 from distillguard.gateway.limits.redis import RedisLimiter
 
@@ -13,6 +21,7 @@ __all__ = [
     "Charge",
     "Decision",
     "Limiter",
+    "LimiterUnavailable",
     "MemoryLimiter",
     "Rate",
     "RedisLimiter",

@@ -14,6 +14,14 @@ from functools import cached_property
 from typing import Protocol
 
 
+class LimiterUnavailable(Exception):
+    """The limiter's shared state cannot be reached (Redis down, timed out, refusing).
+
+    The one error a limiter raises for its own faults, so the gateway can answer 503
+    (or fall back to in-process limits) without knowing which client library failed.
+    """
+
+
 @dataclass(frozen=True)
 class Rate:
     """`limit` units per `period` seconds; a full bucket admits `limit` units at once."""

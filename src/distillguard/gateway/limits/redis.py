@@ -16,11 +16,21 @@ from collections.abc import Sequence
 from importlib.resources import files
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from distillguard.gateway.limits import gcra
-from distillguard.gateway.limits.base import Charge, Decision, Slot, check_admit, to_us
+from distillguard.gateway.limits.base import (
+    Charge,
+    Decision,
+    LimiterUnavailable,
+    Slot,
+    check_admit,
+    to_us,
+)
 
 SCRIPT = files(__package__).joinpath("gcra.lua").read_text(encoding="utf-8")
+# A stalled Redis must fail a request within seconds, not hold it (and its slot) for minutes.
+TIMEOUTS = {"socket_connect_timeout": 1.0, "socket_timeout": 2.0}
 
 
 class RedisLimiter:
@@ -32,7 +42,7 @@ class RedisLimiter:
 
     def __init__(self, redis: str | Redis, *, prefix: str = "dg:", ttl_slack: float = 1.0):
         self._owned = isinstance(redis, str)
-        self._client: Redis = Redis.from_url(redis) if isinstance(redis, str) else redis
+        self._client: Redis = Redis.from_url(redis, **TIMEOUTS) if isinstance(redis, str) else redis
         self._prefix = prefix
         self._slack_ms = max(round(ttl_slack * 1000), 0)
         self._script = self._client.register_script(SCRIPT)  # EVALSHA, reloads on NOSCRIPT
@@ -95,4 +105,7 @@ class RedisLimiter:
         for c in charges:
             args += [c.rate.limit, c.rate.period_us, c.cost]
         args += [s.limit for s in slots]
-        return await self._script(keys=keys, args=args)
+        try:
+            return await self._script(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise LimiterUnavailable(f"redis: {type(exc).__name__}: {exc}") from exc
