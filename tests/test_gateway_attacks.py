@@ -266,6 +266,7 @@ def test_sigterm_with_streams_past_the_deadline_loses_no_event_and_no_lease(
     env = {"DISTILLGUARD_GATEWAY__SHUTDOWN_GRACE_SECONDS": "1"}
     body = CHAT.replace(b"fake-model", b"slow-2").replace(b"}]}", b'}], "stream": true}')
     ids: list[str] = []
+    texts: list[str] = []
 
     def stream(url: str) -> None:
         headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
@@ -274,27 +275,35 @@ def test_sigterm_with_streams_past_the_deadline_loses_no_event_and_no_lease(
             httpx.stream("POST", url + "/chat/completions", content=body, headers=headers) as r,
         ):
             ids.append(r.headers["x-request-id"])
-            for _ in r.iter_bytes():
-                pass
+            texts.append("".join(r.iter_text()))
 
     with gateway(upstream, store, *extra, env=env) as stack:
         time.sleep(0.5)
         threads = [threading.Thread(target=stream, args=(stack.url,)) for _ in range(4)]
         for thread in threads:
             thread.start()
-        time.sleep(1.0)  # all four are streaming (a word every 2 s)
+        deadline = time.monotonic() + 15
+        while len(ids) < 4 and time.monotonic() < deadline:  # all four are streaming
+            time.sleep(0.05)
         stack.process.send_signal(signal.SIGTERM)
         stack.process.wait(timeout=30)
         for thread in threads:
             thread.join(10)
     stored = events(store)
     assert len(ids) == 4 and all(i in stored for i in ids), (ids, sorted(stored))
+    assert {(stored[i]["status"], stored[i]["error"]) for i in ids} == {
+        (503, "cancelled at shutdown")
+    }
+    assert all("shutting_down" in text and text.endswith("[DONE]\n\n") for text in texts[:4])
+    assert "Traceback" not in stack.process.stderr.read()
     with gateway(upstream, store, *extra) as again:  # every lease came back: 4 slots free
         time.sleep(0.5)
         held = [threading.Thread(target=stream, args=(again.url,)) for _ in range(4)]
         for thread in held:
             thread.start()
-        time.sleep(1.0)
+        deadline = time.monotonic() + 15
+        while len(ids) < 8 and time.monotonic() < deadline:  # the new four hold the slots
+            time.sleep(0.05)
         fifth = post(again.url, key)
         for thread in held:
             thread.join(30)

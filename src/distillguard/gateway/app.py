@@ -8,6 +8,7 @@ Every failure on the way is an `ApiError`, answered in OpenAI's shape.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 limiter_log = ThrottledLog(log)  # an outage fails every request alike: report it, not each
 DONE = b"data: [DONE]\n\n"
 INTERNAL_ERROR = ApiError(500, "internal error in the gateway", "internal_error")
+SHUTTING_DOWN = ApiError(
+    503, "the gateway shut down before the answer was complete; retry", "shutting_down"
+)
 HEADER_TEXT = 512  # characters of a header (User-Agent) an event keeps
 LEASE_SLACK = 60.0  # a lease outlives the longest stream by this much, so it never lapses first
 
@@ -56,7 +60,7 @@ class Trace:
     clock: float = field(default_factory=time.perf_counter)
     request_id: str = field(default_factory=lambda: f"req_{secrets.token_hex(12)}")
     event: Event | None = None
-    body_bytes: int = 0  # what the event's `request` may cost in memory until it is written
+    body: bytes = b""  # as received: what the queued event keeps (see `Admitted.end`)
 
     def begin(self, request: Request, client_ip: str | None) -> Event:
         agent = request.headers.get("user-agent")
@@ -83,10 +87,11 @@ class Trace:
 
     @property
     def size(self) -> int:
-        """Bytes the event holds, roughly: the body it keeps plus the answer text."""
+        """Bytes the event holds while queued: its body as bytes, the answer, a little more."""
         event = self.event
         assert event is not None
-        return 512 + self.body_bytes + len(event.response_text or "")
+        held = event.request if isinstance(event.request, bytes) else b""
+        return 512 + len(held) + len(event.response_text or "")
 
 
 class Gateway:
@@ -130,8 +135,7 @@ class Gateway:
             # Authenticate first: an anonymous caller costs no parsing and learns nothing.
             record = self.keys.authenticate(request.headers.get("authorization"))
             self._identify(event, record)
-            body = await read_body(request, self.settings.max_body_bytes)
-            trace.body_bytes = len(body)
+            body = trace.body = await read_body(request, self.settings.max_body_bytes)
             typed, raw = protocol.parse(body, kind)
             event.model, event.request = typed.model, raw
             event.stream = bool(getattr(typed, "stream", False))
@@ -164,7 +168,6 @@ class Gateway:
         message = exc.message
         if event.request is not None:
             event.request = body_summary(body)
-            trace.body_bytes = len(event.request["head"])
         if event.account_id is None:
             skipped = self.unauthenticated.take()
             if skipped is None:
@@ -319,6 +322,9 @@ class Admitted:
         self.ended = True
         event = self.event
         used = (event.prompt_tokens or 0) + (event.completion_tokens or 0)
+        # Queued, the body waits as the bytes it came in: decoded, an object-dense body
+        # takes 10-25x its size in memory. The writer decodes it again (EventSink).
+        event.request = self.trace.body
         with anyio.CancelScope(shield=True):
             try:
                 await self.settle(used)
@@ -468,8 +474,9 @@ class EventStream:
     """A server-sent-event response whose `on_close` runs exactly once, however it ends.
 
     Outcome is ``completed``, ``disconnected`` (the client went away), ``failed`` (the
-    upstream broke mid-stream) or ``too_long`` (cut at `max_seconds`, before the request's
-    concurrency lease could lapse); on the last two the client gets an error event.
+    upstream broke mid-stream), ``too_long`` (cut at `max_seconds`, before the request's
+    concurrency lease could lapse) or ``shutdown`` (cancelled at the server's shutdown
+    deadline); on the last three the client gets an error event.
     """
 
     def __init__(
@@ -510,6 +517,13 @@ class EventStream:
                 group.cancel_scope.cancel()
         except OSError:
             outcome = "disconnected"
+        except asyncio.CancelledError:
+            # Not the disconnect watcher (its cancellation ends inside the task group):
+            # the server cancelled us at its shutdown deadline. The client is told so, and
+            # the task ends normally: nothing is left to cancel, and no traceback is logged.
+            outcome = "shutdown"
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await self._fail(send, SHUTTING_DOWN)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.on_close(outcome)
@@ -543,6 +557,7 @@ STREAM_OUTCOMES = {
     "disconnected": (499, "disconnected"),
     "failed": (502, "failed"),
     "too_long": (504, "too_long"),
+    "shutdown": (503, "cancelled at shutdown"),
 }
 
 
@@ -629,6 +644,8 @@ class HotPath:
             return
         try:
             response = await handler(Request(scope, receive, send))
+        except asyncio.CancelledError:  # the shutdown deadline: the request recorded itself
+            response = error_response(SHUTTING_DOWN)
         except Exception:
             log.exception("unhandled error on %s", scope["path"])
             response = error_response(INTERNAL_ERROR)

@@ -31,7 +31,9 @@ class Event:
     client_ip: str | None = None
     user_agent: str | None = None
     model: str | None = None
-    request: dict[str, Any] | None = None  # messages/prompt and parameters, as sent
+    # Messages/prompt and parameters, as sent; while queued in the gateway, the JSON body
+    # as bytes (see `decode_request`), since decoded objects cost many times their size.
+    request: dict[str, Any] | bytes | None = None
     response_text: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -42,6 +44,15 @@ class Event:
     cohort: int | None = None
     error: str | None = None
 
+    def decode_request(self) -> None:
+        """Turn a request held as JSON bytes back into the object the store and readers take."""
+        if isinstance(self.request, bytes):
+            try:
+                value = msgspec.json.decode(self.request)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                value = None  # the gateway decoded it before: only a bug could get here
+            self.request = value if isinstance(value, dict) else None
+
 
 class EventStore:
     def __init__(self, engine: Engine) -> None:
@@ -51,6 +62,8 @@ class EventStore:
         """Insert a batch in one transaction: all of it or none of it."""
         if not batch:
             return
+        for event in batch:
+            event.decode_request()
         with self.engine.begin() as conn:
             conn.execute(events.insert(), [storable(e) for e in batch])
 
