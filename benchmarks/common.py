@@ -27,9 +27,10 @@ def corpus_prompts(n: int, seed: int, directory: Path = SHARED_PROMPTS) -> list[
     return random.Random(seed).sample(pool, n)
 
 
-def save(name: str, result: dict) -> Path:
-    OUT.mkdir(parents=True, exist_ok=True)
+def save(name: str, result: dict, path: Path | None = None) -> Path:
+    """Write `result` (with the machine) to `path`, by default benchmarks/out/<name>.json."""
     result = {"machine": f"{platform.machine()}, {os.cpu_count()} cpu", **result}
-    path = OUT / f"{name}.json"
+    path = path or OUT / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     return path

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-import json
 import math
 import random
 import subprocess
@@ -133,14 +132,14 @@ def main() -> None:
         plan = plan_students(mixes, args.scratch, args.cohorts, args.seed)
         need = max(
             [unwatermarked_tokens(by_cohort[s.cohort], s.watermarked_share) for s in plan]
-            + [sum(len(i.answer_ids) for i in by_cohort[0])]  # the controls' own data
+            + [answer_tokens(by_cohort[0])]  # the controls' own data
         )
         clock = time.perf_counter()
         plain = plain_answers(engine, spare, need, args.max_tokens, settings.generation)
         plain_s = time.perf_counter() - clock
         print(
             f"harvested {len(corpus.answers)} answers in {harvest_s:.0f} s; "
-            f"{sum(len(i.answer_ids) for i in plain):,} unwatermarked tokens in "
+            f"{answer_tokens(plain):,} unwatermarked tokens in "
             f"{plain_s:.0f} s",
             flush=True,
         )
@@ -153,7 +152,7 @@ def main() -> None:
         for student in plan + controls:
             if student.cohort is None:
                 own = []
-                data = take_tokens(plain, sum(len(i.answer_ids) for i in by_cohort[0]))
+                data = take_tokens(plain, answer_tokens(by_cohort[0]))
             else:
                 own = by_cohort[student.cohort]
                 data = own + take_tokens(
@@ -163,7 +162,7 @@ def main() -> None:
                 run_student(
                     student,
                     data,
-                    sum(len(i.answer_ids) for i in own),
+                    answer_tokens(own),
                     engine,
                     corpus,
                     key,
@@ -178,11 +177,8 @@ def main() -> None:
             gc.collect()
 
     report = summarise(results, args, per_account, harvest_s, plain_s, started)
-    path = args.out or save("distill_experiment", report)
-    if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
-    print(f"wrote {path}")
+    print(f"wrote {save('distill_experiment', report, args.out)}")
 
 
 # -- the teacher ------------------------------------------------------------------------
@@ -296,10 +292,13 @@ def plan_students(mixes: list[float], scratch: int, cohorts: int, seed: int) -> 
     return plan
 
 
+def answer_tokens(items: Sequence[ReadItem]) -> int:
+    return sum(len(i.answer_ids) for i in items)
+
+
 def unwatermarked_tokens(own: list[ReadItem], share: float) -> int:
-    """Unwatermarked answer tokens to add so that `own` is `share` of the mix."""
-    mine = sum(len(i.answer_ids) for i in own)
-    return math.ceil(mine * (1 - share) / share) if share > 0 else mine
+    """Unwatermarked answer tokens to add so that `own` (share > 0) is `share` of the mix."""
+    return math.ceil(answer_tokens(own) * (1 - share) / share)
 
 
 def take_tokens(items: list[ReadItem], tokens: int) -> list[ReadItem]:
@@ -395,14 +394,13 @@ def run_student(
         judge(key.derive(f"null-{i}"), reading.windows, mode="reading", cohorts=cohorts).learned
         for i in range(null_keys)
     ]
-    answer_tokens = sum(len(i.answer_ids) for i in data)
     return {
         "student": student.name,
         "kind": student.kind,
         "cohort": student.cohort,
         "watermarked_percent": round(100 * student.watermarked_share, 1),
         "train_answers": len(data),
-        "train_answer_tokens": answer_tokens,
+        "train_answer_tokens": answer_tokens(data),
         "watermarked_answer_tokens": watermarked_tokens,
         "epochs": recipe.epochs_for(len(data)),
         "train_seconds": round(train_s, 1),

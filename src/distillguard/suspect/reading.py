@@ -114,9 +114,9 @@ def reading_windows(
     each taking a contiguous range of groups (numpy's sorts and arithmetic release the GIL).
     """
     if len(predicted) != len(items):
-        raise ValueError("one prediction per answer token is needed")
-    if groups is None:
-        return _select(items, predicted, None, width, vocab_size)
+        raise ValueError("one array of predictions per item is needed")
+    if groups is None:  # pooled: one group, de-duplicated across the whole run
+        return _select(items, predicted, np.zeros(len(items), np.int64), width, vocab_size, 1)
     group_of = np.asarray(groups, dtype=np.int64)
     if group_of.shape != (len(items),) or (group_of.size and group_of.min() < 0):
         raise ValueError("one non-negative group per item is needed")
@@ -164,10 +164,10 @@ def _ranges(
 def _select(
     items: Sequence[ReadItem],
     predicted: Sequence[np.ndarray],
-    group_of: np.ndarray | None,
+    group_of: np.ndarray,
     width: int,
     vocab_size: int,
-    size: int = 1,
+    size: int,
 ) -> win.Windows:
     answers = win.Sequences.pack([item.answer_ids for item in items], vocab_size)
     guesses = win.Sequences.pack(predicted, vocab_size)  # checks the suspect's ids too
@@ -180,16 +180,6 @@ def _select(
     prompt_contexts, prompt_tokens, prompt_segments, _ = win.Sequences.pack(
         [item.prompt_ids for item in items], vocab_size
     ).windows(width)
-    if group_of is None:
-        return win.distinct(
-            contexts[first],
-            tokens[first],
-            segments[first],
-            np.asarray([counts.sum()], np.int64),
-            (prompt_contexts, prompt_tokens, prompt_segments),
-            vocab_size=vocab_size,
-            pooled=True,
-        )
     return win.distinct(
         contexts[first],
         tokens[first],

@@ -154,7 +154,7 @@ def judge(
         for i in range(control_keys or len(labelled))
     ]
     count = max(len(labelled), len(fresh))
-    if isinstance(windows, Mapping):
+    if isinstance(windows, Mapping):  # (= per_cohort, spelt so for the type checker)
         none = Windows.empty(labelled[0][1].config.context_width)
         sets = [windows.get(i % len(labelled), none) for i in range(count)]
     else:
