@@ -118,3 +118,12 @@ def test_tiny_and_empty_batches_are_described():
     assert short.head.tolist() == [0] and short.tail.tolist() == [0]
     assert describe([]).bands.shape == (0, 8)
     assert trace([], {}).accounts == []
+
+
+def test_a_line_of_invalid_utf8_is_one_reported_line(tmp_path):
+    good = json.dumps({"ts": 1_795_000_000, "account_id": "a", "prompt": "hi"}).encode()
+    path = tmp_path / "e.jsonl"
+    path.write_bytes(good + b"\n" + b'{"account_id": "\xff\xfe", "prompt": "x"}\n' + good + b"\n")
+    report = InputReport("e.jsonl")
+    assert len(list(read_events(path, report))) == 2
+    assert report.bad == 1 and report.problems[0].split(":")[1] == "2"

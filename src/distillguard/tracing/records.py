@@ -297,5 +297,5 @@ def _rows(path: Path, report: InputReport, shape: type) -> Iterator[tuple[int, A
                 yield number, decoder.decode(line)
             except msgspec.ValidationError as exc:
                 report.reject(number, _why(exc))
-            except msgspec.DecodeError as exc:
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # releases differ
                 report.reject(number, f"not JSON ({exc})")
