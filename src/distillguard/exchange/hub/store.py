@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, and_, bindparam, func, or_, select, u
 from sqlalchemy.exc import IntegrityError
 
 from distillguard.errors import DistillguardError
+from distillguard.exchange import tlp
 from distillguard.exchange.hub import corroboration
 from distillguard.exchange.hub.corroboration import Facts
 from distillguard.exchange.hub.schema import (
@@ -113,6 +114,44 @@ def taxii_time(us: int) -> str:
 
 def now_us() -> int:
     return time.time_ns() // 1000
+
+
+TAKEN = (
+    "this id is taken in this collection by an object this member may not version; "
+    "STIX ids are random (UUID version 4): give the object a new one"
+)
+
+
+@dataclass
+class _Held:
+    """What a collection holds of the objects an envelope names, as its poster may know
+    it: a status never tells a member more than it may read (an object it may not read
+    is only ever "taken", never "already there" nor another organisation's)."""
+
+    owner: dict[str, str] = field(default_factory=dict)  # object id -> publisher org
+    versions: set[tuple[str, str]] = field(default_factory=set)  # (id, version) held
+    readable: set[tuple[str, str]] = field(default_factory=set)  # those the poster reads
+    readable_ids: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)  # ids the collection held before
+
+    def refusal(self, member: Member, object_id: str, key: tuple[str, str]) -> dict | None:
+        if key in self.readable:
+            return None  # "already there"
+        if key in self.versions:
+            return {"message": TAKEN}
+        if self.owner.get(object_id, member.org) == member.org:
+            return None
+        if object_id in self.readable_ids:
+            # Another organisation's object: a new version (say, `revoked`) from anyone
+            # else would rewrite what its publisher said.
+            return {"message": "only its publisher's organisation may version it"}
+        return {"message": TAKEN}
+
+    def add(self, member: Member, key: tuple[str, str]) -> None:
+        self.owner.setdefault(key[0], member.org)
+        self.versions.add(key)
+        self.readable.add(key)
+        self.readable_ids.add(key[0])
 
 
 class HubStore:
@@ -258,36 +297,20 @@ class HubStore:
                 .values(name=collections.c.name)
             )
             added = now_us()
-            existing, owner = set(), {}
-            for r in conn.execute(
-                select(objects.c.object_id, objects.c.version, objects.c.publisher_org).where(
-                    objects.c.collection_id == collection_id,
-                    objects.c.object_id.in_({o.object_id for o in stored}),
-                )
-            ):
-                existing.add((r.object_id, r.version))
-                owner[r.object_id] = r.publisher_org
-            seen = set(owner)  # objects not new to the hub
+            held = self._held(conn, member, collection_id, {o.object_id for o in stored})
             rows = []
             for obj in stored:
                 key = (obj.object_id, obj.version)
-                if key in existing:
+                refused = held.refusal(member, obj.object_id, key)
+                if refused is not None:
+                    failures.append({"id": obj.object_id, "version": obj.version, **refused})
+                    continue
+                if key in held.readable:
                     successes.append(
                         {"id": obj.object_id, "version": obj.version, "message": "already there"}
                     )
                     continue
-                if owner.get(obj.object_id, member.org) != member.org:
-                    # Another organisation's object: a new version (say, `revoked`) from
-                    # anyone else would rewrite what its publisher said.
-                    failures.append(
-                        {
-                            "id": obj.object_id,
-                            "version": obj.version,
-                            "message": "only its publisher's organisation may version it",
-                        }
-                    )
-                    continue
-                existing.add(key)
+                held.add(member, key)
                 new.append(obj)
                 successes.append({"id": obj.object_id, "version": obj.version})
                 rows.append(
@@ -307,7 +330,7 @@ class HubStore:
             if rows:
                 conn.execute(objects.insert(), rows)
             corroborating = _Corroboration(conn, collection_id, added)
-            corroborating.index(member, new, seen)
+            corroborating.index(member, new, held.seen)
             sightings = corroborating.write(identity or hub_identity())
             conn.execute(
                 statuses.insert().values(
@@ -332,6 +355,26 @@ class HubStore:
                 },
             )
         return self.status(member, status_id) or {}
+
+    @staticmethod
+    def _held(conn, member: Member, collection_id: str, ids: set[str]) -> _Held:
+        held = _Held()
+        query = select(
+            objects.c.object_id,
+            objects.c.version,
+            objects.c.publisher,
+            objects.c.publisher_org,
+            objects.c.tlp,
+        ).where(objects.c.collection_id == collection_id)
+        for r in _select_in(conn, query, objects.c.object_id, ids):
+            held.owner[r.object_id] = r.publisher_org
+            held.versions.add((r.object_id, r.version))
+            same_member, same_org = r.publisher == member.member_id, r.publisher_org == member.org
+            if tlp.may_read(r.tlp, same_member=same_member, same_org=same_org):
+                held.readable.add((r.object_id, r.version))
+                held.readable_ids.add(r.object_id)
+        held.seen = set(held.owner)
+        return held
 
     def status(self, member: Member, status_id: str) -> dict | None:
         """A status resource, to the member that caused it only."""

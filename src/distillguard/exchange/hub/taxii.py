@@ -143,9 +143,10 @@ def _object(obj: dict, index: int, added: str, author: str | None) -> StoredObje
             version = normal_version(value, name)
         except TaxiiError as exc:
             raise refuse(exc.description) from None
-    marking = obj.get("object_marking_refs", [])
-    if not isinstance(marking, list) or not all(isinstance(m, str) for m in marking):
-        raise refuse("`object_marking_refs` must be a list of ids")
+    try:
+        level = tlp.object_level(obj)
+    except tlp.UnknownMarking as exc:
+        raise refuse(str(exc)) from None
     creator = obj.get("created_by_ref")
     if creator is not None and not (
         isinstance(creator, str) and (found := _ID.match(creator)) and found[1] == "identity"
@@ -158,7 +159,7 @@ def _object(obj: dict, index: int, added: str, author: str | None) -> StoredObje
         type=kind,
         version=version,
         spec_version=spec,
-        tlp=tlp.level_of(marking),
+        tlp=level,
         body=msgspec.json.encode(obj).decode(),
         facts=facts_of(obj),
     )

@@ -1,0 +1,207 @@
+"""Attacks on the exchange hub, each reproduced against a real `distillguard hub serve`
+process and the fix asserted: TLP read fail-closed, a hostile pattern cannot stall the
+hub, anonymous members stay unnamed, statuses and bad parameters leak nothing."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import stix2
+
+from distillguard.exchange import tlp
+from distillguard.exchange.hub.store import TAKEN
+from distillguard.exchange.hub.taxii import TAXII
+from tests.gateway_stack import hub_member, hub_server
+from tests.helpers import run
+
+POST = {"Content-Type": TAXII}
+
+
+@dataclass
+class Hub:
+    url: str  # the API root
+    store: str
+    tokens: dict[str, str]
+    collection: str  # the id of "signals"
+
+    def client(self, member: str, timeout: float = 30.0) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.tokens[member]}", "Accept": TAXII},
+            timeout=timeout,
+        )
+
+    @property
+    def objects(self) -> str:
+        return f"collections/{self.collection}/objects/"
+
+    @property
+    def manifest(self) -> str:
+        return f"collections/{self.collection}/manifest/"
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory) -> Iterator[Hub]:
+    store = f"sqlite:///{tmp_path_factory.mktemp('hub') / 'hub.db'}"
+    made = run("hub", "collection", "add", "signals", "--store", store)
+    assert made.returncode == 0, made.stderr
+    rw = ["--read", "signals", "--write", "signals"]
+    members = {
+        "acme": ["--org", "acme", *rw],
+        "acme-eu": ["--org", "acme", *rw],  # same organisation as acme, another member
+        "globex": rw,
+        "ghost": [*rw, "--anonymous"],
+    }
+    tokens = {name: hub_member(store, name, *flags) for name, flags in members.items()}
+    with hub_server(store) as url:
+        yield Hub(url, store, tokens, made.stdout.strip())
+
+
+def indicator(name: str = "finding", **extra) -> dict:
+    """A valid STIX 2.1 indicator, then `extra` as given (markings stix2 itself would
+    refuse to build, as a hostile or careless client sends them)."""
+    made = stix2.v21.Indicator(
+        name=name,
+        pattern=f"[user-account:user_id = 'k1:{uuid.uuid4().hex}']",
+        pattern_type="stix",
+        valid_from="2026-11-01T00:00:00Z",
+    )
+    return {**json.loads(made.serialize()), **extra}
+
+
+def post(client: httpx.Client, hub: Hub, *objects: dict) -> httpx.Response:
+    return client.post(hub.objects, json={"objects": list(objects)}, headers=POST)
+
+
+# -- 7. TLP fails closed ---------------------------------------------------------------
+
+RED_MARKINGS = {
+    "stix2.TLP_RED (TLP 1.0 id)": {"object_marking_refs": [stix2.TLP_RED.id]},
+    "TLP 2.0 RED in upper case": {"object_marking_refs": [tlp.MARKING_IDS["red"].upper()]},
+    "TLP 2.0 RED, uuid in upper case": {
+        "object_marking_refs": ["marking-definition--E828B379-4E03-4974-9AC4-E53A884C97C1"]
+    },
+    "granular RED": {
+        "object_marking_refs": [tlp.MARKING_IDS["green"]],
+        "granular_markings": [{"marking_ref": tlp.MARKING_IDS["red"], "selectors": ["name"]}],
+    },
+    "granular TLP 1.0 RED only": {
+        "granular_markings": [{"marking_ref": stix2.TLP_RED.id, "selectors": ["description"]}],
+    },
+}
+
+
+def _every_read(client: httpx.Client, hub: Hub, obj: dict) -> dict[str, bool]:
+    """Whether each read path shows `obj` to this client."""
+    listed = client.get(hub.objects, params={"limit": 1000, "match[version]": "all"})
+    assert listed.status_code == 200, listed.text
+    by_id = client.get(f"{hub.objects}{obj['id']}/")
+    versions = client.get(f"{hub.objects}{obj['id']}/versions/")
+    manifest = client.get(hub.manifest, params={"limit": 1000, "match[id]": obj["id"]})
+    assert manifest.status_code == 200, manifest.text
+    assert by_id.status_code in (200, 404) and versions.status_code in (200, 404)
+    return {
+        "objects": obj["id"] in {o["id"] for o in listed.json()["objects"]},
+        "object": by_id.status_code == 200 and obj["id"] in by_id.text,
+        "versions": versions.status_code == 200,
+        "manifest": obj["id"] in {o["id"] for o in manifest.json()["objects"]},
+        "raw": obj["name"] in listed.text + by_id.text + versions.text + manifest.text,
+    }
+
+
+@pytest.mark.parametrize("marking", list(RED_MARKINGS))
+def test_red_in_any_spelling_stays_with_its_publisher_on_every_read_path(hub, marking):
+    secret = indicator(name=f"red finding {uuid.uuid4().hex}", **RED_MARKINGS[marking])
+    posted = post(hub.client("acme"), hub, secret)
+    assert posted.status_code == 202, posted.text
+    assert posted.json()["success_count"] == 1
+    assert all(_every_read(hub.client("acme"), hub, secret).values())  # it is there
+    for reader in ("acme-eu", "globex"):  # same organisation, and another one
+        seen = _every_read(hub.client(reader), hub, secret)
+        assert not any(seen.values()), (reader, seen)
+        # The status of posting the same id tells the reader nothing of it: not "already
+        # there", not "another organisation's", and the reader's copy is not stored.
+        status = post(hub.client(reader), hub, secret).json()
+        assert status["success_count"] == 0 and status["failure_count"] == 1, status
+        (failure,) = status["failures"]
+        assert failure["message"] == TAKEN
+        assert not any(_every_read(hub.client(reader), hub, secret).values())
+
+
+def test_a_hidden_objects_new_version_status_says_only_taken(hub):
+    """Another organisation posting a *new* version of a hidden object's id learns only
+    that the id is taken, exactly as for an exact copy."""
+    secret = indicator(object_marking_refs=[stix2.TLP_RED.id])
+    assert post(hub.client("acme"), hub, secret).status_code == 202
+    newer = {**secret, "modified": "2031-01-01T00:00:00.000Z", "name": "globex guess"}
+    status = post(hub.client("globex"), hub, newer).json()
+    assert [f["message"] for f in status["failures"]] == [TAKEN]
+    assert "publisher" not in json.dumps(status) and "already" not in json.dumps(status)
+    # A readable object of another organisation still says why, as before.
+    shared = indicator(object_marking_refs=[tlp.MARKING_IDS["amber"]])
+    assert post(hub.client("acme"), hub, shared).status_code == 202
+    forged = {**shared, "revoked": True, "modified": "2031-01-01T00:00:00.000Z"}
+    status = post(hub.client("globex"), hub, forged).json()
+    assert "publisher's organisation" in status["failures"][0]["message"]
+
+
+def test_tlp_1_levels_and_case_map_to_their_tlp_2_levels(hub):
+    cases = {
+        "white": ([stix2.TLP_WHITE.id], {"acme-eu": True, "globex": True}),
+        "green": ([stix2.TLP_GREEN.id], {"acme-eu": True, "globex": True}),
+        "amber": ([stix2.TLP_AMBER.id], {"acme-eu": True, "globex": True}),
+        "strict upper": (
+            [tlp.MARKING_IDS["amber+strict"].upper()],
+            {"acme-eu": True, "globex": False},
+        ),
+        "strict beside TLP 1.0 green": (
+            [stix2.TLP_GREEN.id, tlp.MARKING_IDS["amber+strict"]],
+            {"acme-eu": True, "globex": False},
+        ),
+    }
+    for name, (refs, readers) in cases.items():
+        obj = indicator(name=f"{name} {uuid.uuid4().hex}", object_marking_refs=refs)
+        assert post(hub.client("acme"), hub, obj).status_code == 202
+        for reader, may in readers.items():
+            seen = _every_read(hub.client(reader), hub, obj)
+            assert all(seen.values()) if may else not any(seen.values()), (name, reader, seen)
+    assert tlp.level_of([stix2.TLP_WHITE.id]) == "clear"
+    assert tlp.level_of([r.id for r in (stix2.TLP_GREEN, stix2.TLP_AMBER, stix2.TLP_RED)]) == "red"
+
+
+@pytest.mark.parametrize(
+    "markings, fragment",
+    [
+        ({"object_marking_refs": [f"marking-definition--{uuid.uuid4()}"]}, "not a TLP marking"),
+        ({"object_marking_refs": ["TLP:RED"]}, "not a marking-definition id"),
+        ({"object_marking_refs": [7]}, "marking-definition id"),
+        ({"object_marking_refs": "marking-definition--x"}, "must be a list"),
+        (
+            {"granular_markings": [{"marking_ref": f"marking-definition--{uuid.uuid4()}"}]},
+            "not a TLP marking",
+        ),
+        ({"granular_markings": [{"selectors": ["name"]}]}, "`marking_ref` or a `lang`"),
+        ({"granular_markings": {"marking_ref": tlp.MARKING_IDS["red"]}}, "must be a list"),
+    ],
+)
+def test_unknown_markings_are_refused_whole_and_store_nothing(hub, markings, fragment):
+    good = indicator()
+    bad = {**indicator(), **markings}
+    response = post(hub.client("acme"), hub, good, bad)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["http_status"] == "422" and body["title"] == "invalid STIX object"
+    assert body["description"].startswith("objects[1]: ") and fragment in body["description"]
+    for obj in (good, bad):  # all or nothing
+        assert hub.client("acme").get(f"{hub.objects}{obj['id']}/").status_code == 404
+
+
+def test_a_language_granular_marking_is_not_a_restriction(hub):
+    obj = indicator(granular_markings=[{"lang": "en", "selectors": ["name"]}])
+    assert post(hub.client("acme"), hub, obj).status_code == 202
+    assert all(_every_read(hub.client("globex"), hub, obj).values())
