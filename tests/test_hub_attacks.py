@@ -5,6 +5,8 @@ hub, anonymous members stay unnamed, statuses and bad parameters leak nothing.""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,8 +16,10 @@ import pytest
 import stix2
 
 from distillguard.exchange import tlp
+from distillguard.exchange.hub.corroboration import pattern_values
 from distillguard.exchange.hub.store import TAKEN
 from distillguard.exchange.hub.taxii import TAXII
+from distillguard.exchange.stix import MAX_PATTERN
 from tests.gateway_stack import hub_member, hub_server
 from tests.helpers import run
 
@@ -205,3 +209,101 @@ def test_a_language_granular_marking_is_not_a_restriction(hub):
     obj = indicator(granular_markings=[{"lang": "en", "selectors": ["name"]}])
     assert post(hub.client("acme"), hub, obj).status_code == 202
     assert all(_every_read(hub.client("globex"), hub, obj).values())
+
+
+# -- 8. one member cannot freeze the hub -----------------------------------------------
+
+# What made the old backtracking scan quadratic (a run that never reaches a comparison,
+# an unterminated string), and the most matches a pattern of the maximum length holds.
+HOSTILE = ["a" * MAX_PATTERN, "'" + "a" * (MAX_PATTERN - 1), ("a:b=1 " * 700)[:MAX_PATTERN]]
+
+
+def normal_pattern() -> str:
+    """An account indicator as long as one we ever build (30 identifiers, 32-character
+    key id)."""
+    hashes = [f"{'c' * 32}:{uuid.uuid4().hex}{uuid.uuid4().hex}" for _ in range(30)]
+    return " OR ".join(f"[user-account:user_id = '{h}']" for h in hashes)
+
+
+def _patterned(pattern: str) -> dict:
+    return {**indicator(), "pattern": pattern}
+
+
+def _timed_post(client: httpx.Client, hub: Hub, objects: list[dict]) -> float:
+    started = time.perf_counter()
+    response = post(client, hub, *objects)
+    assert response.status_code == 202, response.text[:500]
+    assert response.json()["success_count"] == len(objects)
+    return time.perf_counter() - started
+
+
+def test_pattern_scanning_is_linear():
+    def best(pattern: str) -> float:
+        runs = []
+        for _ in range(5):
+            started = time.perf_counter()
+            pattern_values(pattern, "stix")
+            runs.append(time.perf_counter() - started)
+        return min(runs)
+
+    normal = best(normal_pattern())
+    for hostile in HOSTILE:  # the old scan: 16 ms for the first two, 40x a normal one
+        assert best(hostile) < 5 * normal + 0.002, hostile[:20]
+    assert best("a" * 80_000) < 0.05  # what took the old scan 7.9 s
+
+
+def test_hostile_patterns_of_the_maximum_length_are_processed_like_normal_ones(hub):
+    acme = hub.client("acme", timeout=120)
+    hostile = [_patterned(HOSTILE[i % 3]) for i in range(300)]
+    normal = [_patterned(normal_pattern()) for _ in range(300)]
+    assert {len(o["pattern"]) for o in hostile} == {MAX_PATTERN}
+    assert min(len(o["pattern"]) for o in normal) > 3_500
+    took_normal = _timed_post(acme, hub, normal)
+    took_hostile = _timed_post(acme, hub, hostile)
+    # The old scan: ~3.3 s for the hostile envelope against ~0.3 s for the normal one.
+    assert took_hostile < 3 * took_normal + 0.5, (took_hostile, took_normal)
+
+
+def test_an_over_long_pattern_is_refused_and_stores_nothing(hub):
+    fine, long = _patterned("a" * MAX_PATTERN), _patterned("a" * (MAX_PATTERN + 1))
+    response = post(hub.client("acme"), hub, fine, long)
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["http_status"] == "422"
+    assert body["description"] == (
+        f"objects[1]: `pattern` is {MAX_PATTERN + 1} characters; "
+        f"this hub takes at most {MAX_PATTERN}"
+    )
+    for obj in (fine, long):
+        assert hub.client("acme").get(f"{hub.objects}{obj['id']}/").status_code == 404
+    wrong = post(hub.client("acme"), hub, {**indicator(), "pattern": ["[a:b = 1]"]})
+    assert wrong.status_code == 422 and "`pattern` must be a string" in wrong.text
+
+
+def test_a_large_envelope_does_not_stall_other_members(hub):
+    """While globex posts ~8 MiB of the patterns that were slowest to scan, acme's reads
+    are answered at once (the old hub scanned them on the event loop: ~30 s)."""
+    envelope = [_patterned(HOSTILE[i % 2]) for i in range(2_000)]
+    size = len(json.dumps({"objects": envelope}))
+    assert 8_000_000 < size < 10 * 1024 * 1024
+    posting: dict[str, float] = {}
+
+    def publish() -> None:
+        posting["start"] = time.perf_counter()
+        _timed_post(hub.client("globex", timeout=300), hub, envelope)
+        posting["end"] = time.perf_counter()
+
+    worker = threading.Thread(target=publish)
+    reader = hub.client("acme", timeout=300)
+    worker.start()
+    answered = []  # (sent, took) of reads sent while the envelope was being processed
+    while worker.is_alive():
+        for path, params in ((hub.objects, {"limit": 1}), ("collections/", {})):
+            sent = time.perf_counter()
+            assert reader.get(path, params=params).status_code == 200
+            answered.append((sent, time.perf_counter() - sent))
+        time.sleep(0.02)
+    worker.join()
+    during = [took for sent, took in answered if posting["start"] + 0.1 < sent < posting["end"]]
+    assert during, (posting, answered[:5])
+    assert max(during) < 2.0, (max(during), posting["end"] - posting["start"])

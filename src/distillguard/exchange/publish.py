@@ -154,8 +154,15 @@ def build(
                 f"key {keyring.current.key_id} (accounts identify)"
             )
             continue
+        held = sorted(set(held))
+        if len(held) > stix.MAX_ACCOUNT_IDENTIFIERS:
+            skipped.append(
+                f"account {account.subject_id}: {len(held) - stix.MAX_ACCOUNT_IDENTIFIERS} of "
+                f"its {len(held)} identifiers (an indicator holds {stix.MAX_ACCOUNT_IDENTIFIERS})"
+            )
+            held = held[: stix.MAX_ACCOUNT_IDENTIFIERS]
         indicator = stix.account_indicator(
-            sorted(held),
+            held,
             score=account.score,
             evidence=_shareable(account.evidence),
             valid_days=settings.valid_days,

@@ -59,6 +59,11 @@ _VERDICT_EXTENSION = {
     "schema": "https://distillguard.dev/stix/extensions/watermark-verdict/v1.json",
     "version": "1.0.0",
 }
+# The longest indicator pattern a hub takes (exchange/hub/taxii.py refuses longer with a
+# 422): far above any we build. An account indicator holds at most
+# MAX_ACCOUNT_IDENTIFIERS hashes (128 characters each at most, with a 32-character key id).
+MAX_PATTERN = 4096
+MAX_ACCOUNT_IDENTIFIERS = 30
 _ASN = re.compile(r"(?:AS)?(\d{1,10})", re.IGNORECASE)
 _FINGERPRINT = re.compile(r"[A-Za-z0-9_./:-]{1,128}")
 
@@ -89,6 +94,10 @@ def account_indicator(
     any of them matches it."""
     if not hashes or not all(is_identifier_hash(h) for h in hashes):
         raise ExchangeError("an account indicator takes KeyRing hashes ('<key id>:<hex>') only")
+    if len(set(hashes)) > MAX_ACCOUNT_IDENTIFIERS:
+        raise ExchangeError(
+            f"an account indicator holds at most {MAX_ACCOUNT_IDENTIFIERS} identifier hashes"
+        )
     pattern = " OR ".join(f"[user-account:user_id = '{h}']" for h in dict.fromkeys(hashes))
     return _indicator(
         "account",
@@ -278,6 +287,9 @@ def _indicator(
 ) -> dict:
     """An indicator valid from now, for `valid_days` if given; `kind` says which of
     ours it is (x_distillguard_kind), for subscribers that filter."""
+    pattern = properties.get("pattern")
+    if isinstance(pattern, str) and len(pattern) > MAX_PATTERN:
+        raise ExchangeError(f"a pattern of {len(pattern)} characters (a hub takes {MAX_PATTERN})")
     now = datetime.now(UTC)
     if valid_days is not None:
         if valid_days < 1:

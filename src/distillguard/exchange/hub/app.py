@@ -179,17 +179,20 @@ class Hub:
             body += chunk
             if len(body) > MAX_CONTENT:
                 raise TaxiiError(413, "too large", f"envelopes are limited to {MAX_CONTENT} bytes")
-        added = taxii_time(now_us())
+        # Parsing, validation and storage take time in proportion to the envelope (up to
+        # 10 MiB): on a worker thread, so that one member's envelope never holds the event
+        # loop, and with it every other member's requests.
+        status = await asyncio.to_thread(self._ingest, member, collection_id, bytes(body))
+        return _taxii(status, status_code=202)
+
+    def _ingest(self, member: Member, collection_id: str, body: bytes) -> dict:
         author = self.identity if member.anonymous else None
         try:
-            stored = read_envelope(bytes(body), added, author)
+            stored = read_envelope(body, taxii_time(now_us()), author)
         except TaxiiError as exc:
             self.store.audit_refusal(member, collection_id, exc.description[:500])
             raise
-        status = await asyncio.to_thread(
-            self.store.add_objects, member, collection_id, stored, identity=self.identity
-        )
-        return _taxii(status, status_code=202)
+        return self.store.add_objects(member, collection_id, stored, identity=self.identity)
 
     def status(self, request: Request) -> Response:
         member = self._member(request)

@@ -31,6 +31,8 @@ import uuid
 from collections.abc import Iterable
 from typing import NamedTuple
 
+import re2
+
 from distillguard.exchange import tlp
 from distillguard.exchange.stix import NAMESPACE
 
@@ -38,21 +40,29 @@ from distillguard.exchange.stix import NAMESPACE
 COUNTED_TLP = ("clear", "green", "amber")
 DEFAULT_CONFIDENCE = 50
 TYPES = frozenset({"indicator", "sighting"})
+# What one pattern may cost (its length is bounded by the hub, stix.MAX_PATTERN): the
+# values counted of it, and the comparisons and literals read to find them. Ours hold at
+# most stix.MAX_ACCOUNT_IDENTIFIERS values; the rest of a longer one is not counted.
+MAX_VALUES = 64
+MAX_SCANNED = 128
 
-# A STIX pattern's comparisons, scanned left to right. A quoted literal that is not the
-# value of an equality (a LIKE or MATCHES operand, a `!=`) is consumed whole by the
-# second alternative, so nothing inside it is ever read as a comparison.
+# A STIX pattern's comparisons, scanned left to right, in RE2: linear in the pattern's
+# length whatever it holds (Python's backtracking engine took time quadratic in it: an
+# 80k-character pattern held the hub for 8 s). A quoted literal that is not the value of
+# an equality (a LIKE or MATCHES operand, a `!=`) is consumed whole by the second
+# alternative, so nothing inside it is ever read as a comparison.
 _STRING = r"'[^'\\]*(?:\\.[^'\\]*)*'"  # (unrolled: one step per run of characters)
 _LITERAL = rf"[hbt]?{_STRING}"
 _KEY = rf"(?:[A-Za-z0-9_-]+|{_STRING})"
 _PATH = rf"[a-z0-9][a-z0-9-]*:{_KEY}(?:\.{_KEY}|\[(?:\d+|\*)\])*"
 _SCALAR = rf"(?:{_LITERAL}|[-+]?\d+(?:\.\d+)?|true|false)"
-_SCAN = re.compile(
-    rf"(?P<path>{_PATH})(?:\s+(?P<negated>NOT))?\s*"
-    rf"(?:=\s*(?P<one>{_SCALAR})|(?<=\s)IN\s*\(\s*(?P<set>{_SCALAR}(?:\s*,\s*{_SCALAR})*)\s*\))"
+# `IN` must follow whitespace (RE2 has no look-behind: `\s+IN`, where `=` takes `\s*`).
+_SCAN = re2.compile(
+    rf"(?P<path>{_PATH})(?:\s+(?P<negated>NOT))?"
+    rf"(?:\s*=\s*(?P<one>{_SCALAR})|\s+IN\s*\(\s*(?P<set>{_SCALAR}(?:\s*,\s*{_SCALAR})*)\s*\))"
     rf"|{_LITERAL}"
 )
-_SCALARS = re.compile(_SCALAR)
+_SCALARS = re2.compile(_SCALAR)
 _ESCAPE = re.compile(r"\\(.)")
 
 
@@ -88,19 +98,24 @@ def facts_of(obj: dict) -> Facts | None:
 def pattern_values(pattern: object, pattern_type: object) -> set[str]:
     """The digests of an indicator's values: for a STIX pattern, each value an object path
     is compared equal to (`=` or `IN`, not negated), qualified by that path so that AS
-    number 443 and port 443 differ; for any other pattern type, the pattern itself."""
+    number 443 and port 443 differ (the first MAX_VALUES of them, within MAX_SCANNED
+    comparisons and literals); for any other pattern type, the pattern itself."""
     if not isinstance(pattern, str) or not isinstance(pattern_type, str):
         return set()
     if pattern_type != "stix":
         return {value_digest(pattern_type, pattern)}
-    found = set()
-    for match in _SCAN.finditer(pattern):
-        path = match["path"]
-        if path is None or match["negated"]:
+    found: set[str] = set()
+    for scanned, match in enumerate(_SCAN.finditer(pattern)):
+        if scanned == MAX_SCANNED:
+            break
+        path, negated, one, among = match.groups()  # (one call: RE2's are not free)
+        if path is None or negated:
             continue
-        scalars = [match["one"]] if match["one"] else _SCALARS.findall(match["set"])
+        scalars = [one] if one else (m.group() for m in _SCALARS.finditer(among))
         for scalar in scalars:
             found.add(value_digest(f"stix:{path}", _canonical(scalar)))
+            if len(found) == MAX_VALUES:
+                return found
     return found
 
 

@@ -15,6 +15,7 @@ import msgspec
 from distillguard.exchange import tlp
 from distillguard.exchange.hub.corroboration import facts_of, is_reserved
 from distillguard.exchange.hub.store import Query, StoredObject, taxii_time
+from distillguard.exchange.stix import MAX_PATTERN
 
 TAXII = "application/taxii+json;version=2.1"
 STIX = "application/stix+json;version=2.1"
@@ -127,6 +128,14 @@ def _object(obj: dict, index: int, added: str, author: str | None) -> StoredObje
         raise refuse("`type` must be a STIX type name")
     if not isinstance(object_id, str) or not (match := _ID.match(object_id)) or match[1] != kind:
         raise refuse(f"`id` must be '{kind}--<uuid>'")
+    pattern = obj.get("pattern")
+    if kind == "indicator" and pattern is not None:
+        if not isinstance(pattern, str):
+            raise refuse("`pattern` must be a string")
+        if len(pattern) > MAX_PATTERN:
+            raise refuse(
+                f"`pattern` is {len(pattern)} characters; this hub takes at most {MAX_PATTERN}"
+            )
     if is_reserved(object_id):
         raise refuse("a sighting's id may not be a version-5 UUID: those are the hub's own")
     spec = obj.get("spec_version", "2.1")
