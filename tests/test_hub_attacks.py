@@ -15,9 +15,10 @@ import httpx
 import pytest
 import stix2
 
-from distillguard.exchange import tlp
+from distillguard.exchange import stix, tlp
+from distillguard.exchange.hub.anonymity import DROPPED
 from distillguard.exchange.hub.corroboration import pattern_values
-from distillguard.exchange.hub.store import TAKEN
+from distillguard.exchange.hub.store import TAKEN, hub_identity
 from distillguard.exchange.hub.taxii import TAXII
 from distillguard.exchange.stix import MAX_PATTERN
 from tests.gateway_stack import hub_member, hub_server
@@ -307,3 +308,96 @@ def test_a_large_envelope_does_not_stall_other_members(hub):
     during = [took for sent, took in answered if posting["start"] + 0.1 < sent < posting["end"]]
     assert during, (posting, answered[:5])
     assert max(during) < 2.0, (max(during), posting["end"] - posting["start"])
+
+
+# -- 9. anonymous members are named by nothing served ---------------------------------
+
+
+def _everything(hub: Hub, member: str) -> str:
+    """Every version of every object `member` may read, and the manifest, as text."""
+    client, text, cursor = hub.client(member), [], None
+    for path in (hub.objects, hub.manifest):
+        more = True
+        while more:
+            params = {
+                "limit": 1000,
+                "match[version]": "all",
+                **({"next": cursor} if cursor else {}),
+            }
+            page = client.get(path, params=params)
+            assert page.status_code == 200, page.text
+            text.append(page.text)
+            more, cursor = page.json()["more"], page.json().get("next")
+    return "\n".join(text)
+
+
+def test_an_anonymous_members_identity_and_references_to_it_are_not_served(hub):
+    name = f"Ghost Labs {uuid.uuid4().hex[:8]}"
+    me = stix2.v21.Identity(name=name, identity_class="organization")
+    seen = indicator(created_by_ref=me.id)
+    sighting = json.loads(
+        stix2.v21.Sighting(
+            sighting_of_ref=seen["id"], where_sighted_refs=[me.id], created_by_ref=me.id
+        ).serialize()
+    )
+    pointer = json.loads(
+        stix2.v21.Relationship(
+            relationship_type="related-to", source_ref=seen["id"], target_ref=me.id
+        ).serialize()
+    )
+    other = f"identity--{uuid.uuid4()}"
+    custom = indicator(x_seen_by_ref=other, x_note={"by": me.id, "refs_refs": [other]})
+    objects = [json.loads(me.serialize()), seen, sighting, pointer, custom]
+    status = post(hub.client("ghost"), hub, *objects).json()
+    assert status["failures"] == [
+        {"id": me.id, "version": me.modified.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "message": DROPPED}
+    ]
+    assert status["success_count"] == 4
+
+    served = _everything(hub, "globex")
+    assert seen["id"] in served and sighting["id"] in served and custom["id"] in served
+    assert name not in served and me.id not in served and other not in served
+    author = hub_identity()
+    by_id = {
+        o["id"]: o
+        for o in (
+            hub.client("globex").get(f"{hub.objects}{x['id']}/").json()["objects"][0]
+            for x in (seen, sighting, pointer, custom)
+        )
+    }
+    assert by_id[seen["id"]]["created_by_ref"] == author
+    assert by_id[sighting["id"]]["where_sighted_refs"] == [author]
+    assert by_id[pointer["id"]]["target_ref"] == author
+    assert by_id[custom["id"]]["x_seen_by_ref"] == author
+    assert by_id[custom["id"]]["x_note"] == {"by": author, "refs_refs": [author]}
+
+
+def test_exchange_publish_as_an_anonymous_member_names_it_nowhere(hub, tmp_path):
+    """The real `exchange publish` of a traced week, by an anonymous member: another
+    member reads its indicators, never its name nor the uuid5 identity of that name."""
+    publisher = f"ghost-secret-provider-{uuid.uuid4().hex[:6]}"
+    keyring = tmp_path / "consortium.key"
+    assert run("exchange", "keygen", str(keyring), "--key-id", "c1").returncode == 0
+    sim = tmp_path / "sim"
+    made = run("simulate", "--out", str(sim), "--scale", "0.05", "--seed", "7")
+    assert made.returncode == 0, made.stderr
+    store = f"sqlite:///{tmp_path / 'ghost.db'}"
+    files = ["--events", str(sim / "events.jsonl"), "--accounts", str(sim / "accounts.jsonl")]
+    traced = run("trace", "run", *files, "--store", store)
+    assert traced.returncode == 0, traced.stderr
+    env = {
+        "DISTILLGUARD_EXCHANGE__HUB": hub.url,
+        "DISTILLGUARD_EXCHANGE__COLLECTION": "signals",
+        "DISTILLGUARD_EXCHANGE__TOKEN": hub.tokens["ghost"],
+        "DISTILLGUARD_EXCHANGE__KEYRING": str(keyring),
+        "DISTILLGUARD_EXCHANGE__PUBLISHER": publisher,
+    }
+    published = run("exchange", "publish", *files, "--store", store, env=env)
+    assert published.returncode == 0, published.stderr  # no identity sent, none refused
+    assert "published" in published.stderr and "refused" not in published.stderr
+
+    identity_id = stix.identity(publisher)["id"]  # uuid5 of the name
+    served = _everything(hub, "globex")
+    assert served.count("c1:") >= 3  # its account indicators are there
+    assert publisher not in served and identity_id not in served
+    assert hub_identity() in served

@@ -23,6 +23,7 @@ from distillguard.exchange.privacy import ExchangeError
 
 PAGE_SIZE = 1000
 ENVELOPE_SIZE = 1000  # objects per POST: well under the hub's 10 MiB envelope limit
+ANONYMOUS_HEADER = "X-Distillguard-Anonymous"  # the hub's word that it shows us as itself
 USER = "distillguard"  # Basic auth's user name; the token (the password) says who we are
 
 
@@ -39,6 +40,7 @@ class HubClient:
     def __init__(self, hub: str, collection: str, token: str) -> None:
         self.hub = hub
         self._last_added: str | None = None
+        self.anonymous = False  # the hub shows us as itself: send no identity of ours
         # One connection for every endpoint (the library's way to share a session), with a
         # hook that reads the paging headers its methods do not return.
         self._conn = _HTTPConnection(user=USER, password=token, version="2.1")
@@ -81,6 +83,8 @@ class HubClient:
         """POST `objects` in envelopes (the hub takes an envelope whole or not at all);
         stops at the first envelope that fails and says what was taken until then."""
         posted = Posted()
+        if self.anonymous:
+            objects = _unnamed(objects)
         for start in range(0, len(objects), ENVELOPE_SIZE):
             envelope = json.dumps({"objects": list(objects[start : start + ENVELOPE_SIZE])})
             try:
@@ -107,6 +111,8 @@ class HubClient:
         last = response.headers.get("X-TAXII-Date-Added-Last")
         if last:
             self._last_added = last
+        if response.headers.get(ANONYMOUS_HEADER) == "true":
+            self.anonymous = True
 
     @contextlib.contextmanager
     def _errors(self, doing: str) -> Iterator[None]:
@@ -120,6 +126,20 @@ class HubClient:
             raise ExchangeError(f"{where}: cannot connect") from None
         except (requests.RequestException, TAXIIServiceException, ValueError) as exc:
             raise ExchangeError(f"{where}: {exc}") from None
+
+
+def _unnamed(objects: Sequence[dict]) -> list[dict]:
+    """`objects` without the identities they are created by (ours), nor references to
+    them: what an anonymous member sends."""
+    ours = {o.get("created_by_ref") for o in objects} - {None}
+    kept = []
+    for obj in objects:
+        if obj.get("type") == "identity" and obj.get("id") in ours:
+            continue
+        if obj.get("created_by_ref") in ours:
+            obj = {k: v for k, v in obj.items() if k != "created_by_ref"}
+        kept.append(obj)
+    return kept
 
 
 def _taxii_error(response: requests.Response | None) -> str:

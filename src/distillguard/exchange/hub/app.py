@@ -49,6 +49,7 @@ from distillguard.exchange.hub.taxii import (
 )
 
 MAX_CONTENT = 10 * 1024 * 1024  # bytes a POST may carry
+ANONYMOUS_HEADER = "X-Distillguard-Anonymous"
 
 
 class Hub:
@@ -103,7 +104,11 @@ class Hub:
 
     def collections(self, request: Request) -> Response:
         member = self._member(request)
-        return _taxii({"collections": [_collection(c) for c in self.store.collections_of(member)]})
+        # Tells an anonymous member's client (the first thing it reads) not to send its
+        # identity: the hub would not store it anyway.
+        headers = {ANONYMOUS_HEADER: "true"} if member.anonymous else None
+        collections = [_collection(c) for c in self.store.collections_of(member)]
+        return _taxii({"collections": collections}, headers)
 
     def collection(self, request: Request) -> Response:
         member = self._member(request)

@@ -78,6 +78,7 @@ class StoredObject:
     tlp: str | None
     body: str
     facts: Facts | None = field(default=None, compare=False)  # a posted indicator or sighting
+    refusal: str | None = field(default=None, compare=False)  # why it is not stored, if not
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,8 @@ class HubStore:
             rows = []
             for obj in stored:
                 key = (obj.object_id, obj.version)
-                refused = held.refusal(member, obj.object_id, key)
+                refused = {"message": obj.refusal} if obj.refusal else None
+                refused = refused or held.refusal(member, obj.object_id, key)
                 if refused is not None:
                     failures.append({"id": obj.object_id, "version": obj.version, **refused})
                     continue

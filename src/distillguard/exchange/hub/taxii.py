@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from distillguard.exchange import tlp
+from distillguard.exchange.hub.anonymity import DROPPED, anonymised
 from distillguard.exchange.hub.corroboration import facts_of, is_reserved
 from distillguard.exchange.hub.store import Query, StoredObject, taxii_time
 from distillguard.exchange.stix import MAX_PATTERN
@@ -108,18 +109,26 @@ def _list(params, name: str) -> list[str]:
 
 def read_envelope(body: bytes, added: str, author: str | None = None) -> list[StoredObject]:
     """What the hub stores of each posted object; TaxiiError(422) on the first object that
-    is not STIX 2.1. With `author`, every `created_by_ref` is replaced by it (an anonymous
-    publisher's objects are shown as the hub's)."""
+    is not STIX 2.1. With `author` (an anonymous publisher, shown as the hub), its
+    identities are refused in the status and every identity it refers to is `author`
+    (exchange/hub/anonymity.py)."""
     try:
         envelope = msgspec.json.decode(body, type=_Envelope)
     except msgspec.DecodeError as exc:
         raise TaxiiError(422, "not a TAXII envelope", str(exc)) from None
     if not envelope.objects:
         raise TaxiiError(422, "empty envelope", "the envelope has no objects")
-    return [_object(obj, i, added, author) for i, obj in enumerate(envelope.objects)]
+    named = frozenset(
+        o["id"]
+        for o in envelope.objects
+        if o.get("type") == "identity" and isinstance(o.get("id"), str)
+    )
+    return [_object(obj, i, added, author, named) for i, obj in enumerate(envelope.objects)]
 
 
-def _object(obj: dict, index: int, added: str, author: str | None) -> StoredObject:
+def _object(
+    obj: dict, index: int, added: str, author: str | None, named: frozenset[str] = frozenset()
+) -> StoredObject:
     def refuse(reason: str) -> TaxiiError:
         return TaxiiError(422, "invalid STIX object", f"objects[{index}]: {reason}")
 
@@ -161,8 +170,10 @@ def _object(obj: dict, index: int, added: str, author: str | None) -> StoredObje
         isinstance(creator, str) and (found := _ID.match(creator)) and found[1] == "identity"
     ):
         raise refuse("`created_by_ref` must be an identity id")
-    if author is not None and "created_by_ref" in obj:
-        obj = {**obj, "created_by_ref": author}
+    refusal = None
+    if author is not None:
+        obj = anonymised(obj, author, named)
+        refusal = DROPPED if kind == "identity" else None
     return StoredObject(
         object_id=object_id,
         type=kind,
@@ -170,5 +181,6 @@ def _object(obj: dict, index: int, added: str, author: str | None) -> StoredObje
         spec_version=spec,
         tlp=level,
         body=msgspec.json.encode(obj).decode(),
-        facts=facts_of(obj),
+        facts=facts_of(obj) if refusal is None else None,
+        refusal=refusal,
     )
