@@ -18,6 +18,7 @@ import openai
 import pytest
 
 from distillguard.config import ExchangeSettings
+from distillguard.exchange import stix
 from distillguard.exchange.privacy import KeyRing
 from distillguard.exchange.watchlist import DAY, Watchlist, corroboration_id, decayed
 from distillguard.store import AccountStore, EventStore, ScoreStore, open_engine
@@ -66,7 +67,8 @@ def consortium(tmp_path_factory) -> Iterator[Consortium]:
     hub_store = f"sqlite:///{root / 'hub.db'}"
     ok(run("hub", "collection", "add", "signals", "--store", hub_store))
     rights = ["--read", "signals", "--write", "signals"]
-    tokens = {member: hub_member(hub_store, member, *rights) for member in ("acme", "beta")}
+    members = ("acme", "beta", "gamma")
+    tokens = {member: hub_member(hub_store, member, *rights) for member in members}
     keyring = root / "consortium.key"
     ok(run("exchange", "keygen", str(keyring), "--key-id", "c1"))
     ok(run("simulate", "--out", str(root / "sim"), "--scale", "0.05", "--seed", "7"))
@@ -126,6 +128,14 @@ def test_two_members_end_to_end(consortium, published, upstream, tmp_path):
         assert early["tier"] == "normal" and early["matches"] == []
         pulled = run("exchange", "pull", "--store", store, env=env)
         assert pulled.returncode == 0, pulled.stderr
+        # One organisation's word earns `watch` at most, however confident.
+        assert "beta-early\twatch" in pulled.stdout
+        assert AccountStore(open_engine(store)).account_tier("beta-early")[0] == "watch"
+        # A second organisation reports the same addresses: the hub counts two, and the
+        # next pull throttles.
+        _second_report(consortium, "gamma", [hydra[0]["email"], hydra[1]["email"]])
+        pulled = run("exchange", "pull", "--store", store, env=env)
+        assert pulled.returncode == 0, pulled.stderr
         assert "beta-early\tthrottle" in pulled.stdout
         assert AccountStore(open_engine(store)).account_tier("beta-early")[0] == "throttle"
 
@@ -133,8 +143,9 @@ def test_two_members_end_to_end(consortium, published, upstream, tmp_path):
         local, domain = hydra[1]["email"].split("@")
         late = signup("beta-late", f"{local.upper()}+trial@{domain}")
         assert late["tier"] == "throttle", late
-        (match,) = late["matches"]
-        assert match["kind"] == "email" and match["confidence"] >= 0.6
+        matches = late["matches"]  # acme's indicator and gamma's
+        assert len(matches) == 2 and {m["kind"] for m in matches} == {"email"}
+        assert max(m["confidence"] for m in matches) >= 0.6
         assert "shared indicator" in late["tier_reason"]
         clean = signup("beta-clean", benign["email"])
         assert clean["tier"] == "normal" and clean["matches"] == []
@@ -171,6 +182,26 @@ def test_two_members_end_to_end(consortium, published, upstream, tmp_path):
             assert secret.lower() not in everything.lower()
 
 
+def _second_report(consortium: Consortium, member: str, emails: list[str]) -> None:
+    """`member` publishes an account indicator of its own holding these addresses."""
+    ring = KeyRing.load(consortium.keyring)
+    hashes = [ring.hash("email", email) for email in emails]
+    indicator = stix.account_indicator(
+        hashes, score=0.7, evidence=[], created_by=stix.identity(member)["id"]
+    )
+    http = httpx.Client(
+        base_url=consortium.hub,
+        headers={"Authorization": f"Bearer {consortium.tokens[member]}"},
+    )
+    (collection,) = http.get("collections/").json()["collections"]
+    posted = http.post(
+        f"collections/{collection['id']}/objects/",
+        json={"objects": [indicator]},
+        headers={"Content-Type": "application/taxii+json;version=2.1"},
+    )
+    assert posted.status_code == 202 and posted.json()["success_count"] == 1, posted.text
+
+
 def _all_served(consortium: Consortium, member: str) -> list[dict]:
     """Every object of the collection as `member` reads it."""
     http = httpx.Client(
@@ -191,7 +222,8 @@ def _all_served(consortium: Consortium, member: str) -> list[dict]:
 
 
 def test_published_objects_are_what_a_flagged(consortium, published):
-    objects = _all_served(consortium, "acme")
+    acme = stix.identity("acme")["id"]  # (other members' reports are in the collection too)
+    objects = [o for o in _all_served(consortium, "acme") if o.get("created_by_ref") == acme]
     by_kind: dict[str, list[dict]] = {}
     for obj in objects:
         by_kind.setdefault(obj.get("x_distillguard_kind", obj["type"]), []).append(obj)

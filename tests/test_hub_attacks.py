@@ -14,13 +14,20 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import stix2
+from taxii2client.v21 import Server
 
+from distillguard.config import ExchangeSettings
 from distillguard.exchange import stix, tlp
+from distillguard.exchange.client import HubClient
 from distillguard.exchange.hub.anonymity import DROPPED
+from distillguard.exchange.hub.app import api_root_url
 from distillguard.exchange.hub.corroboration import pattern_values
-from distillguard.exchange.hub.store import TAKEN, hub_identity
+from distillguard.exchange.hub.store import TAKEN, HubError, hub_identity
 from distillguard.exchange.hub.taxii import TAXII
+from distillguard.exchange.privacy import KeyRing
 from distillguard.exchange.stix import MAX_PATTERN
+from distillguard.exchange.watchlist import Watchlist
+from distillguard.store import AccountStore, open_engine
 from tests.gateway_stack import hub_member, hub_server
 from tests.helpers import run
 
@@ -401,3 +408,119 @@ def test_exchange_publish_as_an_anonymous_member_names_it_nowhere(hub, tmp_path)
     assert served.count("c1:") >= 3  # its account indicators are there
     assert publisher not in served and identity_id not in served
     assert hub_identity() in served
+
+
+# -- 10. statuses, bad parameters, discovery, one member's word -----------------------
+
+
+def test_a_status_is_its_posters_only(hub):
+    status = post(hub.client("acme"), hub, indicator()).json()
+    path = f"status/{status['id']}/"
+    assert hub.client("acme").get(path).json()["id"] == status["id"]
+    unknown = hub.client("globex").get(f"status/{uuid.uuid4()}/")
+    for reader in ("acme-eu", "globex"):  # its organisation's other member too
+        response = hub.client(reader).get(path)
+        assert response.status_code == 404
+        assert response.json() == unknown.json()  # the same as a status that never was
+
+
+BAD_PARAMETERS = [
+    ("added_after", "2026-02-30T00:00:00Z"),  # the shape of a timestamp, not a date
+    ("added_after", "2026-01-01T25:00:00Z"),
+    ("added_after", "0000-01-01T00:00:00Z"),
+    ("added_after", "2026-01-01T00:00:00Z\n"),
+    ("added_after", "2026-01-01T00:00:00.1234567890Z"),
+    ("added_after", "٢٠٢٦-01-01T00:00:00Z"),  # digits, not ASCII ones
+    ("match[version]", "2026-13-01T00:00:00Z"),
+    ("match[version]", "last,2026-02-30T00:00:00.000Z"),
+    ("next", "99999999999999999999-1"),  # past what the database holds
+    ("next", "1-9223372036854775808"),
+    ("next", "1-2\n"),
+    ("limit", "²"),
+    ("limit", "1\n"),
+]
+
+
+@pytest.mark.parametrize("name, value", BAD_PARAMETERS)
+def test_malformed_timestamps_and_cursors_are_taxii_400s(hub, name, value):
+    obj = indicator()
+    assert post(hub.client("acme"), hub, obj).status_code == 202
+    paths = [
+        hub.objects,
+        hub.manifest,
+        f"{hub.objects}{obj['id']}/",
+        f"{hub.objects}{obj['id']}/versions/",
+    ]
+    for path in paths:
+        if path.endswith("versions/") and name == "match[version]":
+            continue  # versions lists them all: it reads no match[version]
+        response = hub.client("acme").get(path, params={name: value})
+        assert response.status_code == 400, (path, response.text)
+        assert response.headers["content-type"] == TAXII
+        body = response.json()
+        assert body["http_status"] == "400" and body["title"] == f"bad {name}"
+
+
+def test_malformed_object_timestamps_and_text_are_422s_and_store_nothing(hub):
+    good = indicator()
+    cases = {
+        "modified": {**indicator(), "modified": "2026-02-30T00:00:00.000Z"},
+        "created": {**indicator(), "created": "2026-01-01T24:00:00Z\n"},
+        "id": {**indicator(), "id": f"indicator--{uuid.uuid4()}\n"},
+    }
+    for field, bad in cases.items():
+        response = post(hub.client("acme"), hub, good, bad)
+        assert response.status_code == 422, (field, response.text)
+        assert response.json()["description"].startswith("objects[1]: "), field
+    surrogate = b'{"objects": [{"type": "indicator", "id": "indicator--%s", "name": "\\ud800"}]}'
+    response = hub.client("acme").post(
+        hub.objects, content=surrogate % str(uuid.uuid4()).encode(), headers=POST
+    )
+    assert response.status_code in (202, 422), response.text
+    assert hub.client("acme").get(f"{hub.objects}{good['id']}/").status_code == 404
+
+
+def test_discovery_never_echoes_the_host_header(hub):
+    discovery = hub.url.replace("/api/", "/taxii2/")
+    response = httpx.get(discovery, headers={"Host": "attacker.example"})
+    assert response.status_code == 200
+    assert "attacker" not in response.text
+    assert response.json()["api_roots"] == ["/api/"] == [response.json()["default"]]
+    server = Server(discovery, user="acme", password=hub.tokens["acme"])
+    assert [root.url for root in server.api_roots] == [hub.url]  # resolved where asked
+
+
+def test_discovery_advertises_the_configured_url(hub, monkeypatch):
+    monkeypatch.setenv("DISTILLGUARD_HUB_URL", "https://hub.example:9400/")
+    with hub_server(hub.store) as url:
+        response = httpx.get(url.replace("/api/", "/taxii2/"), headers={"Host": "evil.example"})
+    assert response.json()["api_roots"] == ["https://hub.example:9400/api/"]
+    with pytest.raises(HubError, match="not an http"):
+        api_root_url("hub.example:9400")
+
+
+def test_one_organisations_word_never_throttles_an_account_alone(hub, tmp_path):
+    """globex reports an account of ours at confidence 100: we watch it; once a second
+    organisation (acme) reports the same identifier, the hub's count lets it throttle."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
+    AccountStore(engine).issue_key("victim")
+    ring = KeyRing.generate("c1")
+    watchlist = Watchlist(engine, ring, ExchangeSettings())
+    watchlist.identify("victim", [("email", "victim@example.org")])
+    digest = ring.hash("email", "victim@example.org")
+    accusation = indicator(confidence=100, object_marking_refs=[tlp.MARKING_IDS["amber"]])
+    accusation["pattern"] = f"[user-account:user_id = '{digest}']"
+    assert post(hub.client("globex"), hub, accusation).status_code == 202
+    reader = HubClient(hub.url, "signals", hub.tokens["acme-eu"])
+    pulled = watchlist.pull(reader)
+    (match,) = [m for m in pulled.matches if m.account_id == "victim"]
+    assert match.confidence == 1.0 and match.members == 1
+    assert pulled.raised == {"victim": "watch"}
+    assert AccountStore(engine).account_tier("victim")[0] == "watch"
+
+    second = {**indicator(confidence=70), "pattern": accusation["pattern"]}
+    assert post(hub.client("acme"), hub, second).status_code == 202
+    pulled = watchlist.pull(reader)
+    assert max(m.members for m in pulled.matches if m.account_id == "victim") == 2
+    assert pulled.raised == {"victim": "throttle"}
+    assert "2 organisations" in AccountStore(engine).account_tier("victim")[1]

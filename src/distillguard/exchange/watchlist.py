@@ -45,6 +45,7 @@ from distillguard.store.schema import (
 from distillguard.tracing.shared import SharedTemplates
 
 DAY = 86_400.0
+CORROBORATING = 2  # organisations whose reports may throttle or block an account
 UNKNOWN_CONFIDENCE = 0.5  # STIX: an indicator without `confidence` says nothing either way
 MAX_VALUE = 512  # the watchlist's value column
 _STIX_ID = re.compile(
@@ -68,7 +69,7 @@ class Match:
     members: int  # how many members reported the indicator (1: its publisher alone)
 
     def reason(self) -> str:
-        by = f"{self.members} members" if self.members > 1 else "one member"
+        by = f"{self.members} organisations" if self.members > 1 else "one organisation"
         return (
             f"exchange: {self.kind} matches shared indicator {self.indicator_id} "
             f"(confidence {self.confidence:.2f}, reported by {by})"
@@ -337,9 +338,19 @@ class Watchlist:
         wanted = {
             account: (tier, match.reason())
             for account, match in best.items()
-            if (tier := self.settings.tier_for(match.confidence)) is not None
+            if (tier := self.tier_for(match)) is not None
         }
         return self.accounts.raise_tiers(wanted)
+
+    def tier_for(self, match: Match) -> str | None:
+        """The tier a match earns. One organisation's word, however confident, earns
+        `watch` at most: throttling or blocking an account takes the hub's count of
+        CORROBORATING organisations or more (one member alone could otherwise throttle
+        any account it holds an identifier of, by publishing it at confidence 100)."""
+        tier = self.settings.tier_for(match.confidence)
+        if tier in ("throttle", "block") and match.members < CORROBORATING:
+            return "watch"
+        return tier
 
     def shared_templates(self, now: float | None = None) -> SharedTemplates:
         """The shared prompt templates tracing should recognise: those still valid, not

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 from collections.abc import Awaitable, Callable
+from urllib.parse import urlsplit
 
 import msgspec
 from starlette.applications import Starlette
@@ -31,6 +33,7 @@ from starlette.routing import Route
 from distillguard.exchange.hub.store import (
     TITLE,
     Collection,
+    HubError,
     HubStore,
     Member,
     Page,
@@ -52,10 +55,27 @@ MAX_CONTENT = 10 * 1024 * 1024  # bytes a POST may carry
 ANONYMOUS_HEADER = "X-Distillguard-Anonymous"
 
 
+BASE_URL_ENV = "DISTILLGUARD_HUB_URL"  # the hub's public URL, e.g. https://hub.example:9400
+
+
+def api_root_url(base_url: str | None = None) -> str:
+    """The API root discovery advertises: under the configured public URL, else relative
+    (`/api/`, which clients resolve against the discovery URL they used). Never built
+    from the request's Host header, which any client sets to anything."""
+    base = base_url if base_url is not None else os.environ.get(BASE_URL_ENV, "")
+    if not base:
+        return "/api/"
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise HubError(f"{BASE_URL_ENV}={base!r} is not an http(s) URL such as https://hub:9400")
+    return base.rstrip("/") + "/api/"
+
+
 class Hub:
-    def __init__(self, store: HubStore, title: str = TITLE) -> None:
+    def __init__(self, store: HubStore, title: str = TITLE, base_url: str | None = None) -> None:
         self.store = store
         self.title = title
+        self.root = api_root_url(base_url)
         # Anonymous publishers' objects, and the hub's corroboration sightings, are
         # created by the hub itself.
         self.identity = hub_identity(title)
@@ -81,13 +101,12 @@ class Hub:
     # -- endpoints -----------------------------------------------------------------------
 
     def discovery(self, request: Request) -> Response:
-        root = str(request.base_url).rstrip("/") + "/api/"
         return _taxii(
             {
                 "title": self.title,
                 "description": "Distillation signals shared between model providers.",
-                "default": root,
-                "api_roots": [root],
+                "default": self.root,
+                "api_roots": [self.root],
             }
         )
 
@@ -207,8 +226,8 @@ class Hub:
         return _taxii(found)
 
 
-def create_app(store: HubStore, title: str = TITLE) -> Starlette:
-    hub = Hub(store, title)
+def create_app(store: HubStore, title: str = TITLE, base_url: str | None = None) -> Starlette:
+    hub = Hub(store, title, base_url)
 
     def guarded(handler: Callable, method: str) -> Callable[[Request], Awaitable[Response]]:
         """TAXII content negotiation and errors around every endpoint."""

@@ -24,10 +24,12 @@ MAX_LIMIT = 1000
 _TYPE = re.compile(r"^[a-z0-9][a-z0-9-]{1,248}[a-z0-9]$")
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _ID = re.compile(rf"^([a-z0-9][a-z0-9-]{{1,248}}[a-z0-9])--{_UUID}$")
-_CURSOR = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_CURSOR = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")
+_MAX_INT64 = 2**63 - 1  # what the database holds
+_DIGITS = re.compile(r"[0-9]{1,9}")
 # Objects without created/modified (cyber-observables) are versioned by the time they were
 # added; STIX timestamps are RFC 3339 in UTC with optional fractions of a second.
-_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$")
+_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z")
 
 
 @dataclass
@@ -65,10 +67,14 @@ def is_taxii(content_type: str | None) -> bool:
 
 def timestamp_us(value: str, what: str) -> int:
     """A STIX/TAXII timestamp as µs since the epoch."""
-    if not _TIMESTAMP.match(value):
-        raise TaxiiError(400, f"bad {what}", f"{value!r} is not an RFC 3339 UTC timestamp")
+    bad = TaxiiError(400, f"bad {what}", f"{value[:100]!r} is not an RFC 3339 UTC timestamp")
+    if not _TIMESTAMP.fullmatch(value):
+        raise bad
     whole, _, fraction = value[:-1].partition(".")
-    moment = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    try:  # the shape is right; the date may still not exist (2026-02-30, 25:00:00)
+        moment = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        raise bad from None
     return int(moment.timestamp()) * 1_000_000 + int((fraction + "000000")[:6])
 
 
@@ -83,12 +89,12 @@ def parse_query(params, *, object_id: str | None = None) -> Query:
     if (value := params.get("added_after")) is not None:
         query.added_after_us = timestamp_us(value, "added_after")
     if (value := params.get("limit")) is not None:
-        if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+        if not _DIGITS.fullmatch(value) or not 1 <= int(value) <= MAX_LIMIT:
             raise TaxiiError(400, "bad limit", f"limit must be an integer from 1 to {MAX_LIMIT}")
         query.limit = int(value)
     if (value := params.get("next")) is not None:
-        match = _CURSOR.match(value)
-        if not match:
+        match = _CURSOR.fullmatch(value)
+        if not match or max(int(match[1]), int(match[2])) > _MAX_INT64:
             raise TaxiiError(400, "bad next", "next must be a value a previous page returned")
         query.after = (int(match[1]), int(match[2]))
     query.ids = [object_id] if object_id else _list(params, "match[id]")
@@ -133,9 +139,13 @@ def _object(
         return TaxiiError(422, "invalid STIX object", f"objects[{index}]: {reason}")
 
     kind, object_id = obj.get("type"), obj.get("id")
-    if not isinstance(kind, str) or not _TYPE.match(kind):
+    if not isinstance(kind, str) or not _TYPE.fullmatch(kind):
         raise refuse("`type` must be a STIX type name")
-    if not isinstance(object_id, str) or not (match := _ID.match(object_id)) or match[1] != kind:
+    if (
+        not isinstance(object_id, str)
+        or not (match := _ID.fullmatch(object_id))
+        or match[1] != kind
+    ):
         raise refuse(f"`id` must be '{kind}--<uuid>'")
     pattern = obj.get("pattern")
     if kind == "indicator" and pattern is not None:
@@ -167,7 +177,7 @@ def _object(
         raise refuse(str(exc)) from None
     creator = obj.get("created_by_ref")
     if creator is not None and not (
-        isinstance(creator, str) and (found := _ID.match(creator)) and found[1] == "identity"
+        isinstance(creator, str) and (found := _ID.fullmatch(creator)) and found[1] == "identity"
     ):
         raise refuse("`created_by_ref` must be an identity id")
     refusal = None
