@@ -29,7 +29,7 @@ from distillguard.exchange.stix import MAX_PATTERN
 from distillguard.exchange.watchlist import Watchlist
 from distillguard.store import AccountStore, open_engine
 from tests.gateway_stack import hub_member, hub_server
-from tests.helpers import run
+from tests.helpers import assert_user_error, run
 
 POST = {"Content-Type": TAXII}
 
@@ -497,6 +497,8 @@ def test_discovery_advertises_the_configured_url(hub, monkeypatch):
     assert response.json()["api_roots"] == ["https://hub.example:9400/api/"]
     with pytest.raises(HubError, match="not an http"):
         api_root_url("hub.example:9400")
+    refused = run("hub", "serve", "--base-url", "hub.example:9400", "--store", hub.store)
+    assert_user_error(refused, "not an http(s) URL")
 
 
 def test_one_organisations_word_never_throttles_an_account_alone(hub, tmp_path):

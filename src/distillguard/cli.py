@@ -665,6 +665,14 @@ def hub_serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 9400,
     store: HubStoreOption = None,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--base-url",
+            envvar="DISTILLGUARD_HUB_URL",
+            help="The hub's public URL (e.g. https://hub.example:9400), advertised by discovery.",
+        ),
+    ] = None,
 ) -> None:
     """Serve TAXII 2.1 (discovery at /taxii2/, the API root at /api/)."""
     import uvicorn
@@ -672,8 +680,10 @@ def hub_serve(
     from distillguard.exchange.hub.app import create_app
 
     hub = _hub_store(store)
+    app = create_app(hub, base_url=base_url)  # a malformed URL fails here, in one line
     err.print(f"hub listening on http://{host}:{port}/taxii2/")
-    uvicorn.run(create_app(hub), host=host, port=port, log_level="warning")
+    # No proxy headers: the hub has no use for a client's claimed address.
+    uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)
 
 
 @hub_collection_app.command("add")
