@@ -19,3 +19,7 @@ class InputTooShortError(DistillguardError):
 
 class ModelUnavailableError(DistillguardError):
     """The bundled model or the `model` extra is not installed."""
+
+
+class KeyFileExistsError(KeyFileError):
+    """A key file is already there; saving never replaces one unless asked to."""

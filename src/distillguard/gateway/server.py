@@ -46,17 +46,25 @@ def default_watermark_key_path() -> Path:
 
 
 def watermark_key(path: Path | None) -> WatermarkKey:
-    """The configured key; without one, the embedded default key (created on first use)."""
+    """The configured key; without one, the embedded default key (created on first use).
+
+    Workers starting together race to create it: the save is exclusive, so exactly one
+    key is written and every process loads that one.
+    """
     if path is not None:
         return WatermarkKey.load(path)
     path = default_watermark_key_path()
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise KeyFileError(f"cannot create {path.parent}: {exc.strerror}") from None
         try:
             WatermarkKey.generate().save(path)
             log.warning("created a watermark key at %s: back it up, detection needs it", path)
-        except KeyFileError:  # another replica created it first
-            pass
+        except KeyFileError:
+            if not path.exists():  # the save itself failed, not a race another process won
+                raise
     return WatermarkKey.load(path)
 
 

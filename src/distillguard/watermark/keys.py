@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from distillguard.errors import KeyFileError
+from distillguard.errors import KeyFileError, KeyFileExistsError
 
 KEY_FORMAT = "distillguard-watermark-key/1"
 SECRET_BYTES = 32
@@ -52,10 +52,15 @@ class WatermarkKey:
         return hmac.new(self.secret, b"distillguard/" + purpose.encode(), "sha256").digest()[:n]
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> None:
-        """Write atomically with mode 0600: a crash never leaves a half-written key."""
+        """Write atomically with mode 0600: a crash never leaves a half-written key.
+
+        Without `overwrite` the complete file is hard-linked into place, which fails if
+        any file is there: of processes saving at once, exactly one wins and the others
+        get KeyFileExistsError (no check-then-replace window).
+        """
         path = Path(path)
         if path.exists() and not overwrite:
-            raise KeyFileError(f"{path} already exists (use --force to overwrite)")
+            raise KeyFileExistsError(f"{path} already exists (use --force to overwrite)")
         document = {
             "format": KEY_FORMAT,
             "key_id": self.key_id,
@@ -63,16 +68,22 @@ class WatermarkKey:
             "secret": self.secret.hex(),
             "watermark": self.params,
         }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 json.dump(document, fh, indent=2)
                 fh.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                os.link(tmp, path)
+        except FileExistsError:
+            raise KeyFileExistsError(f"{path} already exists (use --force to overwrite)") from None
+        except OSError as exc:
+            raise KeyFileError(f"cannot write key file {path}: {exc.strerror}") from None
+        finally:
             tmp.unlink(missing_ok=True)
-            raise
 
     @classmethod
     def load(cls, path: str | Path) -> WatermarkKey:
