@@ -2,7 +2,9 @@
 
 Bodies go through as the client sent them (the gateway only adds what it
 needs, e.g. usage reporting on streams); failures become OpenAI-shaped 502s
-and 504s, never exceptions that reach the client as a 500.
+and 504s, never exceptions that reach the client as a 500. Redirects are never
+followed: a 307/308 would re-send the prompt (and our upstream key) wherever the
+upstream points, so any 3xx is a 502.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class UpstreamClient:
                 data=content,
                 headers=_json_headers(content),
                 timeout=self._whole,
+                allow_redirects=False,
             ) as response:
                 body = await response.read()
         except TimeoutError:
@@ -92,6 +95,7 @@ class UpstreamClient:
                 data=content,
                 headers=_json_headers(content),
                 timeout=self._streamed,
+                allow_redirects=False,
             ) as response:
                 if response.status != 200:
                     yield _reply(response.status, await response.read(), response.content_type)
@@ -116,6 +120,9 @@ def _reply(status: int, body: bytes, content_type: str | None) -> Reply:
         data = None
     if status >= 500:
         raise ApiError(502, f"the upstream failed with HTTP {status}", "upstream_error")
+    if 300 <= status < 400:
+        message = f"the upstream answered with a redirect (HTTP {status}), which is not followed"
+        raise ApiError(502, message, "upstream_error")
     return Reply(status, body, data, content_type or "application/json")
 
 
