@@ -11,7 +11,7 @@ from tests.gateway_stack import gateway
 from tests.helpers import assert_user_error, run
 from tests.test_gateway import MESSAGES, assert_openai_error
 
-TOKEN = "admin-secret-for-tests"
+TOKEN = "admin-secret-for-tests-at-least-32-characters"
 # Changes made through the admin API must apply at once, not at the next reload.
 SLOW_RELOAD = {"DISTILLGUARD_GATEWAY__KEY_REFRESH_SECONDS": "600"}
 

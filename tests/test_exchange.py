@@ -26,7 +26,7 @@ from tests.gateway_stack import gateway, hub_member, hub_server
 from tests.helpers import assert_user_error, run
 from tests.test_gateway import MESSAGES
 
-ADMIN = "admin-secret-for-exchange-tests"
+ADMIN = "admin-secret-for-exchange-tests-at-least-32-chars"
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The gateway under attack: a key-refresh loop that died silently on a non-database error,
-and an upstream client that followed redirects with the prompt. Each reproduced against a
-real `distillguard serve` process.
+an upstream client that followed redirects with the prompt, a one-character admin token.
+Each reproduced against a real `distillguard serve` process.
 """
 
 from __future__ import annotations
@@ -8,12 +8,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import openai
@@ -23,7 +26,8 @@ from distillguard.gateway.auth import KeyRing
 from distillguard.gateway.errors import ApiError
 from distillguard.store import AccountStore, open_engine
 from tests.gateway_stack import gateway
-from tests.helpers import run
+from tests.helpers import EXE, assert_user_error, run
+from tests.servers import free_port
 
 # -- the key-refresh loop survives any failure ------------------------------------------
 
@@ -205,3 +209,46 @@ def test_an_upstream_redirect_is_a_502_and_the_prompt_goes_nowhere_else(tmp_path
         assert set(error) == {"message", "type", "param", "code"}
         assert error["code"] == "upstream_error"
         assert "redirect" in error["message"] and "not followed" in error["message"]
+
+
+# -- the admin token must be long enough to resist guessing -----------------------------
+
+
+def refused_serve(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`serve` that must refuse to start: a gateway that starts anyway fails the test."""
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    args = ["serve", "--upstream", "http://127.0.0.1:9/v1", "--port", str(free_port())]
+    return subprocess.run(
+        [EXE, *args, "--store", store],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+
+
+@pytest.mark.parametrize("token", ["x", "short-admin-token-31-characters"])
+def test_a_short_admin_token_is_refused_in_one_line(tmp_path, token):
+    result = refused_serve(tmp_path, env={"DISTILLGUARD_GATEWAY__ADMIN_TOKEN": token})
+    assert_user_error(result, "gateway.admin_token")
+    assert "at least 32 characters" in result.stderr
+    if len(token) > 1:
+        assert token not in result.stderr  # the secret is never echoed
+
+
+def test_a_short_admin_token_in_the_config_file_is_refused(tmp_path):
+    config = tmp_path / "distillguard.toml"
+    config.write_text('[gateway]\nadmin_token = "short"\n')
+    result = refused_serve(tmp_path, env={"DISTILLGUARD_CONFIG": str(config)})
+    assert_user_error(result, "gateway.admin_token")
+
+
+def test_a_32_character_admin_token_opens_the_admin_api(upstream, tmp_path):
+    token = "z" * 32
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    with gateway(upstream, store, env={"DISTILLGUARD_GATEWAY__ADMIN_TOKEN": token}) as stack:
+        admin = stack.url.removesuffix("/v1") + "/admin/keys"
+        allowed = httpx.get(admin, headers={"authorization": f"Bearer {token}"})
+        refused = httpx.get(admin, headers={"authorization": f"Bearer {token[:-1]}"})
+    assert allowed.status_code == 200, allowed.text
+    assert refused.status_code == 401

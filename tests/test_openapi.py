@@ -16,7 +16,7 @@ from distillguard.gateway.policy import MAX_LIMIT, Limits
 from distillguard.store import AccountStore, open_engine
 from tests.gateway_stack import gateway
 
-ADMIN_TOKEN = "fuzzing-admin-token"
+ADMIN_TOKEN = "fuzzing-admin-token-at-least-32-characters"
 # Fuzzing must meet the gateway's validation, not its rate limits.
 HIGH = Limits(**MAX_LIMIT)
 CHECKS = ",".join(

@@ -19,6 +19,7 @@ from pydantic import (
     IPvAnyNetwork,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import (
@@ -81,6 +82,18 @@ class GatewaySettings(BaseModel):
     redis: str | None = None  # shared limits across replicas; default: in-process limits
     shadow: bool = False  # evaluate and log limit/policy decisions, enforce none
     admin_token: SecretStr | None = None  # Bearer token for /admin; admin API off when unset
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_admin_token(cls, token: SecretStr | None) -> SecretStr | None:
+        """The admin API issues and revokes keys: its token must not be guessable."""
+        if token is not None and len(token.get_secret_value()) < 32:
+            raise ValueError(
+                "must be at least 32 characters "
+                "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
+        return token
+
     max_body_bytes: int = Field(1 << 20, ge=1024)
     max_tokens_cap: int = Field(4_096, ge=1)  # reserved when a request sets no max_tokens
     cohorts: int = Field(64, ge=1)  # watermark sub-keys: cohort = HMAC(account) mod cohorts
