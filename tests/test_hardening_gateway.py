@@ -47,7 +47,10 @@ class FlakyAccounts:
         return self.real.active_keys()
 
 
-def test_key_refresh_survives_a_non_database_error(tmp_path, caplog):
+def test_key_refresh_survives_a_non_database_error(tmp_path, caplog, monkeypatch):
+    from distillguard.gateway import auth
+
+    monkeypatch.setattr(auth, "STALE_FLOOR_SECONDS", 0.0)  # stale after three 0.05 s intervals
     real = AccountStore(open_engine(f"sqlite:///{tmp_path / 'store.db'}"))
     issued = real.issue_key("victim")
     flaky = FlakyAccounts(real)
@@ -105,8 +108,16 @@ def test_revocation_reaches_a_gateway_after_a_bad_key_row(upstream, tmp_path):
         time.sleep(0.5)
         assert chat() == 200
         set_rpm(0)
-        time.sleep(1.0)  # five failed reloads
+        health = stack.url.removesuffix("/v1") + "/healthz"
+        deadline = time.monotonic() + 10  # stale after 5 s without a reload
+        while (failing := httpx.get(health)).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
         set_rpm(None)
+        deadline = time.monotonic() + 5
+        while httpx.get(health).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (failing.status_code, failing.json()) == (503, {"status": "key refresh failing"})
+        assert httpx.get(health).status_code == 200
         revoked = run("keys", "revoke", victim.split("-")[1], "--store", store)
         assert revoked.returncode == 0, revoked.stderr
         deadline = time.monotonic() + 5

@@ -672,6 +672,8 @@ def create_app(
     async def healthz(request: Request) -> Response:
         if not gateway.sink.alive:  # answering on would serve requests no one records
             return JSONResponse({"status": "event writer stopped"}, 503)
+        if not gateway.keys.healthy:  # revoked keys would still be accepted here
+            return JSONResponse({"status": "key refresh failing"}, 503)
         return JSONResponse({"status": "ok"})
 
     async def prometheus(request: Request) -> Response:

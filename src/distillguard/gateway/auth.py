@@ -26,6 +26,7 @@ from distillguard.store import AccountStore, KeyRecord, parse_api_key
 
 log = logging.getLogger(__name__)
 STALE_INTERVALS = 3  # reloads missed in a row before the key table counts as stale
+STALE_FLOOR_SECONDS = 5.0  # ...and never sooner: a busy event loop is not a broken one
 
 
 class KeyRing:
@@ -41,10 +42,10 @@ class KeyRing:
     @property
     def healthy(self) -> bool:
         """Whether revocations still arrive: the loop runs and a reload succeeded within
-        the last STALE_INTERVALS intervals."""
+        the last STALE_INTERVALS intervals (at least STALE_FLOOR_SECONDS)."""
         running = self._task is not None and not self._task.done()
         age = time.monotonic() - self._refreshed_at
-        return running and age <= STALE_INTERVALS * self.refresh_seconds
+        return running and age <= max(STALE_INTERVALS * self.refresh_seconds, STALE_FLOOR_SECONDS)
 
     async def start(self) -> None:
         await self.refresh()
