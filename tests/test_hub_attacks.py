@@ -162,6 +162,25 @@ def test_a_hidden_objects_new_version_status_says_only_taken(hub):
     assert "publisher's organisation" in status["failures"][0]["message"]
 
 
+def test_objects_filed_under_the_old_rules_are_re_marked_when_the_hub_starts(hub):
+    """A hub that ran older code filed a TLP 1.0 RED object as unmarked (tlp NULL) and
+    served it to everyone; the next `hub serve` reads every stored marking again."""
+    from sqlalchemy import update
+
+    from distillguard.exchange.hub.schema import objects
+    from distillguard.store import open_engine
+
+    secret = indicator(name=f"old red {uuid.uuid4().hex}", object_marking_refs=[stix2.TLP_RED.id])
+    assert post(hub.client("acme"), hub, secret).status_code == 202
+    with open_engine(hub.store).begin() as conn:  # as the old code stored it
+        conn.execute(update(objects).where(objects.c.object_id == secret["id"]).values(tlp=None))
+    assert any(_every_read(hub.client("globex"), hub, secret).values())  # the hole, reproduced
+    with hub_server(hub.store) as url:
+        restarted = Hub(url, hub.store, hub.tokens, hub.collection)
+        assert not any(_every_read(restarted.client("globex"), restarted, secret).values())
+        assert all(_every_read(restarted.client("acme"), restarted, secret).values())
+
+
 def test_tlp_1_levels_and_case_map_to_their_tlp_2_levels(hub):
     cases = {
         "white": ([stix2.TLP_WHITE.id], {"acme-eu": True, "globex": True}),

@@ -681,6 +681,8 @@ def hub_serve(
 
     hub = _hub_store(store)
     app = create_app(hub, base_url=base_url)  # a malformed URL fails here, in one line
+    if remarked := hub.remark_tlp():  # objects stored under older, looser marking rules
+        err.print(f"re-read the TLP marking of {remarked:,} stored objects")
     err.print(f"hub listening on http://{host}:{port}/taxii2/")
     # No proxy headers: the hub has no use for a client's claimed address.
     uvicorn.run(app, host=host, port=port, log_level="warning", proxy_headers=False)

@@ -159,6 +159,37 @@ class HubStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    def remark_tlp(self, chunk: int = 1000) -> int:
+        """Re-read the TLP level of every stored object under today's rules; the number
+        changed. Objects stored before TLP 1.0 ids, any-case ids and granular markings
+        were recognised were filed as unmarked and served to everyone; a marking that
+        cannot be read now files its object as RED (fail closed). `hub serve` runs it."""
+        changed, after = 0, 0
+        while True:
+            with self.engine.begin() as conn:
+                rows = conn.execute(
+                    select(objects.c.seq, objects.c.tlp, objects.c.body)
+                    .where(objects.c.seq > after)
+                    .order_by(objects.c.seq)
+                    .limit(chunk)
+                ).all()
+                if not rows:
+                    return changed
+                after = rows[-1].seq
+                fixes = [
+                    {"row": row.seq, "level": level}
+                    for row in rows
+                    if (level := _stored_level(row.body)) != row.tlp
+                ]
+                if fixes:
+                    conn.execute(
+                        update(objects)
+                        .where(objects.c.seq == bindparam("row"))
+                        .values(tlp=bindparam("level")),
+                        fixes,
+                    )
+                changed += len(fixes)
+
     # -- administration (the CLI) ------------------------------------------------------
 
     def add_collection(self, name: str, description: str | None = None) -> str:
@@ -979,3 +1010,11 @@ def _or(value: int | None, default: int) -> int:
 
 def _time_or_none(us: int | None) -> str | None:
     return None if us is None else taxii_time(us)
+
+
+def _stored_level(body: str) -> str | None:
+    try:
+        obj = msgspec.json.decode(body)
+        return tlp.object_level(obj) if isinstance(obj, dict) else "red"
+    except (msgspec.DecodeError, tlp.UnknownMarking):
+        return "red"
