@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 EXE = shutil.which("distillguard", path=str(Path(sys.executable).parent))
@@ -28,3 +31,17 @@ def assert_user_error(result, fragment: str):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], result.stderr
     assert result.stdout == ""
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@contextmanager
+def umask(value: int) -> Iterator[None]:
+    """Children started inside inherit `value`: modes must not depend on the caller's umask."""
+    old = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(old)

@@ -8,29 +8,10 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import stat
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 from distillguard.watermark import WatermarkKey
-from tests.helpers import assert_user_error, run
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-@contextmanager
-def umask(value: int) -> Iterator[None]:
-    """Children started inside inherit `value`: modes must not depend on the caller's umask."""
-    old = os.umask(value)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
+from tests.helpers import assert_user_error, mode, run, umask
 
 # -- one default watermark key, however many workers start at once ----------------------
 

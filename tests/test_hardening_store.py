@@ -5,13 +5,10 @@ real parts (the CLI, a gateway process, SQLite and PostgreSQL).
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import stat
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,23 +18,9 @@ from sqlalchemy.exc import IntegrityError
 
 from distillguard.store import AccountStore, Event, EventStore, open_engine
 from tests.gateway_stack import gateway
-from tests.helpers import assert_user_error, run
+from tests.helpers import assert_user_error, mode, run, umask
 
 PASSWORD = "s3cret"
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-@contextmanager
-def umask(value: int) -> Iterator[None]:
-    """Children started inside inherit `value`: modes must not depend on the caller's umask."""
-    old = os.umask(value)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 # -- database errors carry no parameter values -----------------------------------------

@@ -130,7 +130,6 @@ class Gateway:
     async def handle(self, request: Request, endpoint: str, kind: type[protocol.Request]) -> Any:
         trace = Trace(endpoint)
         event = trace.begin(request, self._client_ip(request))
-        body = b""
         try:
             # Authenticate first: an anonymous caller costs no parsing and learns nothing.
             record = self.keys.authenticate(request.headers.get("authorization"))
@@ -146,10 +145,11 @@ class Gateway:
             decision, limiter = await self._admit(plan.quota, event)
             limit_headers = self._admission(plan.quota, decision, event)
         except ApiError as exc:
-            self._refused(trace, exc, body)
+            self._refused(trace, exc)
             return error_response(exc, trace.request_id)
         admitted = Admitted(self, limiter, trace, plan, decision, limit_headers)
-        self._opened()
+        self._open += 1
+        self._idle.clear()
         if event.stream:
             return await admitted.stream(endpoint, raw, typed)
         return await admitted.complete(endpoint, raw)
@@ -160,14 +160,14 @@ class Gateway:
             return peer
         return client_address(peer, request.headers.get("x-forwarded-for"), self.trusted_proxies)
 
-    def _refused(self, trace: Trace, exc: ApiError, body: bytes) -> None:
+    def _refused(self, trace: Trace, exc: ApiError) -> None:
         """Record a request answered with an error. What a refused caller sent was never
         served, so the event keeps a bounded summary of it; anonymous callers are sampled."""
         event = trace.event
         assert event is not None
         message = exc.message
         if event.request is not None:
-            event.request = body_summary(body)
+            event.request = body_summary(trace.body)
         if event.account_id is None:
             skipped = self.unauthenticated.take()
             if skipped is None:
@@ -198,11 +198,8 @@ class Gateway:
         decision = await self.fallback.admit(plan.charges, plan.slots, lease_ttl=self.lease_ttl)
         return decision, self.fallback
 
-    def _opened(self) -> None:
-        self._open += 1
-        self._idle.clear()
-
-    def _done(self) -> None:
+    def request_ended(self) -> None:
+        """An admitted request is settled and recorded (`drain` waits for all of them)."""
         self._open -= 1
         if not self._open:
             self._idle.set()
@@ -323,14 +320,14 @@ class Admitted:
         event = self.event
         used = (event.prompt_tokens or 0) + (event.completion_tokens or 0)
         # Queued, the body waits as the bytes it came in: decoded, an object-dense body
-        # takes 10-25x its size in memory. The writer decodes it again (EventSink).
+        # takes 10-25x its size in memory. The store's write decodes it again.
         event.request = self.trace.body
         with anyio.CancelScope(shield=True):
             try:
                 await self.settle(used)
             finally:
                 self.gateway.sink.emit(self.trace.finish(status, error), self.trace.size)
-                self.gateway._done()
+                self.gateway.request_ended()
 
     async def settle(self, used_tokens: int) -> None:
         """Replace the reservation by real usage and release the concurrency slots."""
