@@ -51,7 +51,7 @@ from distillguard.config import load_settings
 from distillguard.engine.bundled import cached_model_dir
 from distillguard.engine.serving import MODEL_NAME
 from distillguard.engine.transformers_engine import TransformersEngine
-from distillguard.gateway.policy import MAX_LIMIT, Limits
+from distillguard.policy import MAX_LIMIT, Limits
 from distillguard.store import AccountStore, open_engine
 from distillguard.suspect.corpus import read_corpus
 from distillguard.suspect.reading import ReadItem

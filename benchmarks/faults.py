@@ -60,7 +60,7 @@ from common import ROOT, save
 sys.path.insert(0, str(ROOT))  # the tests' fake upstream and helpers
 from tests.servers import find_binary, free_port
 
-from distillguard.gateway.policy import MAX_LIMIT, Limits
+from distillguard.policy import MAX_LIMIT, Limits
 from distillguard.store import AccountStore, EventStore, open_engine
 
 FAKE_UPSTREAM = ROOT / "tests" / "fake_upstream.py"

@@ -54,7 +54,7 @@ from common import ROOT, save
 sys.path.insert(0, str(ROOT))  # the tests' fake upstream and private servers
 from tests.servers import free_port, redis_server
 
-from distillguard.gateway.policy import MAX_LIMIT, Limits
+from distillguard.policy import MAX_LIMIT, Limits
 from distillguard.store import AccountStore, open_engine
 
 FAKE_UPSTREAM = ROOT / "tests" / "fake_upstream.py"

@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from distillguard.gateway.policy import Limits
+from distillguard.policy import Limits
 from distillguard.store import AccountStore, EventStore, open_engine
 from tests.gateway_stack import gateway
 from tests.helpers import assert_user_error, run

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from distillguard.gateway.policy import Limits
+from distillguard.policy import Limits
 from distillguard.store import AccountStore, EventStore, open_engine
 from tests import servers
 from tests.gateway_stack import gateway
@@ -81,7 +81,7 @@ def test_deep_nesting_is_refused_and_the_event_log_keeps_writing(upstream, store
 
 
 def test_writer_survives_any_failure_and_counts_what_it_lost(tmp_path):
-    from distillguard.gateway import metrics
+    from distillguard import metrics
     from distillguard.gateway.events import EventSink
     from distillguard.store import Event
 

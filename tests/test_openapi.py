@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from distillguard.gateway.policy import MAX_LIMIT, Limits
+from distillguard.policy import MAX_LIMIT, Limits
 from distillguard.store import AccountStore, open_engine
 from tests.gateway_stack import gateway
 

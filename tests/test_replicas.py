@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from distillguard.gateway.limits import RedisLimiter
-from distillguard.gateway.policy import Limits
+from distillguard.policy import Limits
 from distillguard.store import AccountStore, EventStore, open_engine
 from distillguard.watermark import WatermarkKey
 from distillguard.watermark.cohorts import Cohorts

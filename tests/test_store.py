@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from distillguard.gateway.policy import Limits
+from distillguard.policy import Limits
 from distillguard.store import AccountError, AccountStore, Event, EventStore, open_engine
 from distillguard.store.schema import metadata
 
@@ -101,7 +101,7 @@ def test_whatever_a_client_sends_is_stored_without_failing_the_batch(engine):
 
 def test_a_row_the_database_refuses_is_dropped_alone(engine):
     """The sink isolates a refused row instead of retrying its whole batch forever."""
-    from distillguard.gateway import metrics
+    from distillguard import metrics
     from distillguard.gateway.events import EventSink
 
     sink = EventSink(EventStore(engine), batch_size=10)

@@ -13,7 +13,7 @@ import uuid
 import openai
 import pytest
 
-from distillguard.gateway.policy import Limits
+from distillguard.policy import Limits
 from distillguard.store import AccountStore, open_engine
 from tests import servers
 from tests.gateway_stack import gateway

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from distillguard.gateway.policy import Limits
+from distillguard.policy import Limits
 from distillguard.store import AccountStore, EventStore, open_engine
 from tests.gateway_stack import gateway
 

@@ -355,7 +355,7 @@ def keys_issue(
     store: StoreOption = None,
 ) -> None:
     """Issue an API key; the secret key is printed once on stdout and never stored."""
-    from distillguard.gateway.policy import Limits
+    from distillguard.policy import Limits
 
     limits = Limits(rpm=rpm, tpm=tpm, tpd=tpd, concurrency=concurrency)
     issued = _accounts(store).issue_key(account, org, limits, name)
@@ -424,7 +424,7 @@ def _limits_setter(level: str, noun: str, members: str):
         concurrency: ConcurrencyOption = None,
         store: StoreOption = None,
     ) -> None:
-        from distillguard.gateway.policy import Limits
+        from distillguard.policy import Limits
 
         limits = Limits(rpm=rpm, tpm=tpm, tpd=tpd, concurrency=concurrency)
         _accounts(store).set_limits(level, owner, limits)

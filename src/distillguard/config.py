@@ -30,7 +30,7 @@ from pydantic_settings import (
 )
 
 from distillguard.errors import DistillguardError
-from distillguard.gateway.policy import Limits
+from distillguard.policy import Limits
 
 CONFIG_ENV = "DISTILLGUARD_CONFIG"
 DEFAULT_CONFIG_FILE = Path("distillguard.toml")

@@ -24,7 +24,7 @@ from distillguard.gateway import protocol
 from distillguard.gateway.app import error_response, read_body
 from distillguard.gateway.auth import KeyRing, bearer_matches
 from distillguard.gateway.errors import ApiError
-from distillguard.gateway.policy import MAX_LIMIT, Limits, Tier
+from distillguard.policy import MAX_LIMIT, Limits, Tier
 from distillguard.store import AccountError, AccountStore, UnknownIdError
 from distillguard.store.accounts import MAX_ID_LENGTH
 

@@ -26,8 +26,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from distillguard import metrics
 from distillguard.config import GatewaySettings
-from distillguard.gateway import metrics, protocol, quota
+from distillguard.gateway import protocol, quota
 from distillguard.gateway.auth import KeyRing, bearer_matches
 from distillguard.gateway.backend import Backend
 from distillguard.gateway.clients import client_address, trusted_networks

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from distillguard.gateway import metrics
+from distillguard import metrics
 from distillguard.gateway.throttled_log import ThrottledLog
 from distillguard.store import Event, EventStore
 

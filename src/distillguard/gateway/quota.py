@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from distillguard.config import LimitDefaults
 from distillguard.gateway.limits import BucketState, Charge, Decision, Rate, Slot
-from distillguard.gateway.policy import Limits
+from distillguard.policy import Limits
 from distillguard.store import KeyRecord
 
 MINUTE = 60.0

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, select, update
 
 from distillguard.errors import DistillguardError
-from distillguard.gateway.policy import MAX_LIMIT, TIERS, Limits
+from distillguard.policy import MAX_LIMIT, TIERS, Limits
 from distillguard.store.schema import accounts, api_keys, organizations
 
 KEY_PREFIX = "dg"

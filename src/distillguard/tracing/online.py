@@ -19,9 +19,9 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from distillguard import metrics
 from distillguard.config import TracingSettings
-from distillguard.gateway import metrics
-from distillguard.gateway.policy import TIERS
+from distillguard.policy import TIERS
 from distillguard.store import AccountStore, Event
 from distillguard.tracing.features import Profile, Releases, describe
 from distillguard.tracing.records import InputReport, events_from_rows

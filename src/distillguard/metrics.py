@@ -1,4 +1,4 @@
-"""Prometheus metrics of the gateway, served at /metrics.
+"""Prometheus metrics of the gateway and its online tracer, served at /metrics.
 
 One registry for the process; label sets are small and fixed (endpoint,
 status, decision) so cardinality never grows with accounts.
