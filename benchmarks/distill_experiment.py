@@ -49,8 +49,8 @@ from tests.gateway_stack import gateway
 
 from distillguard.config import load_settings
 from distillguard.engine.bundled import cached_model_dir
-from distillguard.engine.serving import MODEL_NAME
 from distillguard.engine.transformers_engine import TransformersEngine
+from distillguard.gateway.backends.bundled import MODEL_NAME
 from distillguard.policy import MAX_LIMIT, Limits
 from distillguard.store import AccountStore, open_engine
 from distillguard.suspect.corpus import read_corpus

@@ -37,6 +37,7 @@ from distillguard.config import load_settings
 from distillguard.engine.bundled import load_text_tokenizer
 from distillguard.engine.transformers_engine import TransformersEngine
 from distillguard.watermark import Watermark, WatermarkConfig, WatermarkKey
+from distillguard.watermark.torch_processor import WatermarkLogitsProcessor
 
 DEFAULT = WatermarkConfig()  # measure what users get
 GAMMA, DELTA, WIDTH = DEFAULT.gamma, DEFAULT.delta, DEFAULT.context_width
@@ -143,7 +144,7 @@ def generation(engine, prompts, steps, rounds):
     )
 
     def variants():
-        ours = Timed(watermark.logits_processor())
+        ours = Timed(WatermarkLogitsProcessor(watermark))
         theirs = Timed(
             HFWatermarkLogitsProcessor(vocab, "cpu", GAMMA, DELTA, 15485863, "lefthash", WIDTH)
         )

@@ -7,7 +7,7 @@ import openai
 import pytest
 
 from distillguard.engine.bundled import load_text_tokenizer
-from distillguard.engine.serving import MODEL_NAME
+from distillguard.gateway.backends.bundled import MODEL_NAME
 from distillguard.store import AccountStore, EventStore, open_engine
 from distillguard.watermark import WatermarkKey
 from distillguard.watermark.cohorts import Cohorts

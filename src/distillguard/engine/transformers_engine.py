@@ -147,17 +147,21 @@ class TransformersEngine:
     ) -> dict[str, Any]:
         from transformers import LogitsProcessorList, TemperatureLogitsWarper
 
+        from distillguard.watermark.torch_processor import WatermarkLogitsProcessor
+
         args: dict[str, Any] = {"max_new_tokens": max_new_tokens}
         if min_new_tokens is not None:
             args["min_new_tokens"] = min_new_tokens
         if watermark is None or watermark.config.scheme == "kgw":
             args.update(do_sample=True, temperature=temperature, top_p=top_p)
             if watermark is not None:
-                args["logits_processor"] = LogitsProcessorList([watermark.logits_processor()])
+                args["logits_processor"] = LogitsProcessorList(
+                    [WatermarkLogitsProcessor(watermark)]
+                )
         else:
             # Gumbel-max is itself the sampler: scale by the temperature first,
             # then the processor leaves exactly one token for greedy decoding.
-            processors = [TemperatureLogitsWarper(temperature), watermark.logits_processor()]
+            processors = [TemperatureLogitsWarper(temperature), WatermarkLogitsProcessor(watermark)]
             args.update(do_sample=False, logits_processor=LogitsProcessorList(processors))
         return args
 

@@ -30,14 +30,13 @@ from distillguard import metrics
 from distillguard.config import GatewaySettings
 from distillguard.gateway import protocol, quota
 from distillguard.gateway.auth import KeyRing, bearer_matches
-from distillguard.gateway.backend import Backend
+from distillguard.gateway.backends.base import Backend, Reply
 from distillguard.gateway.clients import client_address, trusted_networks
 from distillguard.gateway.errors import ApiError
 from distillguard.gateway.events import EventSampler, EventSink, body_summary
 from distillguard.gateway.limits import Decision, Limiter, LimiterUnavailable, MemoryLimiter
 from distillguard.gateway.throttled_log import ThrottledLog
 from distillguard.gateway.tokens import TokenCounter
-from distillguard.gateway.upstream import Reply
 from distillguard.store import Event, KeyRecord
 from distillguard.watermark.cohorts import Cohorts
 

@@ -23,11 +23,11 @@ from distillguard.exchange.watchlist import Watchlist
 from distillguard.gateway.admin import AdminApi
 from distillguard.gateway.app import Gateway, HotPath, create_app
 from distillguard.gateway.auth import KeyRing
+from distillguard.gateway.backends.upstream import UpstreamBackend, UpstreamClient
 from distillguard.gateway.events import EventSink
 from distillguard.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
 from distillguard.gateway.openapi import openapi_route
 from distillguard.gateway.tokens import TokenCounter
-from distillguard.gateway.upstream import UpstreamBackend, UpstreamClient
 from distillguard.store import AccountStore, Event, EventStore, default_store_url, open_engine
 from distillguard.watermark import WatermarkKey
 from distillguard.watermark.cohorts import Cohorts
@@ -99,8 +99,8 @@ def build(settings: Settings) -> HotPath:
     cohorts = None
     models = None
     if config.engine == "bundled":
-        from distillguard.engine.serving import BundledBackend
         from distillguard.engine.transformers_engine import TransformersEngine
+        from distillguard.gateway.backends.bundled import BundledBackend
 
         cohorts = Cohorts(watermark_key(config.watermark_key), config.cohorts)
         backend = BundledBackend(

@@ -146,12 +146,6 @@ class Watermark:
             ids = np.pad(ids, ((0, 0), (k - ids.shape[1], 0)))
         return ids[:, ids.shape[1] - k :]
 
-    def logits_processor(self):  # -> transformers.LogitsProcessor (optional dependency)
-        """A `transformers` LogitsProcessor for batched, sampled `generate`."""
-        from distillguard.watermark.torch_processor import WatermarkLogitsProcessor
-
-        return WatermarkLogitsProcessor(self)
-
     # -- detection ----------------------------------------------------------------
 
     def detect(

@@ -10,25 +10,15 @@ upstream points, so any 3xx is a 502.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import msgspec
 
+from distillguard.gateway.backends.base import Reply
 from distillguard.gateway.errors import ApiError
 
 MAX_LINE_BYTES = 1 << 20  # one server-sent event line; upstream chunks are far smaller
-
-
-@dataclass
-class Reply:
-    """A whole (non-streamed) upstream answer."""
-
-    status: int
-    body: bytes
-    data: Any  # the decoded JSON body, or None if it was not JSON
-    content_type: str = "application/json"
 
 
 class UpstreamClient:

@@ -19,8 +19,8 @@ import msgspec
 
 from distillguard.config import GenerationSettings
 from distillguard.engine.transformers_engine import ChatPrompt, Completion, TransformersEngine
+from distillguard.gateway.backends.base import Reply
 from distillguard.gateway.errors import ApiError
-from distillguard.gateway.upstream import Reply
 from distillguard.watermark.cohorts import Cohorts
 
 MODEL_NAME = "smollm2-135m-instruct"

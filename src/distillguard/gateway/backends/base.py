@@ -1,11 +1,20 @@
-"""What answers an admitted request: an upstream API or the bundled model."""
+"""The interface every backend implements, and the answer value it returns."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from distillguard.gateway.upstream import Reply
+
+@dataclass
+class Reply:
+    """A whole (non-streamed) answer, or a refusal, as the backend gave it."""
+
+    status: int
+    body: bytes
+    data: Any  # the decoded JSON body, or None if it was not JSON
+    content_type: str = "application/json"
 
 
 class Backend(Protocol):
