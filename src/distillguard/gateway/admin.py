@@ -4,26 +4,29 @@ Guarded by one Bearer token (``gateway.admin_token``) compared in constant
 time; without a configured token the API answers 403 to everyone. Every
 change is written to the store and then the key ring is reloaded at once, so
 this replica applies it on the next request and the others within their
-refresh interval. Errors are OpenAI-shaped like the rest of the gateway.
+refresh interval. The token is checked before routing (`AdminAuth`); errors are answered
+once, by the gateway app, in OpenAI's shape (store errors through `EXCEPTION_HANDLERS`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from msgspec import Meta, Struct
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, ExceptionHandler, Receive, Scope, Send
 
 from distillguard.exchange.privacy import ExchangeError
 from distillguard.exchange.watchlist import Watchlist
 from distillguard.gateway import protocol
-from distillguard.gateway.app import error_response, read_body
 from distillguard.gateway.auth import KeyRing, bearer_matches
 from distillguard.gateway.errors import ApiError
+from distillguard.gateway.http import error_response, read_body
 from distillguard.policy import MAX_LIMIT, Limits, Tier
 from distillguard.store import AccountError, AccountStore, UnknownIdError
 from distillguard.store.accounts import MAX_ID_LENGTH
@@ -83,54 +86,21 @@ class AdminApi:
         self.token = token
         self.watchlist = watchlist  # None: no consortium key ring, so no identifiers
 
-    def routes(self) -> list[Route]:
-        return [
-            Route("/admin/keys", self._guard(self.issue_key), methods=["POST"]),
-            Route("/admin/keys", self._guard(self.list_keys), methods=["GET"]),
-            Route("/admin/keys/{key_id}", self._guard(self.revoke_key), methods=["DELETE"]),
-            Route("/admin/accounts/{owner_id}/tier", self._guard(self.set_tier), methods=["PUT"]),
-            Route(
-                "/admin/accounts/{owner_id}/limits",
-                self._guard(self.set_account_limits),
-                methods=["PUT"],
-            ),
-            Route(
-                "/admin/orgs/{owner_id}/limits", self._guard(self.set_org_limits), methods=["PUT"]
-            ),
-            Route(
-                "/admin/accounts/{owner_id}/identifiers",
-                self._guard(self.identify),
-                methods=["PUT"],
-            ),
-        ]
-
-    def _guard(
-        self, handler: Callable[[Request], Awaitable[Response]]
-    ) -> Callable[[Request], Awaitable[Response]]:
-        """Check the admin token, and turn store errors into OpenAI-shaped answers."""
-
-        async def guarded(request: Request) -> Response:
-            try:
-                self._authorize(request.headers.get("authorization"))
-                return await handler(request)
-            except UnknownIdError as exc:
-                return error_response(ApiError(404, str(exc), "not_found"))
-            except (AccountError, ExchangeError) as exc:
-                return error_response(ApiError(400, str(exc), "invalid_request"))
-            except ApiError as exc:
-                return error_response(exc)
-
-        return guarded
-
-    def _authorize(self, authorization: str | None) -> None:
-        if self.token is None:
-            raise ApiError(
-                403,
-                "the admin API is disabled: set gateway.admin_token to enable it",
-                "admin_disabled",
-            )
-        if not bearer_matches(authorization, self.token):
-            raise ApiError(401, "invalid or missing admin token", "invalid_admin_token")
+    def mount(self) -> Mount:
+        """The admin routes under ``/admin``, behind the token check (`AdminAuth`)."""
+        return Mount(
+            "/admin",
+            routes=[
+                Route("/keys", self.issue_key, methods=["POST"]),
+                Route("/keys", self.list_keys, methods=["GET"]),
+                Route("/keys/{key_id}", self.revoke_key, methods=["DELETE"]),
+                Route("/accounts/{owner_id}/tier", self.set_tier, methods=["PUT"]),
+                Route("/accounts/{owner_id}/limits", self.set_account_limits, methods=["PUT"]),
+                Route("/orgs/{owner_id}/limits", self.set_org_limits, methods=["PUT"]),
+                Route("/accounts/{owner_id}/identifiers", self.identify, methods=["PUT"]),
+            ],
+            middleware=[Middleware(AdminAuth, token=self.token)],
+        )
 
     async def issue_key(self, request: Request) -> Response:
         body, _ = protocol.decode(await _read(request), IssueKeyBody)
@@ -204,3 +174,46 @@ class AdminApi:
 
 async def _read(request: Request) -> bytes:
     return await read_body(request, ADMIN_BODY_LIMIT)
+
+
+class AdminAuth:
+    """The admin token, checked before any admin route is looked up or run."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self._refusal(Headers(scope=scope).get("authorization"))
+            if refusal is not None:
+                await error_response(refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, authorization: str | None) -> ApiError | None:
+        if self.token is None:
+            return ApiError(
+                403,
+                "the admin API is disabled: set gateway.admin_token to enable it",
+                "admin_disabled",
+            )
+        if not bearer_matches(authorization, self.token):
+            return ApiError(401, "invalid or missing admin token", "invalid_admin_token")
+        return None
+
+
+async def _unknown_id(request: Request, exc: Exception) -> Response:
+    return error_response(ApiError(404, str(exc), "not_found"))
+
+
+async def _invalid(request: Request, exc: Exception) -> Response:
+    return error_response(ApiError(400, str(exc), "invalid_request"))
+
+
+# How the gateway app answers what the stores raise on the admin routes' behalf.
+EXCEPTION_HANDLERS: dict[type[Exception], ExceptionHandler] = {
+    UnknownIdError: _unknown_id,
+    AccountError: _invalid,
+    ExchangeError: _invalid,
+}

@@ -8,33 +8,30 @@ Every failure on the way is an `ApiError`, answered in OpenAI's shape.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
-import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
+from starlette.types import ExceptionHandler
 
 from distillguard import metrics
 from distillguard.config import GatewaySettings
-from distillguard.gateway import protocol, quota
+from distillguard.gateway import http, protocol, quota
 from distillguard.gateway.auth import KeyRing, bearer_matches
 from distillguard.gateway.backends.base import Backend, Reply
 from distillguard.gateway.clients import client_address, trusted_networks
 from distillguard.gateway.errors import ApiError
-from distillguard.gateway.events import EventSampler, EventSink, body_summary
+from distillguard.gateway.events import EventSampler, EventSink, Trace, body_summary
+from distillguard.gateway.http import HotPath, error_response, read_body
 from distillguard.gateway.limits import Decision, Limiter, LimiterUnavailable, MemoryLimiter
+from distillguard.gateway.streaming import STREAM_OUTCOMES, EventStream, StreamRelay
 from distillguard.gateway.throttled_log import ThrottledLog
 from distillguard.gateway.tokens import TokenCounter
 from distillguard.store import Event, KeyRecord
@@ -42,56 +39,7 @@ from distillguard.watermark.cohorts import Cohorts
 
 log = logging.getLogger(__name__)
 limiter_log = ThrottledLog(log)  # an outage fails every request alike: report it, not each
-DONE = b"data: [DONE]\n\n"
-INTERNAL_ERROR = ApiError(500, "internal error in the gateway", "internal_error")
-SHUTTING_DOWN = ApiError(
-    503, "the gateway shut down before the answer was complete; retry", "shutting_down"
-)
-HEADER_TEXT = 512  # characters of a header (User-Agent) an event keeps
 LEASE_SLACK = 60.0  # a lease outlives the longest stream by this much, so it never lapses first
-
-
-@dataclass
-class Trace:
-    """What one request leaves behind: filled as the request goes, emitted once."""
-
-    endpoint: str
-    started: float = field(default_factory=time.time)
-    clock: float = field(default_factory=time.perf_counter)
-    request_id: str = field(default_factory=lambda: f"req_{secrets.token_hex(12)}")
-    event: Event | None = None
-    body: bytes = b""  # as received: what the queued event keeps (see `Admitted.end`)
-
-    def begin(self, request: Request, client_ip: str | None) -> Event:
-        agent = request.headers.get("user-agent")
-        self.event = Event(
-            ts=self.started,
-            request_id=self.request_id,
-            endpoint=self.endpoint,
-            status=0,
-            latency_ms=0.0,
-            decision="rejected",
-            client_ip=client_ip,
-            user_agent=agent[:HEADER_TEXT] if agent else None,
-        )
-        return self.event
-
-    def finish(self, status: int, error: str | None = None) -> Event:
-        assert self.event is not None
-        self.event.status = status
-        self.event.error = error
-        self.event.latency_ms = (time.perf_counter() - self.clock) * 1000
-        metrics.REQUESTS.labels(self.endpoint, str(status), self.event.decision).inc()
-        metrics.LATENCY.labels(self.endpoint).observe(self.event.latency_ms / 1000)
-        return self.event
-
-    @property
-    def size(self) -> int:
-        """Bytes the event holds while queued: its body as bytes, the answer, a little more."""
-        event = self.event
-        assert event is not None
-        held = event.request if isinstance(event.request, bytes) else b""
-        return 512 + len(held) + len(event.response_text or "")
 
 
 class Gateway:
@@ -276,11 +224,8 @@ class Gateway:
     # -- the other endpoints -----------------------------------------------------------
 
     async def list_models(self, request: Request) -> Response:
-        try:
-            self.keys.authenticate(request.headers.get("authorization"))
-            reply = await self.backend.models()
-        except ApiError as exc:
-            return error_response(exc)
+        self.keys.authenticate(request.headers.get("authorization"))
+        reply = await self.backend.models()
         return Response(reply.body, reply.status, media_type=reply.content_type)
 
 
@@ -417,147 +362,6 @@ class Admitted:
         await self.end(*STREAM_OUTCOMES[outcome])
 
 
-class StreamRelay:
-    """Forwards upstream chunks while collecting the answer text and usage for the event."""
-
-    def __init__(self, first: bytes, rest: AsyncIterator[bytes | Reply], wants_usage: bool) -> None:
-        self.first = first
-        self.rest = rest
-        self.wants_usage = wants_usage
-        self.usage: dict[str, Any] | None = None
-        self._texts: dict[int, list[str]] = {}
-
-    def texts(self) -> list[str]:
-        return ["".join(parts) for _, parts in sorted(self._texts.items())]
-
-    async def events(self) -> AsyncIterator[bytes]:
-        item: bytes | Reply | None = self.first
-        while item is not None:
-            if isinstance(item, bytes):
-                if item == b"[DONE]":
-                    break
-                forward = self._observe(item)
-                if forward:
-                    yield b"data: " + item + b"\n\n"
-            item = await anext(self.rest, None)
-        yield DONE
-
-    def _observe(self, data: bytes) -> bool:
-        """Note text and usage of one chunk; False for a usage chunk the client did not ask for."""
-        try:
-            chunk = msgspec.json.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            return True
-        if not isinstance(chunk, dict):
-            return True
-        for choice in chunk.get("choices") or ():
-            if not isinstance(choice, dict):
-                continue
-            delta = choice.get("delta") or {}
-            text = delta.get("content") if isinstance(delta, dict) else None
-            if text is None:
-                text = choice.get("text")
-            if isinstance(text, str):
-                self._texts.setdefault(int(choice.get("index") or 0), []).append(text)
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self.usage = usage
-            if not chunk.get("choices") and not self.wants_usage:
-                return False
-        return True
-
-
-class EventStream:
-    """A server-sent-event response whose `on_close` runs exactly once, however it ends.
-
-    Outcome is ``completed``, ``disconnected`` (the client went away), ``failed`` (the
-    upstream broke mid-stream), ``too_long`` (cut at `max_seconds`, before the request's
-    concurrency lease could lapse) or ``shutdown`` (cancelled at the server's shutdown
-    deadline); on the last three the client gets an error event.
-    """
-
-    def __init__(
-        self,
-        chunks: AsyncIterator[bytes],
-        headers: dict[str, str],
-        on_close: Callable[[str], Awaitable[None]],
-        max_seconds: float = math.inf,
-    ) -> None:
-        self.chunks = chunks
-        self.headers = headers
-        self.on_close = on_close
-        self.max_seconds = max_seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        outcome = "disconnected"
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", b"text/event-stream; charset=utf-8"),
-                        (b"cache-control", b"no-cache"),
-                        *((k.encode(), v.encode()) for k, v in self.headers.items()),
-                    ],
-                }
-            )
-            async with anyio.create_task_group() as group:
-
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    group.cancel_scope.cancel()
-
-                group.start_soon(watch_disconnect)
-                outcome = await self._relay(send)
-                group.cancel_scope.cancel()
-        except OSError:
-            outcome = "disconnected"
-        except asyncio.CancelledError:
-            # Not the disconnect watcher (its cancellation ends inside the task group):
-            # the server cancelled us at its shutdown deadline. The client is told so, and
-            # the task ends normally: nothing is left to cancel, and no traceback is logged.
-            outcome = "shutdown"
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await self._fail(send, SHUTTING_DOWN)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await self.on_close(outcome)
-
-    async def _relay(self, send: Send) -> str:
-        with anyio.move_on_after(self.max_seconds) as deadline:
-            try:
-                async for chunk in self.chunks:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except ApiError as exc:
-                await self._fail(send, exc)
-                return "failed"
-        if deadline.cancelled_caught:
-            limit = f"{self.max_seconds:g}"
-            await self._fail(
-                send, ApiError(504, f"the stream exceeded {limit} s; cut", "stream_too_long")
-            )
-            return "too_long"
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return "completed"
-
-    @staticmethod
-    async def _fail(send: Send, exc: ApiError) -> None:
-        error = b"data: " + exc.body() + b"\n\n" + DONE
-        await send({"type": "http.response.body", "body": error, "more_body": False})
-
-
-# How each end of a stream is recorded: (status, error).
-STREAM_OUTCOMES = {
-    "completed": (200, None),
-    "disconnected": (499, "disconnected"),
-    "failed": (502, "failed"),
-    "too_long": (504, "too_long"),
-    "shutdown": (503, "cancelled at shutdown"),
-}
-
-
 def token_count(value: Any, default: int | None) -> int | None:
     """A usage count as the upstream reported it, if it is one; else `default`. Anything
     else (a string, a float, a negative) must neither skip settling nor reach a column."""
@@ -578,84 +382,18 @@ def _answer_texts(data: dict[str, Any]) -> list[str]:
     return texts
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing early (413) once it exceeds `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the request body exceeds the {limit}-byte limit", "body_too_large")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(
-                    413, f"the request body exceeds the {limit}-byte limit", "body_too_large"
-                )
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ApiError(
-            400, "the client disconnected while sending the body", "client_gone"
-        ) from None
-    return b"".join(chunks)
-
-
-def error_response(exc: ApiError, request_id: str | None = None) -> Response:
-    headers = dict(exc.headers)
-    if request_id:
-        headers["x-request-id"] = request_id
-    return Response(exc.body(), exc.status, headers=headers, media_type="application/json")
-
-
-class HotPath:
-    """The completion endpoints served straight from ASGI; everything else goes to Starlette.
-
-    They are nearly every request, and Starlette's middleware, router and
-    request wrapper cost ~10 % of the gateway's CPU on each. Errors keep their
-    OpenAI shape: `Gateway.handle` answers every `ApiError` itself and anything
-    else becomes the same 500 body Starlette's handler gives.
-    """
-
-    def __init__(
-        self,
-        app: Starlette,
-        routes: dict[str, Callable[[Request], Awaitable[Any]]],
-        max_header_bytes: int = 16 << 10,
-    ):
-        self.app = app
-        self.routes = routes
-        self.max_header_bytes = max_header_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = None
-        if scope["type"] == "http":
-            if sum(len(k) + len(v) for k, v in scope["headers"]) > self.max_header_bytes:
-                # The server holds no limit of its own; headers end up in events and logs.
-                limit = self.max_header_bytes
-                error = ApiError(431, f"request headers exceed {limit} bytes", "headers_too_large")
-                await error_response(error)(scope, receive, send)
-                return
-            if scope["method"] == "POST":
-                handler = self.routes.get(scope["path"])
-        if handler is None:  # the lifespan, other routes, other methods (405)
-            await self.app(scope, receive, send)
-            return
-        try:
-            response = await handler(Request(scope, receive, send))
-        except asyncio.CancelledError:  # the shutdown deadline: the request recorded itself
-            response = error_response(SHUTTING_DOWN)
-        except Exception:
-            log.exception("unhandled error on %s", scope["path"])
-            response = error_response(INTERNAL_ERROR)
-        await response(scope, receive, send)
-
-
 def create_app(
     gateway: Gateway,
     lifespan=None,
-    extra_routes: Sequence[Route] = (),
+    extra_routes: Sequence[BaseRoute] = (),
     metrics_token: str | None = None,
+    exception_handlers: Mapping[type[Exception], ExceptionHandler] | None = None,
 ) -> HotPath:
-    """The gateway's ASGI app; `/metrics` asks for `metrics_token` (the admin token) when set."""
+    """The gateway's ASGI app; `/metrics` asks for `metrics_token` (the admin token) when set.
+
+    `extra_routes` (the admin mount, the OpenAPI document) raise their errors; they are
+    answered here, once: `ApiError`s as they are, `exception_handlers` for the others.
+    """
 
     async def chat(request: Request) -> Any:
         return await gateway.handle(request, "/chat/completions", protocol.ChatCompletionRequest)
@@ -677,20 +415,8 @@ def create_app(
         if metrics_token is not None and not bearer_matches(
             request.headers.get("authorization"), metrics_token
         ):
-            return error_response(ApiError(401, "invalid or missing token", "invalid_token"))
+            raise ApiError(401, "invalid or missing token", "invalid_token")
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
-
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return error_response(ApiError(404, f"no route {request.url.path}", "not_found"))
-
-    async def method_not_allowed(request: Request, exc: Exception) -> Response:
-        return error_response(
-            ApiError(405, f"{request.method} is not allowed on {request.url.path}", "bad_method")
-        )
-
-    async def internal(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s", request.url.path, exc_info=exc)
-        return error_response(INTERNAL_ERROR)
 
     routes = [
         Route("/v1/chat/completions", chat, methods=["POST"]),
@@ -701,11 +427,14 @@ def create_app(
         Route("/metrics", prometheus, methods=["GET"]),
         *extra_routes,
     ]
-    app = Starlette(
-        routes=routes,
-        exception_handlers={404: not_found, 405: method_not_allowed, Exception: internal},
-        lifespan=lifespan,
-    )
+    handlers: dict[Any, ExceptionHandler] = {
+        ApiError: http.api_error,
+        404: http.not_found,
+        405: http.method_not_allowed,
+        Exception: http.internal,
+        **(exception_handlers or {}),
+    }
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     return HotPath(
         app,
         {

@@ -53,3 +53,10 @@ class ApiError(Exception):
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
+
+
+# Answers the gateway gives for its own failures (HotPath, the Starlette app, streams).
+INTERNAL_ERROR = ApiError(500, "internal error in the gateway", "internal_error")
+SHUTTING_DOWN = ApiError(
+    503, "the gateway shut down before the answer was complete; retry", "shutting_down"
+)

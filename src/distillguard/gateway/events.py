@@ -1,5 +1,6 @@
-"""The event sink: request events leave the hot path through a bounded queue.
+"""Request events: each request's `Trace`, and the sink that takes them off the hot path.
 
+A `Trace` is filled as the request goes and emitted once, through a bounded queue.
 The request handler only enqueues (microseconds, never blocks); one writer
 thread drains the queue in batches into the store, so a slow disk or database
 slows nothing but the writer. The queue is bounded by count and by bytes: when
@@ -15,12 +16,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+from starlette.requests import Request
 
 from distillguard import metrics
 from distillguard.gateway.throttled_log import ThrottledLog
@@ -31,6 +35,50 @@ _failures = ThrottledLog(log)
 _STOP = object()
 RETRY_SECONDS = (0.05, 0.2, 1.0, 5.0)
 SUMMARY_HEAD = 2048  # bytes of a refused body an event keeps
+HEADER_TEXT = 512  # characters of a header (User-Agent) an event keeps
+
+
+@dataclass
+class Trace:
+    """What one request leaves behind: filled as the request goes, emitted once."""
+
+    endpoint: str
+    started: float = field(default_factory=time.time)
+    clock: float = field(default_factory=time.perf_counter)
+    request_id: str = field(default_factory=lambda: f"req_{secrets.token_hex(12)}")
+    event: Event | None = None
+    body: bytes = b""  # as received: what the queued event keeps (see `Admitted.end`)
+
+    def begin(self, request: Request, client_ip: str | None) -> Event:
+        agent = request.headers.get("user-agent")
+        self.event = Event(
+            ts=self.started,
+            request_id=self.request_id,
+            endpoint=self.endpoint,
+            status=0,
+            latency_ms=0.0,
+            decision="rejected",
+            client_ip=client_ip,
+            user_agent=agent[:HEADER_TEXT] if agent else None,
+        )
+        return self.event
+
+    def finish(self, status: int, error: str | None = None) -> Event:
+        assert self.event is not None
+        self.event.status = status
+        self.event.error = error
+        self.event.latency_ms = (time.perf_counter() - self.clock) * 1000
+        metrics.REQUESTS.labels(self.endpoint, str(status), self.event.decision).inc()
+        metrics.LATENCY.labels(self.endpoint).observe(self.event.latency_ms / 1000)
+        return self.event
+
+    @property
+    def size(self) -> int:
+        """Bytes the event holds while queued: its body as bytes, the answer, a little more."""
+        event = self.event
+        assert event is not None
+        held = event.request if isinstance(event.request, bytes) else b""
+        return 512 + len(held) + len(event.response_text or "")
 
 
 class EventSink:

@@ -20,11 +20,13 @@ from distillguard.config import Settings, load_settings
 from distillguard.errors import DistillguardError, KeyFileError
 from distillguard.exchange import privacy
 from distillguard.exchange.watchlist import Watchlist
+from distillguard.gateway import admin
 from distillguard.gateway.admin import AdminApi
-from distillguard.gateway.app import Gateway, HotPath, create_app
+from distillguard.gateway.app import Gateway, create_app
 from distillguard.gateway.auth import KeyRing
 from distillguard.gateway.backends.upstream import UpstreamBackend, UpstreamClient
 from distillguard.gateway.events import EventSink
+from distillguard.gateway.http import HotPath
 from distillguard.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
 from distillguard.gateway.openapi import openapi_route
 from distillguard.gateway.tokens import TokenCounter
@@ -136,8 +138,8 @@ def build(settings: Settings) -> HotPath:
             engine.dispose()
 
     token = config.admin_token.get_secret_value() if config.admin_token else None
-    routes = [*AdminApi(accounts, keys, token, watchlist).routes(), openapi_route()]
-    return create_app(gateway, lifespan, routes, metrics_token=token)
+    routes = [AdminApi(accounts, keys, token, watchlist).mount(), openapi_route()]
+    return create_app(gateway, lifespan, routes, token, admin.EXCEPTION_HANDLERS)
 
 
 class _SharedTemplatesRefresh:
