@@ -30,17 +30,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from distillguard.exchange.hub.store import (
-    TITLE,
-    Collection,
-    HubError,
-    HubStore,
-    Member,
-    Page,
-    hub_identity,
-    now_us,
-    taxii_time,
-)
+from distillguard.exchange.hub.records import Collection, Member, Page
+from distillguard.exchange.hub.store import TITLE, HubError, HubStore, hub_identity
 from distillguard.exchange.hub.taxii import (
     STIX,
     TAXII,
@@ -50,6 +41,7 @@ from distillguard.exchange.hub.taxii import (
     parse_query,
     read_envelope,
 )
+from distillguard.exchange.stixfields import now_us, taxii_time
 
 MAX_CONTENT = 10 * 1024 * 1024  # bytes a POST may carry
 ANONYMOUS_HEADER = "X-Distillguard-Anonymous"
