@@ -19,8 +19,9 @@ import pytest
 
 from distillguard.config import ExchangeSettings
 from distillguard.exchange import stix
+from distillguard.exchange.hub.corroboration import corroboration_id
 from distillguard.exchange.privacy import KeyRing
-from distillguard.exchange.watchlist import DAY, Watchlist, corroboration_id, decayed
+from distillguard.exchange.watchlist import DAY, Watchlist, decayed
 from distillguard.store import AccountStore, EventStore, ScoreStore, open_engine
 from tests.gateway_stack import gateway, hub_member, hub_server
 from tests.helpers import assert_user_error, run

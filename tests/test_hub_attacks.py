@@ -22,7 +22,8 @@ from distillguard.exchange.client import HubClient
 from distillguard.exchange.hub.anonymity import DROPPED
 from distillguard.exchange.hub.app import api_root_url
 from distillguard.exchange.hub.corroboration import pattern_values
-from distillguard.exchange.hub.store import TAKEN, HubError, hub_identity
+from distillguard.exchange.hub.records import TAKEN
+from distillguard.exchange.hub.store import HubError, hub_identity
 from distillguard.exchange.hub.taxii import TAXII
 from distillguard.exchange.privacy import KeyRing
 from distillguard.exchange.stix import MAX_PATTERN

@@ -25,9 +25,11 @@ from distillguard.exchange.hub.corroboration import (
     pattern_values,
     value_digest,
 )
+from distillguard.exchange.hub.records import Member, Query
 from distillguard.exchange.hub.schema import metadata
-from distillguard.exchange.hub.store import HubStore, Member, Query, hub_identity, taxii_time
+from distillguard.exchange.hub.store import HubStore, hub_identity
 from distillguard.exchange.hub.taxii import TAXII, read_envelope
+from distillguard.exchange.stixfields import taxii_time
 from distillguard.store import open_engine
 from tests.gateway_stack import hub_member, hub_server
 from tests.helpers import run

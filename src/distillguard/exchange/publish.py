@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, insert, select
 
 from distillguard.config import ExchangeSettings
 from distillguard.exchange import stix
@@ -27,6 +27,7 @@ from distillguard.exchange.privacy import (
     keyed_signature,
 )
 from distillguard.store.schema import account_identifiers, exchange_published
+from distillguard.store.sql import delete_in, select_in
 from distillguard.tracing.features import Profile, describe
 from distillguard.tracing.records import TraceEvent
 from distillguard.tracing.shared import MIN_BYTES
@@ -56,17 +57,13 @@ class Publication:
 
 def identifier_hashes(engine: Engine, account_ids: Iterable[str]) -> dict[str, list[str]]:
     """The keyed identifier hashes the store holds for these accounts."""
-    wanted = list(account_ids)
+    query = select(account_identifiers.c.account_id, account_identifiers.c.hash)
     found: dict[str, list[str]] = defaultdict(list)
     with engine.connect() as conn:
-        for start in range(0, len(wanted), 500):
-            rows = conn.execute(
-                select(account_identifiers.c.account_id, account_identifiers.c.hash).where(
-                    account_identifiers.c.account_id.in_(wanted[start : start + 500])
-                )
-            )
-            for account_id, digest in rows:
-                found[account_id].append(digest)
+        for account_id, digest in select_in(
+            conn, query, account_identifiers.c.account_id, account_ids
+        ):
+            found[account_id].append(digest)
     return dict(found)
 
 
@@ -244,11 +241,6 @@ def record(engine: Engine, publication: Publication, accepted: set[str]) -> int:
     ]
     if rows:
         with engine.begin() as conn:
-            subjects = [r["subject"] for r in rows]
-            for start in range(0, len(subjects), 500):
-                chunk = subjects[start : start + 500]
-                conn.execute(
-                    delete(exchange_published).where(exchange_published.c.subject.in_(chunk))
-                )
+            delete_in(conn, exchange_published.c.subject, [r["subject"] for r in rows])
             conn.execute(insert(exchange_published), rows)
     return len(rows)

@@ -16,8 +16,9 @@ enforce a restriction it cannot read, and serving it as unmarked would leak it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
+
+from distillguard.exchange.stixfields import id_pattern
 
 EXTENSION_ID = "extension-definition--60a3c5c5-0d10-413e-aab3-9e08dde9e88d"
 MARKING_IDS = {
@@ -36,9 +37,7 @@ TLP1_IDS = {
 }
 LEVELS = list(MARKING_IDS)  # least to most restrictive
 _LEVEL_OF = {marking: level for ids in (MARKING_IDS, TLP1_IDS) for level, marking in ids.items()}
-_MARKING_ID = re.compile(
-    r"marking-definition--[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-)
+_MARKING_ID = id_pattern("marking-definition")
 
 
 class UnknownMarking(ValueError):

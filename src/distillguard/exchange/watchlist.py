@@ -15,25 +15,20 @@ way the account's first request already meets the raised tier.
 
 from __future__ import annotations
 
-import re
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from distillguard.config import ExchangeSettings
-from distillguard.exchange.privacy import (
-    ExchangeError,
-    KeyRing,
-    decode_signature,
-    is_identifier_hash,
-)
-from distillguard.exchange.stix import NAMESPACE
+from distillguard.exchange import indicators
+from distillguard.exchange.indicators import Indicator
+from distillguard.exchange.privacy import ExchangeError, KeyRing, decode_signature
+from distillguard.exchange.stixfields import parse_time, stix_time
 from distillguard.store import AccountStore, UnknownIdError
 from distillguard.store.schema import (
     account_identifiers,
@@ -42,20 +37,11 @@ from distillguard.store.schema import (
     watchlist,
     watchlist_corroboration,
 )
+from distillguard.store.sql import delete_in, select_in
 from distillguard.tracing.shared import SharedTemplates
 
 DAY = 86_400.0
 CORROBORATING = 2  # organisations whose reports may throttle or block an account
-UNKNOWN_CONFIDENCE = 0.5  # STIX: an indicator without `confidence` says nothing either way
-MAX_VALUE = 512  # the watchlist's value column
-_STIX_ID = re.compile(
-    r"[a-z][a-z0-9-]{0,60}--[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-)
-_IDENTITY = re.compile(r"identity--[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_USER_ID = re.compile(r"user-account:user_id\s*=\s*'([^']*)'")
-_NETWORK = re.compile(
-    r"(?:ipv4-addr|ipv6-addr):value\s*=\s*'([^']*)'|autonomous-system:number\s*=\s*(\d+)"
-)
 
 
 @dataclass(frozen=True)
@@ -109,12 +95,6 @@ class Pulled:
     ingested: Ingested = field(default_factory=Ingested)
     matches: list[Match] = field(default_factory=list)
     raised: dict[str, str] = field(default_factory=dict)  # account -> tier
-
-
-def corroboration_id(indicator_id: str) -> str:
-    """The id of the hub's corroboration sighting of an indicator: fixed, so that only the
-    hub's sighting (the hub refuses it from members) is read as corroboration."""
-    return f"sighting--{uuid.uuid5(NAMESPACE, f'corroboration:{indicator_id}')}"
 
 
 def decayed(base: float, age_seconds: float, settings: ExchangeSettings) -> float:
@@ -200,34 +180,13 @@ class Watchlist:
 
         A page at a time: one query finds the versions held, one deletes what is
         replaced, one inserts the rest (a pull is ~10x faster than object by object)."""
-        done = Ingested()
         now = time.time()
-        indicators: dict[str, _Indicator] = {}
-        corroborations: dict[str, _Corroboration] = {}
-        for obj in objects:
-            if not isinstance(obj, dict):
-                done.problems.append("an object that is not a JSON object")
-                continue
-            try:
-                if obj.get("type") == "indicator":
-                    found = _Indicator.of(obj, now)
-                    if found.id not in indicators or indicators[found.id].modified < found.modified:
-                        indicators[found.id] = found
-                elif obj.get("type") == "sighting" and obj.get("id") == corroboration_id(
-                    str(obj.get("sighting_of_ref"))
-                ):
-                    seen = _Corroboration.of(obj, now)
-                    held = corroborations.get(seen.indicator_id)
-                    if held is None or held.modified < seen.modified:
-                        corroborations[seen.indicator_id] = seen
-                else:
-                    done.ignored += 1
-            except (KeyError, TypeError, ValueError) as exc:
-                done.problems.append(f"{_named(obj)}: unreadable ({exc})")
+        reading = indicators.read(objects, now)
+        done = Ingested(ignored=reading.ignored, problems=reading.problems)
         with self.engine.begin() as conn:
-            fresh = _newer(conn, watchlist.c.indicator_id, watchlist.c.modified, indicators)
-            done.ignored += len(indicators) - len(fresh)  # versions we have, or older ones
-            _delete(conn, watchlist.c.indicator_id, [f.id for f in fresh])
+            fresh = _newer(conn, watchlist.c.indicator_id, watchlist.c.modified, reading.indicators)
+            done.ignored += len(reading.indicators) - len(fresh)  # versions we have, or older
+            delete_in(conn, watchlist.c.indicator_id, [f.id for f in fresh])
             rows = []
             for found in fresh:
                 if found.revoked:  # its version stays, so an older one cannot return
@@ -243,9 +202,10 @@ class Watchlist:
             if rows:
                 conn.execute(insert(watchlist), rows)
             table = watchlist_corroboration
-            fresh_words = _newer(conn, table.c.indicator_id, table.c.modified, corroborations)
-            done.ignored += len(corroborations) - len(fresh_words)
-            _delete(conn, table.c.indicator_id, [c.indicator_id for c in fresh_words])
+            words = reading.corroborations
+            fresh_words = _newer(conn, table.c.indicator_id, table.c.modified, words)
+            done.ignored += len(words) - len(fresh_words)
+            delete_in(conn, table.c.indicator_id, [c.indicator_id for c in fresh_words])
             if fresh_words:
                 conn.execute(insert(table), [vars(c) for c in fresh_words])
             done.corroborations += len(fresh_words)
@@ -374,77 +334,7 @@ class Watchlist:
         return SharedTemplates.from_signatures(rows)
 
 
-@dataclass(frozen=True)
-class _Indicator:
-    """What the watchlist keeps of a STIX indicator; `of` raises on a malformed one."""
-
-    id: str
-    modified: float  # the version, as Unix seconds
-    reported_at: float  # decay counts from here: the version's time, if it is not ahead
-    revoked: bool
-    kind: str | None
-    values: list[str]
-    confidence: float
-    valid_until: float | None
-    publisher: str | None
-
-    @classmethod
-    def of(cls, obj: dict, now: float) -> _Indicator:
-        """Every field is checked to fit its column: one member's malformed object must
-        not fail the page it came in, and so every later pull (ValueError instead)."""
-        kind, values = _values(obj)
-        if any(len(v) > MAX_VALUE for v in values):
-            raise ValueError(f"a pattern value longer than {MAX_VALUE} characters")
-        publisher = obj.get("created_by_ref")
-        if publisher is not None and not (
-            isinstance(publisher, str) and _IDENTITY.fullmatch(publisher)
-        ):
-            raise ValueError("`created_by_ref` is not an identity id")
-        valid_until = obj.get("valid_until")
-        return cls(
-            id=_stix_id(obj.get("id"), "indicator"),
-            modified=_instant(obj.get("modified")),
-            # A version dated in the future would never decay: it counts from now at most.
-            reported_at=min(_instant(obj.get("modified")), now),
-            revoked=obj.get("revoked") is True,
-            kind=kind,
-            values=values,
-            confidence=_confidence(obj.get("confidence"), UNKNOWN_CONFIDENCE),
-            valid_until=_instant(valid_until) if valid_until else None,
-            publisher=publisher,
-        )
-
-
-@dataclass(frozen=True)
-class _Corroboration:
-    """The hub's word on an indicator: how many members reported it, how surely in all."""
-
-    indicator_id: str
-    members: int
-    confidence: float
-    modified: float
-    last_seen: float
-
-    @classmethod
-    def of(cls, obj: dict, now: float) -> _Corroboration:
-        """A revoked one (its indicator was) is kept as no corroboration, so that an older
-        version read later cannot bring it back."""
-        modified = _instant(obj.get("modified"))
-        withdrawn = obj.get("revoked") is True
-        count = obj.get("count", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= 999_999_999:
-            raise ValueError("`count` is not a sighting count")
-        last_seen = obj.get("last_seen")
-        return cls(
-            indicator_id=_stix_id(obj.get("sighting_of_ref"), "indicator"),
-            members=0 if withdrawn else count,
-            confidence=0.0 if withdrawn else _confidence(obj.get("confidence"), 0.0),
-            modified=modified,
-            last_seen=min(_instant(last_seen) if last_seen else modified, now),
-        )
-
-
-def _row(found: _Indicator, value: str, kind: str, now: float) -> dict:
+def _row(found: Indicator, value: str, kind: str, now: float) -> dict:
     return {
         "indicator_id": found.id,
         "value": value,
@@ -458,65 +348,11 @@ def _row(found: _Indicator, value: str, kind: str, now: float) -> dict:
     }
 
 
-def _named(obj: object) -> str:
-    """An object's id for a message, if it has a plausible one (never other content)."""
-    given = obj.get("id") if isinstance(obj, dict) else None
-    return given if isinstance(given, str) and _STIX_ID.fullmatch(given) else "an object"
-
-
-def _confidence(value: object, missing: float) -> float:
-    """A STIX confidence (an integer 0-100) as [0, 1]; ValueError for anything else."""
-    if value is None:
-        return missing
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 100:
-        raise ValueError("`confidence` is not an integer from 0 to 100")
-    return value / 100
-
-
-def _stix_id(value: object, kind: str) -> str:
-    if not (isinstance(value, str) and _STIX_ID.fullmatch(value) and value.startswith(kind)):
-        raise ValueError(f"not a STIX {kind} id")
-    return value
-
-
-_IN_CHUNK = 500  # ids per IN (...) list: SQLite's bound-parameter limit is far above
-
-
 def _newer(conn, id_column, version_column, candidates: Mapping[str, Any]) -> list:
     """The candidates ({id: parsed object with .modified}) newer than the version held."""
-    ids = list(candidates)
-    held: dict[str, float] = {}
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start : start + _IN_CHUNK]
-        query = (
-            select(id_column, func.max(version_column))
-            .where(id_column.in_(chunk))
-            .group_by(id_column)
-        )
-        held.update((i, v) for i, v in conn.execute(query))
+    query = select(id_column, func.max(version_column)).group_by(id_column)
+    held = {i: v for i, v in select_in(conn, query, id_column, candidates)}
     return [c for i, c in candidates.items() if i not in held or held[i] < c.modified]
-
-
-def _delete(conn, id_column, ids: Sequence[str]) -> None:
-    for start in range(0, len(ids), _IN_CHUNK):
-        conn.execute(delete(id_column.table).where(id_column.in_(ids[start : start + _IN_CHUNK])))
-
-
-def _values(obj: dict) -> tuple[str | None, list[str]]:
-    """(our kind, the values to match on) of an indicator; kind None: not one we act on."""
-    pattern, pattern_type = obj.get("pattern", ""), obj.get("pattern_type")
-    if pattern_type == "x-distillguard-minhash":
-        try:
-            decode_signature(pattern)
-        except ExchangeError:
-            return "template", []
-        return "template", [pattern]
-    if pattern_type != "stix":
-        return None, []
-    if "user-account:user_id" in pattern:
-        return "account", [v for v in _USER_ID.findall(pattern) if is_identifier_hash(v)]
-    network = [a or n for a, n in _NETWORK.findall(pattern)]
-    return ("network", network) if network else (None, [])
 
 
 CURSOR_OVERLAP_SECONDS = 60.0
@@ -529,18 +365,7 @@ def _overlapping(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     try:
-        at = datetime.fromisoformat(cursor.replace("Z", "+00:00"))
+        at = parse_time(cursor)
     except ValueError:
         return cursor
-    earlier = at - timedelta(seconds=CURSOR_OVERLAP_SECONDS)
-    return earlier.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _instant(timestamp: object) -> float:
-    """Unix seconds of a STIX timestamp (`2026-11-22T10:00:00.000Z`); ValueError if not one."""
-    if not isinstance(timestamp, str) or not timestamp.endswith("Z"):
-        raise ValueError("a timestamp that is not a STIX timestamp")
-    try:
-        return datetime.fromisoformat(timestamp[:-1] + "+00:00").timestamp()
-    except ValueError:  # its own message would echo the text
-        raise ValueError("a timestamp that is not a STIX timestamp") from None
+    return stix_time(at - timedelta(seconds=CURSOR_OVERLAP_SECONDS))

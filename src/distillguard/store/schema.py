@@ -8,7 +8,6 @@ field; keep the two together.
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -21,11 +20,10 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+
+from distillguard.store.sql import Id, Json
 
 metadata = MetaData()
-Json = JSON().with_variant(JSONB(), "postgresql")
-Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements INTEGER only
 
 
 def limit_columns() -> list[Column]:

@@ -21,26 +21,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from distillguard.exchange.hub.store import (
-    TITLE,
-    Collection,
-    HubError,
-    HubStore,
-    Member,
-    Page,
-    hub_identity,
-    now_us,
-    taxii_time,
-)
+from distillguard.exchange.hub.records import Collection, Member, Page
+from distillguard.exchange.hub.store import TITLE, HubError, HubStore, hub_identity
 from distillguard.exchange.hub.taxii import (
     STIX,
     TAXII,
@@ -50,6 +44,7 @@ from distillguard.exchange.hub.taxii import (
     parse_query,
     read_envelope,
 )
+from distillguard.exchange.stixfields import now_us, taxii_time
 
 MAX_CONTENT = 10 * 1024 * 1024  # bytes a POST may carry
 ANONYMOUS_HEADER = "X-Distillguard-Anonymous"
@@ -82,13 +77,6 @@ class Hub:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _member(self, request: Request) -> Member:
-        token = _token(request.headers.get("authorization", ""))
-        member = self.store.member_for(token) if token else None
-        if member is None:
-            raise TaxiiError(401, "unauthorised", "a valid member token is required")
-        return member
-
     def _collection(self, member: Member, collection_id: str, right: str) -> Collection:
         collection = self.store.collection(member, collection_id)
         if collection is None:
@@ -111,7 +99,6 @@ class Hub:
         )
 
     def api_root(self, request: Request) -> Response:
-        self._member(request)
         return _taxii(
             {
                 "title": self.title,
@@ -122,7 +109,7 @@ class Hub:
         )
 
     def collections(self, request: Request) -> Response:
-        member = self._member(request)
+        member = _member(request)
         # Tells an anonymous member's client (the first thing it reads) not to send its
         # identity: the hub would not store it anyway.
         headers = {ANONYMOUS_HEADER: "true"} if member.anonymous else None
@@ -130,14 +117,14 @@ class Hub:
         return _taxii({"collections": collections}, headers)
 
     def collection(self, request: Request) -> Response:
-        member = self._member(request)
+        member = _member(request)
         found = self.store.collection(member, request.path_params["collection_id"])
         if found is None:
             raise TaxiiError(404, "no such collection", "collection not found")
         return _taxii(_collection(found))
 
     def get_objects(self, request: Request) -> Response:
-        member = self._member(request)
+        member = _member(request)
         collection_id = request.path_params["collection_id"]
         self._collection(member, collection_id, "read")
         object_id = request.path_params.get("object_id")
@@ -155,7 +142,7 @@ class Hub:
         return Response(body, media_type=TAXII, headers=_added_headers(page))
 
     def versions(self, request: Request) -> Response:
-        member = self._member(request)
+        member = _member(request)
         collection_id = request.path_params["collection_id"]
         self._collection(member, collection_id, "read")
         query = parse_query(request.query_params, object_id=request.path_params["object_id"])
@@ -169,7 +156,7 @@ class Hub:
         return _taxii(envelope, _added_headers(page))
 
     def manifest(self, request: Request) -> Response:
-        member = self._member(request)
+        member = _member(request)
         collection_id = request.path_params["collection_id"]
         self._collection(member, collection_id, "read")
         page = self.store.page(member, collection_id, parse_query(request.query_params))
@@ -190,7 +177,7 @@ class Hub:
         return _taxii(envelope, _added_headers(page))
 
     async def post_objects(self, request: Request) -> Response:
-        member = self._member(request)
+        member = _member(request)
         collection_id = request.path_params["collection_id"]
         self._collection(member, collection_id, "write")
         if not is_taxii(request.headers.get("content-type")):
@@ -219,7 +206,7 @@ class Hub:
         return self.store.add_objects(member, collection_id, stored, identity=self.identity)
 
     def status(self, request: Request) -> Response:
-        member = self._member(request)
+        member = _member(request)
         found = self.store.status(member, request.path_params["status_id"])
         if found is None:
             raise TaxiiError(404, "no such status", "status not found")
@@ -228,48 +215,70 @@ class Hub:
 
 def create_app(store: HubStore, title: str = TITLE, base_url: str | None = None) -> Starlette:
     hub = Hub(store, title, base_url)
-
-    def guarded(handler: Callable, method: str) -> Callable[[Request], Awaitable[Response]]:
-        """TAXII content negotiation and errors around every endpoint."""
-
-        async def endpoint(request: Request) -> Response:
-            try:
-                if not accepts_taxii(request.headers.get("accept")):
-                    raise TaxiiError(406, "not acceptable", f"this server answers {TAXII}")
-                if asyncio.iscoroutinefunction(handler):
-                    return await handler(request)
-                return await asyncio.to_thread(handler, request)  # the store is synchronous
-            except TaxiiError as exc:
-                headers = {"WWW-Authenticate": 'Bearer realm="taxii"'} if exc.status == 401 else {}
-                return Response(exc.body(), exc.status, headers=headers, media_type=TAXII)
-
-        endpoint.__name__ = f"{handler.__name__}_{method.lower()}"
-        return endpoint
-
+    anyone = [Middleware(_AcceptsTaxii)]
+    members = [*anyone, Middleware(_MembersOnly, store=store)]
     collection = "/api/collections/{collection_id}"
     routes = [
-        Route("/taxii2/", guarded(hub.discovery, "GET"), methods=["GET"]),
-        Route("/api/", guarded(hub.api_root, "GET"), methods=["GET"]),
-        Route("/api/collections/", guarded(hub.collections, "GET"), methods=["GET"]),
-        Route(f"{collection}/", guarded(hub.collection, "GET"), methods=["GET"]),
-        Route(f"{collection}/objects/", guarded(hub.get_objects, "GET"), methods=["GET"]),
-        Route(f"{collection}/objects/", guarded(hub.post_objects, "POST"), methods=["POST"]),
-        Route(
-            f"{collection}/objects/{{object_id}}/",
-            guarded(hub.get_objects, "GET"),
-            methods=["GET"],
+        Route("/taxii2/", hub.discovery, methods=["GET"], middleware=anyone),
+        *(
+            Route(path, endpoint, methods=[method], middleware=members)
+            for path, method, endpoint in (
+                ("/api/", "GET", hub.api_root),
+                ("/api/collections/", "GET", hub.collections),
+                (f"{collection}/", "GET", hub.collection),
+                (f"{collection}/objects/", "GET", hub.get_objects),
+                (f"{collection}/objects/", "POST", hub.post_objects),
+                (f"{collection}/objects/{{object_id}}/", "GET", hub.get_objects),
+                (f"{collection}/objects/{{object_id}}/versions/", "GET", hub.versions),
+                (f"{collection}/manifest/", "GET", hub.manifest),
+                ("/api/status/{status_id}/", "GET", hub.status),
+            )
         ),
-        Route(
-            f"{collection}/objects/{{object_id}}/versions/",
-            guarded(hub.versions, "GET"),
-            methods=["GET"],
-        ),
-        Route(f"{collection}/manifest/", guarded(hub.manifest, "GET"), methods=["GET"]),
-        Route("/api/status/{status_id}/", guarded(hub.status, "GET"), methods=["GET"]),
     ]
-    app = Starlette(routes=routes, exception_handlers={404: _not_found, 405: _not_allowed})
+    handlers = {TaxiiError: _taxii_error, 404: _not_found, 405: _not_allowed}
+    app = Starlette(routes=routes, exception_handlers=handlers)
     app.state.hub = hub
     return app
+
+
+# -- at the edge: negotiation, members, errors ----------------------------------------------
+
+_MEMBER = "distillguard.hub.member"  # the scope key _MembersOnly sets
+
+
+class _AcceptsTaxii:
+    """TAXII content negotiation, before any endpoint runs (an unknown path or method is
+    answered as such whatever it accepts)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not accepts_taxii(Headers(scope=scope).get("accept")):
+            raise TaxiiError(406, "not acceptable", f"this server answers {TAXII}")
+        await self.app(scope, receive, send)
+
+
+class _MembersOnly:
+    """The member a request's token belongs to, found before the endpoint runs (which
+    reads it with `_member`); a request without a valid token is answered 401."""
+
+    def __init__(self, app: ASGIApp, store: HubStore) -> None:
+        self.app = app
+        self.store = store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = _token(Headers(scope=scope).get("authorization", ""))
+        # (on a worker thread: the store is synchronous)
+        member = await run_in_threadpool(self.store.member_for, token) if token else None
+        if member is None:
+            raise TaxiiError(401, "unauthorised", "a valid member token is required")
+        scope[_MEMBER] = member
+        await self.app(scope, receive, send)
+
+
+def _member(request: Request) -> Member:
+    return request.scope[_MEMBER]
 
 
 def _token(header: str) -> str | None:
@@ -309,10 +318,19 @@ def _taxii(content: dict, headers: dict[str, str] | None = None, status_code: in
     return Response(msgspec.json.encode(content), status_code, headers, media_type=TAXII)
 
 
+def _error(error: TaxiiError) -> Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="taxii"'} if error.status == 401 else {}
+    return Response(error.body(), error.status, headers=headers, media_type=TAXII)
+
+
+async def _taxii_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TaxiiError)
+    return _error(exc)
+
+
 async def _not_found(request: Request, exc: Exception) -> Response:
-    return Response(TaxiiError(404, "not found", request.url.path).body(), 404, media_type=TAXII)
+    return _error(TaxiiError(404, "not found", request.url.path))
 
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
-    error = TaxiiError(405, "method not allowed", f"{request.method} {request.url.path}")
-    return Response(error.body(), 405, media_type=TAXII)
+    return _error(TaxiiError(405, "method not allowed", f"{request.method} {request.url.path}"))

@@ -20,7 +20,7 @@ so a client may trust a sighting as the hub's exactly when its id is
 `corroboration_id(its sighting_of_ref)`.
 
 This module is the pure part (what an object says, the values of a pattern, the formula,
-the sighting's JSON); `store.py` keeps the index tables and writes the sightings.
+the sighting's JSON); `reports.py` keeps the index tables and writes the sightings.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 import re2
@@ -64,6 +64,11 @@ _SCAN = re2.compile(
 )
 _SCALARS = re2.compile(_SCALAR)
 _ESCAPE = re.compile(r"\\(.)")
+
+
+# An organisation's reports of an indicator: (confidence, first added, last added), the
+# times in µs since the epoch.
+Report = tuple[int, int, int]
 
 
 class Facts(NamedTuple):
@@ -155,6 +160,27 @@ def combined_confidence(confidences: Iterable[int]) -> int:
     for confidence in confidences:
         all_wrong *= 1 - confidence / 100
     return round(100 * (1 - all_wrong))
+
+
+def credit(orgs: dict[str, Report], org: str, report: Report) -> None:
+    """Add a report to its organisation's: one organisation counts once, at its highest
+    confidence, from its first report to its last."""
+    seen = orgs.get(org)
+    if seen is None:
+        orgs[org] = report
+    else:
+        orgs[org] = (max(seen[0], report[0]), min(seen[1], report[1]), max(seen[2], report[2]))
+
+
+def counted(orgs: Mapping[str, Report]) -> dict:
+    """What the hub's sighting says of an indicator these organisations report."""
+    return {
+        "count": len(orgs),
+        "confidence": combined_confidence(c for c, _, _ in orgs.values()),
+        "first_us": min((f for _, f, _ in orgs.values()), default=None),
+        "last_us": max((last for _, _, last in orgs.values()), default=None),
+        "revoked": False,
+    }
 
 
 def sighting(

@@ -16,7 +16,7 @@ from sqlalchemy import (
     Text,
 )
 
-from distillguard.store.schema import Id, Json  # the gateway store's portable column types
+from distillguard.store.sql import Id, Json  # the column types the gateway store uses too
 
 metadata = MetaData()
 

@@ -8,28 +8,31 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import msgspec
 
 from distillguard.exchange import tlp
 from distillguard.exchange.hub.anonymity import DROPPED, anonymised
 from distillguard.exchange.hub.corroboration import facts_of, is_reserved
-from distillguard.exchange.hub.store import Query, StoredObject, taxii_time
+from distillguard.exchange.hub.records import Query, StoredObject
 from distillguard.exchange.stix import MAX_PATTERN
+from distillguard.exchange.stixfields import id_pattern, parse_time, taxii_time, us_of
 
 TAXII = "application/taxii+json;version=2.1"
 STIX = "application/stix+json;version=2.1"
 MAX_LIMIT = 1000
-_TYPE = re.compile(r"^[a-z0-9][a-z0-9-]{1,248}[a-z0-9]$")
-_UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-_ID = re.compile(rf"^([a-z0-9][a-z0-9-]{{1,248}}[a-z0-9])--{_UUID}$")
+_TYPE_NAME = r"[a-z0-9][a-z0-9-]{1,248}[a-z0-9]"
+_TYPE = re.compile(_TYPE_NAME)
+_ID = id_pattern(f"({_TYPE_NAME})", any_case=True)  # (matched whole, as _TYPE)
 _CURSOR = re.compile(r"([0-9]{1,19})-([0-9]{1,19})")
 _MAX_INT64 = 2**63 - 1  # what the database holds
 _DIGITS = re.compile(r"[0-9]{1,9}")
 # Objects without created/modified (cyber-observables) are versioned by the time they were
-# added; STIX timestamps are RFC 3339 in UTC with optional fractions of a second.
-_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z")
+# added; STIX timestamps are RFC 3339 in UTC with optional fractions of a second (hours
+# end at 23: RFC 3339 has no 24:00, which Python reads as the next midnight from 3.13).
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T(?:[01][0-9]|2[0-3]):[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?Z"
+)
 
 
 @dataclass
@@ -70,12 +73,10 @@ def timestamp_us(value: str, what: str) -> int:
     bad = TaxiiError(400, f"bad {what}", f"{value[:100]!r} is not an RFC 3339 UTC timestamp")
     if not _TIMESTAMP.fullmatch(value):
         raise bad
-    whole, _, fraction = value[:-1].partition(".")
-    try:  # the shape is right; the date may still not exist (2026-02-30, 25:00:00)
-        moment = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    try:  # the shape is right; the date may still not exist (2026-02-30, 10:60:00)
+        return us_of(parse_time(value))
     except ValueError:
         raise bad from None
-    return int(moment.timestamp()) * 1_000_000 + int((fraction + "000000")[:6])
 
 
 def normal_version(value: str, what: str) -> str:
