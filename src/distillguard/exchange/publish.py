@@ -5,7 +5,8 @@ identifiers, each of its prompt templates a keyed MinHash template indicator, an
 flagged cluster a campaign that its members' indicators point to. Nothing else
 leaves: no account id, no prompt, no raw identifier (`stix.py` runs the privacy
 check on every object). What was published once is recorded in the store, so
-publishing after every run sends only what is new.
+publishing after every run sends only what is new. `publish_run` is the whole of
+`distillguard exchange publish`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, insert, select
 
@@ -26,11 +29,15 @@ from distillguard.exchange.privacy import (
     encode_signature,
     keyed_signature,
 )
+from distillguard.store import ScoreStore
 from distillguard.store.schema import account_identifiers, exchange_published
 from distillguard.store.sql import delete_in, select_in
 from distillguard.tracing.features import Profile, describe
-from distillguard.tracing.records import TraceEvent
+from distillguard.tracing.records import TraceEvent, load_events, read_accounts
 from distillguard.tracing.shared import MIN_BYTES
+
+if TYPE_CHECKING:  # the TAXII client pulls in requests: only a post needs it
+    from distillguard.exchange.client import HubClient, Posted
 
 DAY = 86_400.0
 TEMPLATES_PER_ACCOUNT = 3
@@ -244,3 +251,76 @@ def record(engine: Engine, publication: Publication, accepted: set[str]) -> int:
             delete_in(conn, exchange_published.c.subject, [r["subject"] for r in rows])
             conn.execute(insert(exchange_published), rows)
     return len(rows)
+
+
+@dataclass(frozen=True)
+class RunPublished:
+    """What `publish_run` did with one trace run."""
+
+    run_id: int
+    publication: Publication
+    posted: Posted | None  # None: nothing was posted (no client, or nothing new)
+
+
+def publish_run(
+    engine: Engine,
+    keyring: KeyRing,
+    settings: ExchangeSettings,
+    client: HubClient | None,
+    *,
+    note: Callable[[str], None],
+    run: int | None = None,
+    events: Path | None = None,
+    accounts: Path | None = None,
+) -> RunPublished:
+    """Publish what a trace run (default: the latest) flagged and was not published before.
+
+    Templates come from `events` (default: the store's event log), identifiers from the
+    store and from an `accounts` file. Without a client the objects are only built (for a
+    bundle file). Findings that cannot be shared and objects the hub refuses go to `note`;
+    a post that stops short raises after recording what was taken, so that running again
+    sends only the rest.
+    """
+    scores = ScoreStore(engine)
+    run_id = run if run is not None else scores.latest_run()
+    if run_id is None:
+        raise ExchangeError("no trace run in the store: run `distillguard trace run` first")
+    account_rows, cluster_rows = scores.flagged(run_id)
+    flagged = [Flagged(r["account_id"], r["score"], r["evidence"]) for r in account_rows]
+    clusters = [
+        Flagged(r["cluster_id"], r["score"], r["evidence"], r["accounts"]) for r in cluster_rows
+    ]
+    wanted = {f.subject_id for f in flagged}
+    hashes = identifier_hashes(engine, wanted)
+    if accounts is not None:
+        for account in read_accounts(accounts).values():
+            if account.account_id in wanted:
+                given = [("email", account.email), ("payment", account.payment_fingerprint)]
+                hashes.setdefault(account.account_id, []).extend(
+                    keyring.hash(kind, value) for kind, value in given if value
+                )
+    examples, _ = load_events(events, engine, wanted)
+    publication = build(
+        flagged,
+        clusters,
+        {a: sorted(set(h)) for a, h in hashes.items()},
+        template_texts(examples),
+        keyring,
+        settings,
+        already_published(engine, settings),
+    )
+    for reason in publication.skipped:
+        note(f"not shared: {reason}")
+    if client is None or not publication.objects:
+        return RunPublished(run_id, publication, None)
+    posted = client.publish(publication.objects)
+    recorded = record(engine, publication, posted.accepted)
+    for failure in posted.failures:
+        note(f"refused by the hub: {failure}")
+    if posted.error is not None or posted.failures:
+        raise ExchangeError(
+            f"published {recorded} of {len(publication.subjects)} findings "
+            f"({len(posted.accepted)} objects taken); {posted.error or 'the hub refused some'}"
+            " — run publish again to send the rest"
+        )
+    return RunPublished(run_id, publication, posted)

@@ -1,14 +1,16 @@
-"""A whole suspect test, as `distillguard suspect test` runs it."""
+"""A whole suspect test, as `distillguard suspect test` runs it: `validate` the choices,
+then `run` them."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distillguard.errors import DistillguardError, VocabularyMismatchError
-from distillguard.suspect.corpus import Answer, Corpus
+from distillguard.suspect.corpus import Answer, Corpus, read_corpus
 from distillguard.suspect.reading import ReadItem, predictions, reading_windows
 from distillguard.suspect.verdict import DEFAULT_ALPHA, Verdict, judge
 from distillguard.watermark.core import WatermarkConfig
@@ -19,6 +21,106 @@ if TYPE_CHECKING:
     from distillguard.engine.transformers_engine import TransformersEngine
 
 DEFAULT_BUDGET = 50_000  # answer tokens read: ~4 min on 2 CPU cores for SmolLM2-135M
+
+
+@dataclass(frozen=True)
+class SuspectTest:
+    """One suspect test's choices: open weights (`model`, our answers in `corpus`) or API
+    (`api_url`, `api_model`, the `prompts` to ask; `corpus` only for `frequent`)."""
+
+    key: Path
+    model: Path | None = None
+    api_url: str | None = None
+    api_model: str | None = None
+    corpus: Path | None = None
+    prompts: Path | None = None
+    cohorts: int | None = None
+    alpha: float = DEFAULT_ALPHA
+    budget: int = DEFAULT_BUDGET
+    batch_size: int = 8
+    max_tokens: int = 256
+    frequent: int | None = None
+
+    @property
+    def api(self) -> bool:
+        return self.api_url is not None or self.api_model is not None
+
+
+def validate(test: SuspectTest) -> None:
+    """Refuse contradictory or incomplete choices before anything slow is loaded."""
+    if (test.model is not None) == test.api:
+        raise DistillguardError("give either --model PATH or --api-url URL --api-model NAME")
+    if test.api and (test.api_url is None or test.api_model is None or test.prompts is None):
+        raise DistillguardError("API mode needs --api-url, --api-model and --prompts")
+    if not test.api and test.corpus is None:
+        raise DistillguardError("open-weight mode needs --corpus (our answers)")
+    if test.frequent is not None and (not test.api or test.corpus is None or test.frequent < 1):
+        raise DistillguardError("--frequent N (N >= 1) is for API mode, with --corpus")
+    if not 0.0 < test.alpha < 1.0:
+        raise DistillguardError("--alpha must be between 0 and 1")
+    if min(test.budget, test.batch_size, test.max_tokens, test.cohorts or 1) < 1:
+        raise DistillguardError(
+            "--budget, --batch-size, --max-tokens and --cohorts must be positive"
+        )
+
+
+def run(
+    test: SuspectTest,
+    ours: Callable[[], TransformersEngine],
+    track: Callable[[str, int], Callable[[int], None]],
+) -> dict[str, Any]:
+    """A validated test: its verdict's document, with how many answers it took and, for
+    each cohort it names, the corpus's accounts in that cohort.
+
+    The key and the inputs are read first, so that their errors come before `ours` loads
+    our model (slow). `track(phase, total)` is called as the counted phase starts and
+    returns the callback its progress is counted into."""
+    key = WatermarkKey.load(test.key)
+    answers = read_corpus(test.corpus) if test.corpus is not None else None
+    if test.api:
+        from distillguard.engine.prompts import read_prompts
+
+        asked = read_prompts(test.prompts)
+    engine = ours()
+    if test.api:
+        import openai
+
+        client = openai.OpenAI(
+            base_url=test.api_url,
+            api_key=os.environ.get("DISTILLGUARD_SUSPECT_API_KEY", "none"),
+            max_retries=2,
+        )
+        verdict = api_test(
+            key,
+            client,
+            test.api_model,
+            asked,
+            engine,
+            cohorts=test.cohorts,
+            alpha=test.alpha,
+            max_tokens=test.max_tokens,
+            frequent=(answers, test.frequent) if test.frequent is not None else None,
+            on_answer=track("asking", len(asked)),
+        )
+        document = {**verdict.document(), "answers": len(asked)}
+    else:
+        suspect = load_suspect(test.model)
+        verdict, items = reading_test(
+            key,
+            suspect,
+            answers,
+            engine,
+            cohorts=test.cohorts,
+            alpha=test.alpha,
+            budget=test.budget,
+            batch_size=test.batch_size,
+            on_batch=track("reading", len(answers.answers)),
+        )
+        document = {**verdict.document(), "answers_read": len(items)}
+    named = accounts_of(verdict, answers) if answers is not None else {}
+    if named:
+        document["accounts"] = {str(c): a for c, a in named.items()}
+    return document
 
 
 def load_suspect(path: Path) -> Any:

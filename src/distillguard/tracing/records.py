@@ -10,15 +10,17 @@ reported with its line number and the good lines are still used.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from sqlalchemy import Engine
 
 from distillguard.errors import DistillguardError
+from distillguard.store import EventStore
 
 # How many bad lines are described one by one; the rest are only counted.
 MAX_REPORTED = 20
@@ -187,6 +189,48 @@ def events_from_rows(rows: Iterable[dict[str, Any]], report: InputReport) -> Ite
             continue
         if _answered(event, report):
             yield event
+
+
+def load_events(
+    path: Path | None, engine: Engine | None, accounts: Collection[str] | None = None
+) -> tuple[list[TraceEvent], InputReport]:
+    """Events from a JSONL file, else from the store's event log (`engine`), with the
+    report of what was skipped. With `accounts`, only theirs: the store's rows are
+    filtered as they stream, so the whole log is never held in memory."""
+    if path is not None:
+        report = InputReport(str(path))
+        found = read_events(path, report)
+        return [e for e in found if accounts is None or e.account_id in accounts], report
+    report = InputReport("store events")
+    rows = EventStore(engine).read()
+    if accounts is not None:
+        rows = (r for r in rows if r["account_id"] in accounts)
+    return list(events_from_rows(rows, report)), report
+
+
+def load_inputs(
+    events: Path | None,
+    accounts: Path | None,
+    engine: Engine | None,
+    on_report: Callable[[InputReport], None],
+) -> tuple[list[TraceEvent], dict[str, AccountRecord]]:
+    """A trace's input: the events (as `load_events`) and the signup records of an
+    accounts file, if given. Each input's report goes to `on_report` before the check
+    that any event is usable, so that a failed load still says which lines were bad."""
+    loaded, report = load_events(events, engine)
+    reports = [report]
+    signups: dict[str, AccountRecord] = {}
+    if accounts is not None:
+        accounts_report = InputReport(str(accounts))
+        signups = read_accounts(accounts, accounts_report)
+        reports.append(accounts_report)
+        if not signups:
+            raise TraceInputError(f"{accounts}: no usable account record")
+    for each in reports:
+        on_report(each)
+    if not loaded:
+        raise TraceInputError(f"{report.path}: no usable events")
+    return loaded, signups
 
 
 def _answered(event: TraceEvent, report: InputReport) -> bool:
