@@ -21,7 +21,7 @@ def id_pattern(kind: str, *, any_case: bool = False) -> re.Pattern[str]:
     accepts from clients). Match it whole (`fullmatch`)."""
     digit = "[0-9a-fA-F]" if any_case else "[0-9a-f]"
     uuid = "-".join(f"{digit}{{{n}}}" for n in (8, 4, 4, 4, 12))
-    return re.compile(f"{kind}--{uuid}")
+    return re.compile(f"(?:{kind})--{uuid}")
 
 
 def stix_time(moment: datetime) -> str:

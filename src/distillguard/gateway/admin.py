@@ -4,7 +4,7 @@ Guarded by one Bearer token (``gateway.admin_token``) compared in constant
 time; without a configured token the API answers 403 to everyone. Every
 change is written to the store and then the key ring is reloaded at once, so
 this replica applies it on the next request and the others within their
-refresh interval. The token is checked before routing (`AdminAuth`); errors are answered
+refresh interval. The token is checked by route middleware (`AdminAuth`); errors are answered
 once, by the gateway app, in OpenAI's shape (store errors through `EXCEPTION_HANDLERS`).
 """
 
@@ -18,7 +18,7 @@ from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 from starlette.types import ASGIApp, ExceptionHandler, Receive, Scope, Send
 
 from distillguard.exchange.privacy import ExchangeError
@@ -86,21 +86,23 @@ class AdminApi:
         self.token = token
         self.watchlist = watchlist  # None: no consortium key ring, so no identifiers
 
-    def mount(self) -> Mount:
-        """The admin routes under ``/admin``, behind the token check (`AdminAuth`)."""
-        return Mount(
-            "/admin",
-            routes=[
-                Route("/keys", self.issue_key, methods=["POST"]),
-                Route("/keys", self.list_keys, methods=["GET"]),
-                Route("/keys/{key_id}", self.revoke_key, methods=["DELETE"]),
-                Route("/accounts/{owner_id}/tier", self.set_tier, methods=["PUT"]),
-                Route("/accounts/{owner_id}/limits", self.set_account_limits, methods=["PUT"]),
-                Route("/orgs/{owner_id}/limits", self.set_org_limits, methods=["PUT"]),
-                Route("/accounts/{owner_id}/identifiers", self.identify, methods=["PUT"]),
-            ],
-            middleware=[Middleware(AdminAuth, token=self.token)],
-        )
+    def routes(self) -> list[Route]:
+        """The admin routes, each behind the token check (`AdminAuth`). On the routes, not
+        on a mount: an unknown path or method is answered 404/405 as anywhere else, and
+        ``/admin`` is no redirect."""
+        guard = [Middleware(AdminAuth, token=self.token)]
+        return [
+            Route(f"/admin{path}", endpoint, methods=[method], middleware=guard)
+            for path, method, endpoint in (
+                ("/keys", "POST", self.issue_key),
+                ("/keys", "GET", self.list_keys),
+                ("/keys/{key_id}", "DELETE", self.revoke_key),
+                ("/accounts/{owner_id}/tier", "PUT", self.set_tier),
+                ("/accounts/{owner_id}/limits", "PUT", self.set_account_limits),
+                ("/orgs/{owner_id}/limits", "PUT", self.set_org_limits),
+                ("/accounts/{owner_id}/identifiers", "PUT", self.identify),
+            )
+        ]
 
     async def issue_key(self, request: Request) -> Response:
         body, _ = protocol.decode(await _read(request), IssueKeyBody)
@@ -177,7 +179,7 @@ async def _read(request: Request) -> bytes:
 
 
 class AdminAuth:
-    """The admin token, checked before any admin route is looked up or run."""
+    """The admin token, checked before an admin endpoint runs (after routing)."""
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app

@@ -391,7 +391,7 @@ def create_app(
 ) -> HotPath:
     """The gateway's ASGI app; `/metrics` asks for `metrics_token` (the admin token) when set.
 
-    `extra_routes` (the admin mount, the OpenAPI document) raise their errors; they are
+    `extra_routes` (the admin API, the OpenAPI document) raise their errors; they are
     answered here, once: `ApiError`s as they are, `exception_handlers` for the others.
     """
 

@@ -20,8 +20,7 @@ from distillguard.config import Settings, load_settings
 from distillguard.errors import DistillguardError, KeyFileError
 from distillguard.exchange import privacy
 from distillguard.exchange.watchlist import Watchlist
-from distillguard.gateway import admin
-from distillguard.gateway.admin import AdminApi
+from distillguard.gateway.admin import EXCEPTION_HANDLERS, AdminApi
 from distillguard.gateway.app import Gateway, create_app
 from distillguard.gateway.auth import KeyRing
 from distillguard.gateway.backends.upstream import UpstreamBackend, UpstreamClient
@@ -138,8 +137,8 @@ def build(settings: Settings) -> HotPath:
             engine.dispose()
 
     token = config.admin_token.get_secret_value() if config.admin_token else None
-    routes = [AdminApi(accounts, keys, token, watchlist).mount(), openapi_route()]
-    return create_app(gateway, lifespan, routes, token, admin.EXCEPTION_HANDLERS)
+    routes = [*AdminApi(accounts, keys, token, watchlist).routes(), openapi_route()]
+    return create_app(gateway, lifespan, routes, token, EXCEPTION_HANDLERS)
 
 
 class _SharedTemplatesRefresh:

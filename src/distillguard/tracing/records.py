@@ -14,13 +14,14 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from sqlalchemy import Engine
 
 from distillguard.errors import DistillguardError
-from distillguard.store import EventStore
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 # How many bad lines are described one by one; the rest are only counted.
 MAX_REPORTED = 20
@@ -202,6 +203,8 @@ def load_events(
         found = read_events(path, report)
         return [e for e in found if accounts is None or e.account_id in accounts], report
     report = InputReport("store events")
+    from distillguard.store import EventStore  # only for the store: files need no SQL
+
     rows = EventStore(engine).read()
     if accounts is not None:
         rows = (r for r in rows if r["account_id"] in accounts)
