@@ -210,9 +210,17 @@ def passthrough(upstream_url: str) -> Iterator[Target]:
 
 @contextmanager
 def distillguard(
-    upstream_url: str, workdir: Path, redis: str | None, workers: int = 1, online: bool = True
+    upstream_url: str,
+    workdir: Path,
+    redis: str | None,
+    workers: int = 1,
+    online: bool = True,
+    source: Path | None = None,
 ) -> Iterator[Target]:
-    store = f"sqlite:///{workdir / f'store-{workers}-{online}.db'}"
+    """`distillguard serve` in front of `upstream_url`; `source`: run the code of another
+    checkout's `src/` (gateway_ab.py compares two)."""
+    tag = "" if source is None else f"-{abs(hash(source))}"
+    store = f"sqlite:///{workdir / f'store-{workers}-{online}{tag}.db'}"
     accounts = AccountStore(open_engine(store))
     issued = accounts.issue_key("bench-account", "bench-org", LIMITS)
     accounts.set_limits("account", "bench-account", LIMITS)
@@ -223,6 +231,8 @@ def distillguard(
     if redis:
         cmd += ["--redis", redis, "--workers", str(workers)]
     env = {"HF_HUB_OFFLINE": "1", "DISTILLGUARD_TRACING__ONLINE": str(online).lower()}
+    if source is not None:
+        env["PYTHONPATH"] = str(source / "src")
     with process(cmd, env=env) as proc:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         wait_ready(url, proc, {"authorization": f"Bearer {issued.api_key}"})
