@@ -9,16 +9,26 @@ TPR >= 95 % at 1 % FPR, heavy-benign FPR <= 0.5 %, hydra linkage >= 90 %, median
 time-to-flag <= 300 requests for bulk attackers. `hydra-swarm`, `hidden`,
 `heavy-benign` and `evasive` were not used to set any anchor; `evasive` holds attackers
 built to stay under the documented anchors. Reports land in benchmarks/out/tracing/.
+
+    python benchmarks/tracing_eval.py --independent [--scale 1.0] [--seeds 1 2]
+
+The same question on traffic the project did not write: every scenario of
+`../shared/scenarios/` (its own generator), traced by `distillguard trace run` exactly as
+a user runs it and scored by that set's own `score.py`. Each score sheet lands in
+benchmarks/out/tracing/independent/<scenario>-<seed>.txt, the headlines in
+benchmarks/out/tracing_independent.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import OUT, SHARED_PROMPTS, save
+from common import OUT, ROOT, SHARED_PROMPTS, save
 from distillguard.tracing.evaluate import evaluate, read_labels, write_report
 from distillguard.tracing.records import read_accounts, read_events
 from distillguard.tracing.run import trace
@@ -30,7 +40,12 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    parser.add_argument("--independent", action="store_true", help="../shared/scenarios instead")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2], help="with --independent")
     args = parser.parse_args()
+    if args.independent:
+        independent(args.scale, args.seeds)
+        return
     results = {}
     for scenario in args.scenarios:
         with tempfile.TemporaryDirectory(prefix="dg-tracing-") as tmp:
@@ -46,6 +61,46 @@ def main() -> None:
         results[scenario] = {"simulated": counts, "trace_seconds": seconds, **metrics}
         _print(scenario, results[scenario])
     print(f"wrote {save('tracing_eval', {'settings': vars(args), 'scenarios': results})}")
+
+
+INDEPENDENT = ROOT.parent / "shared" / "scenarios"
+INDEPENDENT_SCENARIOS = ("mixed", "heavy-legit", "hydra", "stealth", "pivot")
+
+
+def independent(scale: float, seeds: list[int]) -> None:
+    """Generate, trace (the CLI, as a user runs it) and score every independent scenario."""
+    if not (INDEPENDENT / "generate.py").exists():
+        raise SystemExit(f"no {INDEPENDENT}/generate.py (expected ../shared beside the repo)")
+    sheets = OUT / "tracing" / "independent"
+    sheets.mkdir(parents=True, exist_ok=True)
+    cli = str(Path(sys.executable).parent / "distillguard")
+    headlines = {}
+    for scenario in INDEPENDENT_SCENARIOS:
+        for seed in seeds:
+            with tempfile.TemporaryDirectory(prefix="dg-independent-") as tmp:
+                week, result = Path(tmp) / "week", Path(tmp) / "result.json"
+                generate = [sys.executable, str(INDEPENDENT / "generate.py"), "--out", str(week)]
+                options = ["--scenario", scenario, "--seed", str(seed), "--scale", str(scale)]
+                subprocess.run([*generate, *options], check=True, capture_output=True)
+                start = time.perf_counter()
+                traced = [cli, "trace", "run", "--events", str(week / "events.jsonl")]
+                traced += ["--accounts", str(week / "accounts.jsonl"), "--json", str(result)]
+                traced += ["--store", f"sqlite:///{Path(tmp) / 'store.db'}"]
+                subprocess.run(traced, check=True, capture_output=True)
+                seconds = time.perf_counter() - start
+                scorer = [sys.executable, str(INDEPENDENT / "score.py")]
+                sheet = subprocess.run(
+                    [*scorer, str(week / "labels.jsonl"), str(result)],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            (sheets / f"{scenario}-{seed}.txt").write_text(sheet)
+            headline = sheet.strip().splitlines()[-1]
+            headlines[f"{scenario}-{seed}"] = {"headline": headline, "trace_seconds": seconds}
+            print(f"{scenario} seed {seed} ({seconds:.0f} s): {headline}", flush=True)
+    settings = {"scale": scale, "seeds": seeds}
+    print(f"wrote {save('tracing_independent', {'settings': settings, 'runs': headlines})}")
 
 
 def _print(scenario: str, r: dict) -> None:
