@@ -179,9 +179,15 @@ def test_scoring_needs_scale_extraction_and_automation_together():
         "template_rate": 0.9,
         "extractive_rate": 0.8,
         "repeat_rate": 0.0,
+        "warm_repeat_rate": 0.0,
+        "cold_repeat_rate": 0.0,
         "distinct_rate": 1.0,
         "distinct_prompts": 3000.0,
+        "traces": 3000.0,
         "answer_to_prompt": 8.0,
+        "expansion": 8.0,
+        "alone_answers": 3_300_000.0,
+        "valuable_rate": 0.6,
         "mean_max_tokens": 4096.0,
         "pivot_share": 0.0,
         "pivot_hours": 0.0,
@@ -192,7 +198,13 @@ def test_scoring_needs_scale_extraction_and_automation_together():
         "gap_log_sd": 0.4,
     }
     assert assess(harvester).flagged
-    small = {**harvester, "requests": 30.0, "requests_per_day": 10.0, "hour_spread": 0.5}
+    small = {
+        **harvester,
+        "requests": 30.0,
+        "traces": 30.0,
+        "requests_per_day": 10.0,
+        "hour_spread": 0.5,
+    }
     labels_only = {
         **harvester,
         "short_answer_rate": 1.0,
@@ -205,7 +217,9 @@ def test_scoring_needs_scale_extraction_and_automation_together():
     reruns = {
         **harvester,
         "repeat_rate": 0.8,
+        "cold_repeat_rate": 0.8,
         "distinct_prompts": 400.0,
+        "traces": 400.0,
         "cot_rate": 0.5,
         "mean_answer_tokens": 450.0,
         "long_answer_rate": 0.1,
@@ -215,14 +229,30 @@ def test_scoring_needs_scale_extraction_and_automation_together():
     person = {
         **harvester,
         "requests": 400.0,
+        "traces": 400.0,
         "requests_per_day": 50.0,
         "multi_turn_rate": 0.6,
         "hour_spread": 0.6,
     }
-    for benign in (small, labels_only, reruns, person):
+    # Long answers that give back what they were given (translation, grading, summaries).
+    transform = {**harvester, "expansion": 1.0, "extractive_rate": 0.0}
+    # Long templated product copy: scale and automation, but no capability worth copying.
+    copy = {**harvester, "cot_rate": 0.0, "valuable_rate": 0.1}
+    for benign in (small, labels_only, reruns, person, transform, copy):
         assert not assess(benign).flagged, benign
-    # Re-asking across thousands of prompts is best-of-n sampling, not a benchmark re-run.
-    assert assess({**reruns, "distinct_prompts": 6000.0}).score > assess(reruns).score
+    # The same prompts sampled again at temperature > 0 with long answers: best-of-n.
+    best_of_n = {
+        **reruns,
+        "cold_repeat_rate": 0.0,
+        "warm_repeat_rate": 0.8,
+        "traces": 2400.0,
+        "mean_answer_tokens": 900.0,
+    }
+    assert assess(best_of_n).flagged
+    assert assess(best_of_n).components["extraction"] > assess(reruns).components["extraction"]
+    # A light account's traffic can be of the extractive kind without proving anything alone.
+    light = assess({**harvester, "requests": 10.0, "traces": 10.0, "requests_per_day": 10.0})
+    assert not light.flagged and light.components["kind"] >= 0.9
 
 
 def test_linkage_joins_shared_cards_not_shared_clients():

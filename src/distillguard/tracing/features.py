@@ -34,6 +34,10 @@ TEMPLATE_SHARE = 0.1
 SKELETON_BYTES = 40  # the opening (or closing) words a template repeats
 HOUR = 3600.0
 AREA_INDEX = {area: i for i, area in enumerate(AREAS)}
+# What distillation campaigns have been reported to target: reasoning, coding, maths and
+# agentic tool use (the expensive capabilities), rather than prose, chat or translation.
+VALUABLE_AREAS = ("tool_use", "code", "math", "reasoning")
+VALUABLE_INDEX = frozenset(AREA_INDEX[a] for a in VALUABLE_AREAS)
 DAY = 86_400.0
 
 
@@ -164,6 +168,7 @@ class Profile:
     near_duplicates: int = 0
     templated: int = 0
     repeats: int = 0  # exact re-sends of an earlier prompt
+    warm_repeats: int = 0  # ... sampled again (temperature unset or above 0): best-of-n
     extractive: int = 0  # reasoning asked for, or a template filled, and a long answer given
     shared: int = 0  # prompts that fill a template another provider shared (templated at once)
     standalone: int = 0  # requests compared for templates (not follow-ups, not tiny)
@@ -182,6 +187,12 @@ class Profile:
     answer_tokens: int = 0
     answers_counted: int = 0
     prompt_tokens: int = 0  # over the requests whose answer length is known: token ratio
+    # The same over requests that stand alone (no history): how much an answer adds to what
+    # was asked. Translation, summaries, grading and RAG give back about what they were
+    # given; a trace or a solution is many times its question.
+    alone_answer_tokens: int = 0
+    alone_prompt_tokens: int = 0
+    valuable: int = 0  # prompts in the capabilities distillers pay for (VALUABLE_AREAS)
     max_tokens_sum: int = 0
     max_tokens_set: int = 0
     # skeleton (opening or closing) -> how many distinct prompts came with it: a template
@@ -212,6 +223,9 @@ class Profile:
             self.answer_tokens += given
             self.answers_counted += 1
             self.prompt_tokens += event.prompt_tokens or 0
+            if event.user_turns <= 1 and event.conversation_id is None:
+                self.alone_answer_tokens += given
+                self.alone_prompt_tokens += event.prompt_tokens or 0
             long = given >= LONG_ANSWER_TOKENS
             self.long_answers += long
         if event.max_tokens is not None:
@@ -219,6 +233,7 @@ class Profile:
             self.max_tokens_set += 1
             self.short_answers += event.max_tokens <= 64
         self.areas[area] += 1
+        self.valuable += area in VALUABLE_INDEX
         hour = int(ts // HOUR)
         self.hours[hour % 24] += 1
         self.days.add(hour // 24)
@@ -241,7 +256,13 @@ class Profile:
         if exact and event.user_turns <= 1:
             self.standalone += 1
             if exact in self._exact:
-                self.repeats += 1
+                # Inside one conversation the last user message stays the same while tools
+                # answer (an agent's loop): a step, not a re-send.
+                if event.conversation_id is None:
+                    self.repeats += 1
+                    # Temperature 0 asks for the same answer again (an evaluation re-run);
+                    # a sampled re-send asks for another one (best-of-n).
+                    self.warm_repeats += event.temperature is None or event.temperature > 0
             else:
                 remember = len(self._exact) < MAX_REMEMBERED
                 if remember:
@@ -261,8 +282,10 @@ class Profile:
                     self.shared += 1
                     templated = True
         self.templated += templated
-        # The product a distiller buys: a reasoning trace or a templated solution, in full.
-        self.extractive += (cot or templated) and long
+        # The product a distiller buys: a reasoning trace or a templated solution, in full,
+        # and more than a rewrite of what was sent (a long translation is not one).
+        expands = given is not None and given >= 2 * (event.prompt_tokens or 0)
+        self.extractive += (cot or templated) and long and expands
 
     def pivot(self, releases: Releases | None) -> tuple[float, float]:
         """(share, hours): the largest share of its later traffic this actor moved to a model
@@ -307,8 +330,15 @@ class Profile:
             "shared_template_rate": self.shared / n,
             "extractive_rate": self.extractive / n,
             "repeat_rate": self.repeats / n,
+            "warm_repeat_rate": self.warm_repeats / n,
+            "cold_repeat_rate": (self.repeats - self.warm_repeats) / n,
+            "expansion": self.alone_answer_tokens / max(self.alone_prompt_tokens, 1),
+            "alone_answers": float(self.alone_answer_tokens),
+            "valuable_rate": self.valuable / n,
             "distinct_rate": len(self._exact) / n,
             "distinct_prompts": float(len(self._exact)),
+            # What a student gets: one trace per distinct prompt, and one per sampled re-send.
+            "traces": float(len(self._exact) + self.warm_repeats),
             "area_coverage": _entropy(self.areas) / math.log(len(AREAS)),
             "top_area_share": max(self.areas) / n,
             "hour_spread": spread,

@@ -8,12 +8,15 @@
    known at that moment).
 3. **Linkage** joins accounts that share payment, network, email pattern,
    client, template or signup burst into clusters (linkage.py).
-4. Each cluster's events are replayed into one cluster `Profile`, so 1,000
-   accounts of 50 requests are judged as one actor of 50,000 (when several of
-   them carry extractive traffic: one operation, not colleagues behind one
-   office IP). A member whose own traffic is extractive takes its cluster's
-   score when that is higher; `flagged_after_requests` then counts that
-   member's requests up to the moment the cluster was first flagged.
+4. A cluster is one **operation** when at least two of its members carry
+   extractive traffic (of that kind, however little each sends) and they are
+   tied to each other by what one operator reuses (cards, a signup script, one
+   scheduler). The carriers' events are replayed into one
+   `Profile`, so 1,000 accounts of 50 requests are judged as one actor of
+   50,000; each carrier takes the operation's score when that is higher, and
+   `flagged_after_requests` then counts its requests up to the moment the
+   operation was first flagged. Bystanders (colleagues behind one office IP or
+   one invoice) keep their own score.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from distillguard.tracing.scoring import FLAG_AT, assess, evidence
 from distillguard.tracing.shared import SharedTemplates
 
 BATCH = 8192
-ADOPT_EXTRACTION = 0.5  # a member this extractive carries the operation's product
-OPERATION_MIN = 2  # ... and a cluster with this many such members (and this share of its
-OPERATION_SHARE = 0.3  # active accounts) is one operation, judged on its combined traffic
+# A member whose traffic is of this extractive kind (however little of it) carries an
+# operation's product ...
+CARRIES = 0.3
+OPERATION_MIN = 2  # ... and this many carriers tied by what one operator reuses: an operation
 
 
 @dataclass
@@ -67,6 +71,7 @@ class ClusterResult:
     flagged: bool
     evidence: list[str]
     first_flagged_ts: float | None = None
+    operation: bool = False  # judged as one actor: its verdict carries over to every member
 
     def public(self) -> dict:
         return {
@@ -74,6 +79,7 @@ class ClusterResult:
             "accounts": self.accounts,
             "score": round(self.score, 4),
             "flagged": self.flagged,
+            "operation": self.operation,
             "evidence": self.evidence,
         }
 
@@ -127,16 +133,27 @@ def trace(
     found = linkage.clusters(things, _synchronised(ordered))
     cluster_of = {a: c.cluster_id for c in found for a in c.accounts}
 
-    member_rows = [i for i, e in enumerate(ordered) if e.account_id in cluster_of]
-    members = [ordered[i] for i in member_rows]
+    # An operation is judged on its product: the combined traffic of the members that carry
+    # it and are tied to each other by what one operator reuses, not of the colleagues or
+    # strangers linkage put beside them.
+    crews = {c.cluster_id: _crew(c, own) for c in found}
+    crew_of = {a: cluster_id for cluster_id, crew in crews.items() for a in crew}
+    member_rows = [i for i, e in enumerate(ordered) if e.account_id in crew_of]
     cluster_profiles, cluster_flag_at = _replay(
-        members,
+        [ordered[i] for i in member_rows],
         described.take(np.asarray(member_rows, dtype=np.int64)),
-        key=lambda e: cluster_of[e.account_id],
+        key=lambda e: crew_of[e.account_id],
         flag_time=True,
     )
     clusters = [
-        _cluster_result(c, cluster_profiles.get(c.cluster_id), cluster_flag_at, releases, own)
+        _cluster_result(
+            c,
+            crews[c.cluster_id],
+            cluster_profiles.get(c.cluster_id),
+            cluster_flag_at,
+            releases,
+            own,
+        )
         for c in found
     ]
     by_id = {c.cluster_id: c for c in clusters}
@@ -150,12 +167,13 @@ def trace(
         cluster = by_id.get(cluster_of.get(account_id, ""))
         score = mine.score if mine else 0.0
         flagged_after = first_flag.get(account_id)
-        # The cluster's verdict carries over to a member whose own traffic is the product
-        # (a hydra's small accounts), not to a bystander linked by a shared office IP.
-        if cluster is not None and cluster.score > score and mine and mine.extractive:
+        # An operation's verdict carries over to each member that carries its product (a
+        # hydra's small accounts each look harmless), never to a bystander linkage put
+        # beside them (a colleague behind the same office IP or invoice).
+        if cluster is not None and account_id in crew_of and cluster.score > score:
             score = cluster.score
             said.append(
-                f"member of cluster {cluster.cluster_id} ({len(cluster.accounts)} accounts)"
+                f"member of operation {cluster.cluster_id} ({len(cluster.accounts)} accounts)"
             )
             if cluster.first_flagged_ts is not None:
                 seen = bisect.bisect_right(times.get(account_id, []), cluster.first_flagged_ts)
@@ -207,33 +225,56 @@ def _replay(events, described: Described, key, flag_time: bool = False):
     return dict(profiles), first
 
 
+def _crew(cluster: linkage.Cluster, own: Mapping[str, _Own]) -> set[str]:
+    """The members that make the cluster one operation: they carry extractive traffic (of
+    that kind, however little each sends) and are tied to each other by what one operator
+    reuses (cards, a signup script, one scheduler). Fewer than OPERATION_MIN: none."""
+    carrying = {a for a in cluster.accounts if a in own and own[a].carries}
+    crew = cluster.tied(carrying)
+    return crew if len(crew) >= OPERATION_MIN else set()
+
+
 def _cluster_result(
     cluster: linkage.Cluster,
+    crew: set[str],
     profile: Profile | None,
     flag_at: Mapping[str, float],
     releases: Releases,
     own: Mapping[str, _Own],
 ) -> ClusterResult:
-    """A cluster is judged as one actor only when it acts as one operation: several of its
-    accounts carry extractive traffic. Otherwise (one distiller among colleagues linked by
-    an office IP) it is as suspicious as its typical member, and the distiller stands on
-    its own score."""
+    """An operation (a crew, see `_crew`) is judged as one actor on its crew's combined
+    traffic: a hydra's members each look light and harmless, their sum does not. Any other
+    cluster (colleagues or strangers behind one office IP, cloud or client library) is as
+    suspicious as its typical member, and each member stands on its own score."""
     said = [cluster.links()]
     active = [own[a] for a in cluster.accounts if a in own]
-    if profile is None or not active:
+    if not active:
         return ClusterResult(cluster.cluster_id, cluster.accounts, 0.0, False, said)
-    carriers = sum(m.extractive for m in active)
-    said.append(f"{carriers} of {len(active)} active accounts carry extractive traffic")
-    if carriers >= OPERATION_MIN and carriers >= OPERATION_SHARE * len(active):
+    if crew and profile is not None:
+        said.append(
+            f"one operation: {len(crew)} of {len(active)} active accounts carry extractive "
+            "traffic and share what one operator reuses (cards, a signup script, one "
+            "scheduler); judged on their combined traffic"
+        )
         features = profile.features(releases)
         score, first_flagged = assess(features).score, flag_at.get(cluster.cluster_id)
         said += evidence(features)
     else:
+        carriers = sum(m.carries for m in active)
+        said.append(
+            f"not one operation ({carriers} of {len(active)} active accounts carry "
+            "extractive traffic): scored as its typical member"
+        )
         # The lower median: of a distiller and one bystander, the bystander is typical.
         score, first_flagged = statistics.median_low(m.score for m in active), None
-        said.append("not one operation: scored as its typical member")
     return ClusterResult(
-        cluster.cluster_id, cluster.accounts, score, score >= FLAG_AT, said, first_flagged
+        cluster.cluster_id,
+        cluster.accounts,
+        score,
+        score >= FLAG_AT,
+        said,
+        first_flagged,
+        operation=bool(crew),
     )
 
 
@@ -242,15 +283,15 @@ class _Own:
     """An account judged on its own traffic."""
 
     score: float
-    extractive: bool
+    carries: bool
     evidence: tuple[str, ...]
 
     @classmethod
     def of(cls, profile: Profile, releases: Releases) -> _Own:
         features = profile.features(releases)
         assessment = assess(features)
-        extractive = assessment.components["extraction"] >= ADOPT_EXTRACTION
-        return cls(assessment.score, extractive, tuple(evidence(features)))
+        carries = assessment.components["kind"] >= CARRIES
+        return cls(assessment.score, carries, tuple(evidence(features)))
 
 
 def _synchronised(events: list[TraceEvent]) -> list[tuple[str, str]]:

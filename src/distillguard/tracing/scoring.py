@@ -61,29 +61,19 @@ def assess(f: dict[str, float]) -> Assessment:
     """Score one actor's features (Profile.features())."""
     n = f["requests"]
     shrink = n / (n + PRIOR)
-
-    def rate(name: str) -> float:
-        return f[name] * shrink
-
-    scale = ramp(math.log10(max(n, 1.0)), 2.0, 3.0)  # 100 requests -> 0, 1,000 -> 1
+    # A student learns from distinct examples: distinct prompts, plus re-sends sampled anew.
+    scale = ramp(math.log10(max(f["traces"], 1.0)), 2.5, 3.5)  # 316 -> 0, 3,162 -> 1
     pace = ramp(math.log10(max(f["requests_per_day"], 1.0)), 1.7, 2.5)  # 50/day -> 0, 316 -> 1
-    single_turn = ramp(1.0 - f["multi_turn_rate"] * shrink - (1 - shrink), 0.6, 0.95)
+    single_turn = _single_turn(f, shrink)
     around_clock = ramp(f["hour_spread"], 0.8, 0.95)
     automation = max((single_turn + around_clock) / 2, pace)
+    extraction = _extraction(f, shrink)
 
-    depth = ramp(f["mean_answer_tokens"], 200, 800)
-    reasoning = ramp(rate("cot_rate"), 0.1, 0.5) * depth
-    long_alone = ramp(rate("long_answer_rate"), 0.2, 0.6) * single_turn
-    sweep = ramp(rate("template_rate"), 0.2, 0.6) * (1.0 - f["short_answer_rate"])
-    # A share of the traffic that is pure product (a reseller's key hides one among users).
-    delivered = ramp(rate("extractive_rate"), 0.05, 0.25)
-    extraction = 1.0 - (1.0 - reasoning) * (1.0 - long_alone) * (1.0 - sweep) * (1.0 - delivered)
-
-    # Re-asking a *bounded* set (a benchmark: hundreds to a few thousand items) is how
-    # evaluation harnesses look; re-asking across a large prompt set is best-of-n sampling.
+    # Re-running a *bounded* set at temperature 0 (a benchmark: hundreds to a few thousand
+    # items, the same answer wanted again) is how evaluation harnesses look.
     bounded = 1.0 - ramp(math.log10(max(f["distinct_prompts"], 1.0)), 3.0, 3.7)
-    reruns = ramp(rate("repeat_rate"), 0.15, 0.5) * bounded
-    labels_only = ramp(rate("short_answer_rate"), 0.3, 0.8)
+    reruns = ramp(f["cold_repeat_rate"] * shrink, 0.15, 0.5) * bounded
+    labels_only = ramp(f["short_answer_rate"] * shrink, 0.3, 0.8)
     benign = max(reruns, labels_only)
     pivot = ramp(f["pivot_share"], 0.3, 0.7)
     z = (
@@ -98,11 +88,43 @@ def assess(f: dict[str, float]) -> Assessment:
     components = {
         "scale": scale,
         "extraction": extraction,
+        "kind": _extraction(f, 1.0),
         "automation": automation,
         "benign": benign,
         "pivot": pivot,
     }
     return Assessment(1.0 / (1.0 + math.exp(-z)), components)
+
+
+def _single_turn(f: dict[str, float], shrink: float) -> float:
+    return ramp(1.0 - f["multi_turn_rate"] * shrink - (1 - shrink), 0.6, 0.95)
+
+
+def _extraction(f: dict[str, float], shrink: float) -> float:
+    """How much of the traffic is shaped to copy a capability, in [0, 1]. `shrink` < 1
+    pulls the rates toward zero for actors with few requests; with 1 it says what *kind*
+    of traffic this is however little of it there is (a hydra member's ten requests)."""
+
+    def rate(name: str) -> float:
+        return f[name] * shrink
+
+    depth = ramp(f["mean_answer_tokens"], 200, 800)
+    # What a student learns is what the answer adds to its question: a reasoning trace or a
+    # solution is many times its prompt; a translation, a grade, a summary or a RAG answer
+    # gives back about what it was given.
+    gain = ramp(f["expansion"], 1.0, 3.0)
+    # ... and in a capability worth copying: reasoning, code, maths, tool use (asked for
+    # reasoning in any area counts), not product copy, chat or translation.
+    value = ramp(f["valuable_rate"] + f["cot_rate"], 0.2, 0.5)
+    reasoning = ramp(rate("cot_rate"), 0.1, 0.5) * depth
+    long_alone = ramp(rate("long_answer_rate"), 0.2, 0.6) * _single_turn(f, shrink)
+    sweep = ramp(rate("template_rate"), 0.2, 0.6) * depth
+    # The same prompt sampled again and again with long answers: best-of-n harvesting.
+    best_of_n = ramp(rate("warm_repeat_rate"), 0.15, 0.5) * depth
+    shapes = 1.0 - (1.0 - reasoning) * (1.0 - long_alone) * (1.0 - sweep) * (1.0 - best_of_n)
+    # A share of the traffic that is pure product (a reseller's key hides one among users).
+    delivered = ramp(rate("extractive_rate"), 0.05, 0.25)
+    return value * max(shapes * gain, delivered)
 
 
 def evidence(f: dict[str, float]) -> list[str]:
@@ -148,8 +170,21 @@ def evidence(f: dict[str, float]) -> list[str]:
             f"moved {f['pivot_share']:.0%} of its traffic to a new model "
             f"{f['pivot_hours']:.0f} h after its release"
         )
-    if f["repeat_rate"] >= 0.15:
-        said.append(f"{f['repeat_rate']:.0%} of prompts are exact re-sends (evaluation re-runs?)")
+    if f["cold_repeat_rate"] >= 0.15:
+        said.append(
+            f"{f['cold_repeat_rate']:.0%} of prompts are re-sent at temperature 0 "
+            "(the same answer again: evaluation re-runs?)"
+        )
+    if f["warm_repeat_rate"] >= 0.15:
+        said.append(
+            f"{f['warm_repeat_rate']:.0%} of prompts are re-sent to be sampled again "
+            "(another answer each time: best-of-n?)"
+        )
+    if f["alone_answers"] and f["expansion"] < 1.0 and f["mean_answer_tokens"] >= 100:
+        said.append(
+            f"answers are {f['expansion']:.1f}x their prompts "
+            "(transforming given text, not new content)"
+        )
     if f["short_answer_rate"] >= 0.3:
         said.append(f"{f['short_answer_rate']:.0%} of requests cap answers at 64 tokens or fewer")
     return said
