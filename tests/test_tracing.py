@@ -95,6 +95,12 @@ def test_trace_run_writes_json_and_store_and_raises_tiers(traffic, tmp_path):
     assert any("reasoning" in line for line in by_id[attacker]["evidence"])
     hydra_clusters = [c for c in document["clusters"] if c["flagged"] and len(c["accounts"]) >= 20]
     assert hydra_clusters and all(c["evidence"] for c in hydra_clusters)
+    assert all(any("one operation" in line for line in c["evidence"]) for c in hydra_clusters)
+    # The screen names flagged operations (size, what links them) before the accounts.
+    largest = max(hydra_clusters, key=lambda c: len(c["accounts"]))
+    screen = " ".join(result.stdout.split())
+    assert screen.index("operation") < screen.index("flagged after")
+    assert largest["cluster_id"] in screen.split("flagged after")[0]
 
     engine = open_engine(store)
     scores = ScoreStore(engine)

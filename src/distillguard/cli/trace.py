@@ -103,6 +103,22 @@ def trace_run(
         f"{counts['flagged_accounts']:,} flagged; {counts['clusters']:,} clusters, "
         f"{counts['flagged_clusters']:,} flagged"
     )
+    # Operations first: one verdict there covers many accounts, and says what links them.
+    operations = sorted(
+        (c for c in result.clusters if c.flagged and c.operation),
+        key=lambda c: (-len(c.accounts), -c.score),
+    )
+    if operations and top > 0:
+        table = Table("operation", "accounts", "score", "linked by", "evidence")
+        for c in operations[:top]:
+            table.add_row(
+                c.cluster_id,
+                f"{len(c.accounts):,}",
+                f"{c.score:.3f}",
+                c.evidence[0],
+                "; ".join(c.evidence[1:4]),
+            )
+        screen.print(table)
     flagged = sorted((a for a in result.accounts if a.flagged), key=lambda a: -a.score)
     if flagged and top > 0:
         table = Table("account", "score", "cluster", "flagged after", "evidence")

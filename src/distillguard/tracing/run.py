@@ -79,7 +79,6 @@ class ClusterResult:
             "accounts": self.accounts,
             "score": round(self.score, 4),
             "flagged": self.flagged,
-            "operation": self.operation,
             "evidence": self.evidence,
         }
 
