@@ -246,7 +246,7 @@ def write_report(report: Mapping[str, Any], out: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for name, curve in report["_curves"].items():
         for ax in axes:
