@@ -22,6 +22,8 @@ benchmarks/out/tracing_independent.json.
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -95,12 +97,45 @@ def independent(scale: float, seeds: list[int]) -> None:
                     capture_output=True,
                     text=True,
                 ).stdout
+                unflagged = _undetected_yield(week, result)
             (sheets / f"{scenario}-{seed}.txt").write_text(sheet)
             headline = sheet.strip().splitlines()[-1]
-            headlines[f"{scenario}-{seed}"] = {"headline": headline, "trace_seconds": seconds}
+            headlines[f"{scenario}-{seed}"] = {
+                "headline": headline,
+                "trace_seconds": seconds,
+                "undetected_yield": unflagged,
+            }
             print(f"{scenario} seed {seed} ({seconds:.0f} s): {headline}", flush=True)
+            for archetype, row in unflagged.items():
+                print(f"  under the threshold: {archetype} {row}", flush=True)
     settings = {"scale": scale, "seeds": seeds}
     print(f"wrote {save('tracing_independent', {'settings': settings, 'runs': headlines})}")
+
+
+def _undetected_yield(week: Path, result: Path) -> dict[str, dict[str, int]]:
+    """Per attacker archetype with accounts left unflagged: how many, and the median answer
+    tokens such an account took away in the week (its admitted requests' completion
+    tokens, the cover traffic of a mixed account included): what an undetected campaign
+    got for its trouble."""
+    labels = {}
+    for line in (week / "labels.jsonl").open():
+        row = json.loads(line)
+        if row["label"] == "attacker":
+            labels[row["account_id"]] = row["archetype"]
+    flagged = {a["account_id"] for a in json.loads(result.read_text())["accounts"] if a["flagged"]}
+    tokens: dict[str, int] = dict.fromkeys(labels.keys() - flagged, 0)
+    with (week / "events.jsonl").open() as events:
+        for line in events:
+            event = json.loads(line)
+            if event["account_id"] in tokens and event.get("status") == 200:
+                tokens[event["account_id"]] += event.get("completion_tokens") or 0
+    by_archetype: dict[str, list[int]] = {}
+    for account, taken in tokens.items():
+        by_archetype.setdefault(labels[account], []).append(taken)
+    return {
+        archetype: {"accounts": len(taken), "median_answer_tokens": int(statistics.median(taken))}
+        for archetype, taken in sorted(by_archetype.items())
+    }
 
 
 def _print(scenario: str, r: dict) -> None:
