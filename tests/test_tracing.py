@@ -10,8 +10,9 @@ import pytest
 
 from distillguard.store import AccountStore, ScoreStore, open_engine
 from distillguard.tracing import linkage
-from distillguard.tracing.records import AccountRecord
-from distillguard.tracing.scoring import assess
+from distillguard.tracing.features import Profile, describe
+from distillguard.tracing.records import AccountRecord, TraceEvent
+from distillguard.tracing.scoring import assess, evidence
 
 from .helpers import assert_user_error, run
 
@@ -183,10 +184,12 @@ def test_scoring_needs_scale_extraction_and_automation_together():
         "short_answer_rate": 0.0,
         "near_duplicate_rate": 0.1,
         "template_rate": 0.9,
+        "shared_template_rate": 0.0,
         "extractive_rate": 0.8,
         "repeat_rate": 0.0,
         "warm_repeat_rate": 0.0,
         "cold_repeat_rate": 0.0,
+        "swept_repeat_rate": 0.0,
         "distinct_rate": 1.0,
         "distinct_prompts": 3000.0,
         "traces": 3000.0,
@@ -255,10 +258,44 @@ def test_scoring_needs_scale_extraction_and_automation_together():
         "mean_answer_tokens": 900.0,
     }
     assert assess(best_of_n).flagged
+    # The same items re-sent at other temperatures: an experiment on the model, not best-of-n.
+    sweep = {**best_of_n, "warm_repeat_rate": 0.0, "swept_repeat_rate": 0.8, "traces": 400.0}
+    assert not assess(sweep).flagged
+    assert any("temperature sweep" in line for line in evidence(sweep))
     assert assess(best_of_n).components["extraction"] > assess(reruns).components["extraction"]
     # A light account's traffic can be of the extractive kind without proving anything alone.
     light = assess({**harvester, "requests": 10.0, "traces": 10.0, "requests_per_day": 10.0})
     assert not light.flagged and light.components["kind"] >= 0.9
+
+
+def test_resends_are_read_by_their_temperature():
+    """A re-send at temperature 0 is a re-run, at the same sampling temperature best-of-n, at
+    another temperature a sweep; inside one conversation it is an agent's step, no re-send."""
+    prompt = "Prove that the square root of two is irrational, with every step written out."
+
+    def rates(temperatures, conversation=None):
+        events = [
+            TraceEvent(
+                ts=float(i),
+                account_id="a",
+                text=prompt,
+                user_turns=1,
+                temperature=t,
+                conversation_id=conversation,
+            )
+            for i, t in enumerate(temperatures)
+        ]
+        profile = Profile()
+        for event, row in zip(events, describe(events).rows(), strict=True):
+            profile.add(event, row)
+        f = profile.features()
+        return f["cold_repeat_rate"], f["warm_repeat_rate"], f["swept_repeat_rate"]
+
+    assert rates([0.0] * 4) == (0.75, 0.0, 0.0)
+    assert rates([1.0] * 4) == (0.0, 0.75, 0.0)
+    assert rates([None] * 4) == (0.0, 0.75, 0.0)  # the provider's default samples
+    assert rates([0.0, 0.7, 1.0, 0.0]) == (0.0, 0.0, 0.75)
+    assert rates([1.0] * 4, conversation="c1") == (0.0, 0.0, 0.0)
 
 
 def test_linkage_joins_shared_cards_not_shared_clients():

@@ -168,7 +168,8 @@ class Profile:
     near_duplicates: int = 0
     templated: int = 0
     repeats: int = 0  # exact re-sends of an earlier prompt
-    warm_repeats: int = 0  # ... sampled again (temperature unset or above 0): best-of-n
+    warm_repeats: int = 0  # ... sampled again at the same temperature above 0: best-of-n
+    swept_repeats: int = 0  # ... at another temperature than before: a temperature sweep
     extractive: int = 0  # reasoning asked for, or a template filled, and a long answer given
     shared: int = 0  # prompts that fill a template another provider shared (templated at once)
     standalone: int = 0  # requests compared for templates (not follow-ups, not tiny)
@@ -183,7 +184,8 @@ class Profile:
     model_first: dict[str, tuple[float, int]] = field(default_factory=dict)
     ips: set[str] = field(default_factory=set)
     agents: set[str] = field(default_factory=set)
-    _exact: set[int] = field(default_factory=set)
+    # distinct prompt -> the temperature it was last sent at (None: the provider's default)
+    _exact: dict[int, float | None] = field(default_factory=dict)
     answer_tokens: int = 0
     answers_counted: int = 0
     prompt_tokens: int = 0  # over the requests whose answer length is known: token ratio
@@ -260,13 +262,19 @@ class Profile:
                 # answer (an agent's loop): a step, not a re-send.
                 if event.conversation_id is None:
                     self.repeats += 1
+                    temperature = event.temperature
                     # Temperature 0 asks for the same answer again (an evaluation re-run);
-                    # a sampled re-send asks for another one (best-of-n).
-                    self.warm_repeats += event.temperature is None or event.temperature > 0
+                    # a re-send at the same sampling temperature asks for another one
+                    # (best-of-n); one at another temperature measures the model (a sweep).
+                    if temperature != self._exact[exact]:
+                        self.swept_repeats += 1
+                        self._exact[exact] = temperature
+                    elif temperature is None or temperature > 0:
+                        self.warm_repeats += 1
             else:
                 remember = len(self._exact) < MAX_REMEMBERED
                 if remember:
-                    self._exact.add(exact)
+                    self._exact[exact] = event.temperature
                 self.near_duplicates += self._lsh.add(bands, remember)
                 skeletons = self._skeletons
                 for skeleton in (head, tail):
@@ -331,7 +339,8 @@ class Profile:
             "extractive_rate": self.extractive / n,
             "repeat_rate": self.repeats / n,
             "warm_repeat_rate": self.warm_repeats / n,
-            "cold_repeat_rate": (self.repeats - self.warm_repeats) / n,
+            "cold_repeat_rate": (self.repeats - self.warm_repeats - self.swept_repeats) / n,
+            "swept_repeat_rate": self.swept_repeats / n,
             "expansion": self.alone_answer_tokens / max(self.alone_prompt_tokens, 1),
             "alone_answers": float(self.alone_answer_tokens),
             "valuable_rate": self.valuable / n,

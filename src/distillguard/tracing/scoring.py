@@ -73,8 +73,11 @@ def assess(f: dict[str, float]) -> Assessment:
     # items, the same answer wanted again) is how evaluation harnesses look.
     bounded = 1.0 - ramp(math.log10(max(f["distinct_prompts"], 1.0)), 3.0, 3.7)
     reruns = ramp(f["cold_repeat_rate"] * shrink, 0.15, 0.5) * bounded
+    # ... and the same items sent again at other temperatures is an experiment on the model
+    # (a temperature sweep); a harvester keeping the best of n samples keeps one temperature.
+    sweeps = ramp(f["swept_repeat_rate"] * shrink, 0.1, 0.3) * bounded
     labels_only = ramp(f["short_answer_rate"] * shrink, 0.3, 0.8)
-    benign = max(reruns, labels_only)
+    benign = max(reruns, sweeps, labels_only)
     pivot = ramp(f["pivot_share"], 0.3, 0.7)
     z = (
         W_PIVOT * pivot
@@ -174,6 +177,11 @@ def evidence(f: dict[str, float]) -> list[str]:
         said.append(
             f"{f['cold_repeat_rate']:.0%} of prompts are re-sent at temperature 0 "
             "(the same answer again: evaluation re-runs?)"
+        )
+    if f["swept_repeat_rate"] >= 0.1:
+        said.append(
+            f"{f['swept_repeat_rate']:.0%} of prompts are re-sent at another temperature "
+            "(a temperature sweep: an experiment?)"
         )
     if f["warm_repeat_rate"] >= 0.15:
         said.append(
