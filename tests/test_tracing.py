@@ -195,7 +195,6 @@ def test_scoring_needs_scale_extraction_and_automation_together():
         "traces": 3000.0,
         "answer_to_prompt": 8.0,
         "expansion": 8.0,
-        "alone_answers": 3_300_000.0,
         "valuable_rate": 0.6,
         "mean_max_tokens": 4096.0,
         "pivot_share": 0.0,

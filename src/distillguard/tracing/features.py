@@ -189,11 +189,11 @@ class Profile:
     answer_tokens: int = 0
     answers_counted: int = 0
     prompt_tokens: int = 0  # over the requests whose answer length is known: token ratio
-    # The same over requests that stand alone (no history): how much an answer adds to what
-    # was asked. Translation, summaries, grading and RAG give back about what they were
-    # given; a trace or a solution is many times its question.
-    alone_answer_tokens: int = 0
-    alone_prompt_tokens: int = 0
+    # Tokens of what was asked this time (the last user message, ~4 UTF-8 bytes a token,
+    # history and system prompt left out), over the same requests: how much an answer adds
+    # to its question. Translation, summaries, grading and RAG give back about what they
+    # were given; a trace or a solution is many times its question.
+    asked_tokens: int = 0
     valuable: int = 0  # prompts in the capabilities distillers pay for (VALUABLE_AREAS)
     max_tokens_sum: int = 0
     max_tokens_set: int = 0
@@ -221,13 +221,12 @@ class Profile:
         if given is None and event.response_chars:
             given = event.response_chars // 4
         long = False
+        asked = len(event.text.encode()) // 4 + 1
         if given is not None:
             self.answer_tokens += given
             self.answers_counted += 1
             self.prompt_tokens += event.prompt_tokens or 0
-            if event.user_turns <= 1 and event.conversation_id is None:
-                self.alone_answer_tokens += given
-                self.alone_prompt_tokens += event.prompt_tokens or 0
+            self.asked_tokens += asked
             long = given >= LONG_ANSWER_TOKENS
             self.long_answers += long
         if event.max_tokens is not None:
@@ -292,7 +291,7 @@ class Profile:
         self.templated += templated
         # The product a distiller buys: a reasoning trace or a templated solution, in full,
         # and more than a rewrite of what was sent (a long translation is not one).
-        expands = given is not None and given >= 2 * (event.prompt_tokens or 0)
+        expands = given is not None and given >= 2 * asked
         self.extractive += (cot or templated) and long and expands
 
     def pivot(self, releases: Releases | None) -> tuple[float, float]:
@@ -341,8 +340,7 @@ class Profile:
             "warm_repeat_rate": self.warm_repeats / n,
             "cold_repeat_rate": (self.repeats - self.warm_repeats - self.swept_repeats) / n,
             "swept_repeat_rate": self.swept_repeats / n,
-            "expansion": self.alone_answer_tokens / max(self.alone_prompt_tokens, 1),
-            "alone_answers": float(self.alone_answer_tokens),
+            "expansion": self.answer_tokens / max(self.asked_tokens, 1),
             "valuable_rate": self.valuable / n,
             "distinct_rate": len(self._exact) / n,
             "distinct_prompts": float(len(self._exact)),

@@ -39,6 +39,7 @@ BATCH = 8192
 # A member whose traffic is of this extractive kind (however little of it) carries an
 # operation's product ...
 CARRIES = 0.3
+EXPLAINED = 0.5  # ... unless its own benign evidence is this strong
 OPERATION_MIN = 2  # ... and this many carriers tied by what one operator reuses: an operation
 
 
@@ -289,7 +290,11 @@ class _Own:
     def of(cls, profile: Profile, releases: Releases) -> _Own:
         features = profile.features(releases)
         assessment = assess(features)
-        carries = assessment.components["kind"] >= CARRIES
+        # Extractive in kind, and not explained by the account's own benign evidence (an
+        # evaluation's re-runs, a temperature sweep, labels): a researcher whose sweep the
+        # crew's combined traffic would no longer show as bounded carries nothing.
+        components = assessment.components
+        carries = components["kind"] >= CARRIES and components["benign"] < EXPLAINED
         return cls(assessment.score, carries, tuple(evidence(features)))
 
 

@@ -188,7 +188,7 @@ def evidence(f: dict[str, float]) -> list[str]:
             f"{f['warm_repeat_rate']:.0%} of prompts are re-sent to be sampled again "
             "(another answer each time: best-of-n?)"
         )
-    if f["alone_answers"] and f["expansion"] < 1.0 and f["mean_answer_tokens"] >= 100:
+    if f["expansion"] < 1.0 and f["mean_answer_tokens"] >= 100:
         said.append(
             f"answers are {f['expansion']:.1f}x their prompts "
             "(transforming given text, not new content)"
