@@ -71,6 +71,19 @@ def test_capability_areas():
         "tool_use"
     )
     assert area_of("hey, how was your weekend?") == "chat"
+    # Words that name a capability in ordinary writing briefs do not make them that capability.
+    assert (
+        area_of(
+            'Write a 700-word SEO blog article about "remote work: tools you need". Use H2 '
+            "subheadings, include a FAQ section, and end with a call to action."
+        )
+        == "writing"
+    )
+    assert area_of("Write a lesson plan for a 9th-grade class on the water cycle.") == "writing"
+    assert area_of("Write a product description (400-500 words) for a chef's knife.") == "writing"
+    assert area_of("Write a class that parses dates and a test for it.") == "code"
+    assert area_of("class Parser:\n    pass\nWhy does this fail?") == "code"
+    assert area_of("What is 12 - 5 and 3*4?") == "math"
 
 
 def test_minhash_sees_templates_and_near_duplicates_not_strangers():

@@ -17,19 +17,25 @@ AREAS = ("tool_use", "code", "math", "translation", "writing", "reasoning", "kno
 
 _LEXICON = {
     "tool_use": (
-        r"\btools?\b.*\b(?:call|use|invoke)|function[_ ]call|\"tool_calls?\"|\bapi call\b|"
+        # "tools" and the verb in one sentence: "tools you need. Use H2 headings" is no agent.
+        r"\btools?\b[^.\n]{0,40}\b(?:call|use|invoke)|"
+        r"function[_ ]call|\"tool_calls?\"|\bapi call\b|"
         r"you (?:are|act as) an? (?:autonomous |ai )?agent|\bagentic\b|available tools|"
         r"\bbash\b.*\bcommand|\bterminal\b|\bbrowse\b|工具调用|ツール"
     ),
     "code": (
-        r"```|\bdef \w+\(|\bfunction\b|\bclass\b|\bpython\b|\bjavascript\b|\btypescript\b|"
+        # A class in code ("class Foo:", "a class that ..."), not a school class.
+        r"```|\bdef \w+\(|\bfunction\b|\bclass \w+\s*[:({]|\bclass (?:that|which|called|named)\b|"
+        r"\bpython\b|\bjavascript\b|\btypescript\b|"
         r"\bjava\b|\bc\+\+|\bsql\b|\bhtml\b|\bcss\b|\bregex|\bcode\b|\bprogram\b|\bscript\b|"
         r"\bbug\b|\bcompile|\balgorithm|\bapi\b|\barray\b|\bstring\b.*\breturn|"
         r"代码|编程|函数|コード|プログラム|코드|código|programa|fonction|funktion"
     ),
     "math": (
-        r"\d+\s*[-+*/×÷^=]\s*\d+|\bsolve\b|\bequation|\bcalculate|\bcompute\b|\bhow many\b|"
-        r"\bhow much\b|\bpercent|\bintegral|\bderivative|\bprobability|\bsum of\b|\bprime\b|"
+        # Arithmetic, not a range ("400-500 words") or a date: a minus needs spaces.
+        r"\d+\s*[+*/×÷^=]\s*\d+|\d+ - \d+|\bsolve\b|\bequation|\bcalculate|\bcompute\b|"
+        r"\bhow many\b|\bhow much\b|\bpercent|\bintegral|\bderivative|\bprobability|"
+        r"\bsum of\b|\bprime\b|"
         r"\bgeometry|\btriangle|\bfraction|\baverage\b|\$\d|多少|几个|计算|方程|いくつ|何人|"
         r"몇|계산|cuántos|cuántas|combien|wie viele|quantos|quantas|сколько|कितने|"
         r"\bkaç\b|bao nhiêu|berapa"
