@@ -297,6 +297,22 @@ def test_resends_are_read_by_their_temperature():
     assert rates([1.0] * 4, conversation="c1") == (0.0, 0.0, 0.0)
 
 
+def test_operation_ties_are_what_one_operator_reuses_not_an_office():
+    """Cards (and signup bursts, signup IPs, email shapes, timing) tie accounts into one
+    operator's crew; an office IP or a company mail domain links colleagues, and ties none."""
+    operator = [AccountRecord(f"h{i}", payment_fingerprint="card-1") for i in range(4)]
+    colleagues = [AccountRecord(f"o{i}", email=f"person{i}@acme.example") for i in range(4)]
+    things = {
+        a.account_id: linkage.account_things(a, ["203.0.113.7"], (), ())
+        for a in operator + colleagues
+    }
+    (cluster,) = linkage.clusters(things)
+    assert len(cluster.accounts) == 8  # one office IP puts everyone in one cluster ...
+    everyone = set(cluster.accounts)
+    assert cluster.tied(everyone) == {a.account_id for a in operator}  # ... one crew
+    assert cluster.tied({"h0", "o0", "o1"}) == set()  # a lone card holder is tied to no one
+
+
 def test_linkage_joins_shared_cards_not_shared_clients():
     shared = [
         AccountRecord(

@@ -11,9 +11,9 @@
 4. A cluster is one **operation** when at least two of its members carry
    extractive traffic (of that kind, however little each sends) and they are
    tied to each other by what one operator reuses (cards, a signup script, one
-   scheduler). The carriers' events are replayed into one
-   `Profile`, so 1,000 accounts of 50 requests are judged as one actor of
-   50,000; each carrier takes the operation's score when that is higher, and
+   scheduler): its crew. The crew's events are replayed into one `Profile`,
+   so 1,000 accounts of 50 requests are judged as one actor of 50,000; each
+   crew member takes the operation's score when that is higher, and
    `flagged_after_requests` then counts its requests up to the moment the
    operation was first flagged. Bystanders (colleagues behind one office IP or
    one invoice) keep their own score.
@@ -72,7 +72,7 @@ class ClusterResult:
     flagged: bool
     evidence: list[str]
     first_flagged_ts: float | None = None
-    operation: bool = False  # judged as one actor: its verdict carries over to every member
+    operation: bool = False  # judged as one actor: its verdict carries over to its crew
 
     def public(self) -> dict:
         return {
