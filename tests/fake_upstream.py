@@ -7,6 +7,8 @@ name, so tests can ask for failures through the real gateway:
 * ``slow-<seconds>``: wait before answering (timeouts, cancelled streams);
 * ``fail-500``: answer HTTP 500; ``drop``: close mid-stream;
 * ``bad-usage``: a ``usage`` block whose counts are not integers;
+* ``long-<tokens>``: the fixed answer, its ``usage`` claiming that many completion tokens
+  (what a long answer costs and what tracing reads, without sending it);
 * anything else: a fixed answer with a ``usage`` block (5 completion tokens).
 
 Run it: ``python tests/fake_upstream.py PORT``.
@@ -89,6 +91,13 @@ async def app(scope, receive, send) -> None:
     }
     if model == "bad-usage":
         usage = {"prompt_tokens": "7", "completion_tokens": 5.5, "total_tokens": None}
+    if model.startswith("long-"):
+        claimed = int(model[5:])
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": claimed,
+            "total_tokens": prompt_tokens + claimed,
+        }
     created = int(time.time())
     if path == "/v1/embeddings":
         data = {

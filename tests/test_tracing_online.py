@@ -17,6 +17,7 @@ TEMPLATE = (
     "You are an autonomous software engineering agent with the tools read_file, write_file "
     "and run_tests. Plan the change, show every tool call as JSON, then the patch.\n\nTask: {}"
 )
+SOLUTIONS = "long-900"  # the fake upstream's answers, 900 completion tokens each
 WORDS = [
     "parser",
     "cache",
@@ -35,10 +36,10 @@ def _task(rng: random.Random) -> str:
     return f"add {rng.choice(WORDS)} support to the {rng.choice(WORDS)} {rng.choice(WORDS)} module"
 
 
-def _send(stack, key: str, prompts: list[str]) -> None:
+def _send(stack, key: str, prompts: list[str], model: str = "fake-model") -> None:
     with httpx.Client(base_url=stack.url, timeout=30) as http:
         for prompt in prompts:
-            body = {"model": "fake-model", "messages": [{"role": "user", "content": prompt}]}
+            body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
             response = http.post(
                 "/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
             )
@@ -57,7 +58,8 @@ def _traffic(accounts: AccountStore) -> tuple[dict[str, str], list[str], list[st
     }
     time.sleep(0.5)  # key refresh
     rng = random.Random(3)
-    sweep = [TEMPLATE.format(_task(rng)) for _ in range(170)]
+    # A sweep takes away full solutions: long answers, many times its short tasks.
+    sweep = [TEMPLATE.format(_task(rng)) for _ in range(250)]
     chatter = [f"Question {i}: {rng.choice(WORDS)} or {rng.choice(WORDS)}?" for i in range(170)]
     return keys, sweep, chatter
 
@@ -69,7 +71,7 @@ def test_a_templated_sweep_is_throttled_while_it_runs(upstream, tmp_path, shadow
     extra = ["--shadow"] if shadow else []
     with gateway(upstream, store, *extra) as stack:
         keys, sweep, chatter = _traffic(accounts)
-        _send(stack, keys["sweeper"], sweep)
+        _send(stack, keys["sweeper"], sweep, model=SOLUTIONS)
         _send(stack, keys["steady"], chatter)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and _tier(accounts, "sweeper") == "normal":
@@ -85,7 +87,8 @@ def test_a_templated_sweep_is_throttled_while_it_runs(upstream, tmp_path, shadow
         else:
             assert _tier(accounts, "sweeper") == "throttle"
             assert 'mode="enforced",tier="throttle"' in metrics
-            _send(stack, keys["sweeper"], [TEMPLATE.format("one more")])  # after key refresh
+            # One more request after the key refresh: it carries the raised tier.
+            _send(stack, keys["sweeper"], [TEMPLATE.format("one more")], model=SOLUTIONS)
         assert _tier(accounts, "steady") == "normal"
     if not shadow:
         events = list(EventStore(open_engine(store)).read(account_id="sweeper"))

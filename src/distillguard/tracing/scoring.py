@@ -121,7 +121,10 @@ def _extraction(f: dict[str, float], shrink: float) -> float:
     value = ramp(f["valuable_rate"] + f["cot_rate"], 0.2, 0.5)
     reasoning = ramp(rate("cot_rate"), 0.1, 0.5) * depth
     long_alone = ramp(rate("long_answer_rate"), 0.2, 0.6) * _single_turn(f, shrink)
-    sweep = ramp(rate("template_rate"), 0.2, 0.6) * depth
+    # A template filled again and again is strong evidence by itself: answers of a few
+    # hundred tokens (a solution, not a label) are enough (pipelines that give back what
+    # they were given, or write product copy, are held by gain and value).
+    sweep = ramp(rate("template_rate"), 0.2, 0.6) * ramp(f["mean_answer_tokens"], 100, 400)
     # The same prompt sampled again and again with long answers: best-of-n harvesting.
     best_of_n = ramp(rate("warm_repeat_rate"), 0.15, 0.5) * depth
     shapes = 1.0 - (1.0 - reasoning) * (1.0 - long_alone) * (1.0 - sweep) * (1.0 - best_of_n)
