@@ -12,7 +12,7 @@ from distillguard.store import AccountStore, ScoreStore, open_engine
 from distillguard.tracing import linkage
 from distillguard.tracing.features import Profile, describe
 from distillguard.tracing.records import AccountRecord, TraceEvent
-from distillguard.tracing.scoring import assess, evidence
+from distillguard.tracing.scoring import assess, evidence, kind
 
 from .helpers import assert_user_error, run
 
@@ -263,8 +263,8 @@ def test_scoring_needs_scale_extraction_and_automation_together():
     assert any("temperature sweep" in line for line in evidence(sweep))
     assert assess(best_of_n).components["extraction"] > assess(reruns).components["extraction"]
     # A light account's traffic can be of the extractive kind without proving anything alone.
-    light = assess({**harvester, "requests": 10.0, "traces": 10.0, "requests_per_day": 10.0})
-    assert not light.flagged and light.components["kind"] >= 0.9
+    light = {**harvester, "requests": 10.0, "traces": 10.0, "requests_per_day": 10.0}
+    assert not assess(light).flagged and kind(light) >= 0.9
 
 
 def test_resends_are_read_by_their_temperature():

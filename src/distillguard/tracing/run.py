@@ -32,7 +32,7 @@ import numpy as np
 from distillguard.tracing import linkage
 from distillguard.tracing.features import Described, Profile, Releases, describe
 from distillguard.tracing.records import AccountRecord, TraceEvent
-from distillguard.tracing.scoring import FLAG_AT, assess, evidence
+from distillguard.tracing.scoring import FLAG_AT, assess, evidence, kind
 from distillguard.tracing.shared import SharedTemplates
 
 BATCH = 8192
@@ -293,8 +293,7 @@ class _Own:
         # Extractive in kind, and not explained by the account's own benign evidence (an
         # evaluation's re-runs, a temperature sweep, labels): a researcher whose sweep the
         # crew's combined traffic would no longer show as bounded carries nothing.
-        components = assessment.components
-        carries = components["kind"] >= CARRIES and components["benign"] < EXPLAINED
+        carries = kind(features) >= CARRIES and assessment.components["benign"] < EXPLAINED
         return cls(assessment.score, carries, tuple(evidence(features)))
 
 

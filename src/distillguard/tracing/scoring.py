@@ -91,12 +91,17 @@ def assess(f: dict[str, float]) -> Assessment:
     components = {
         "scale": scale,
         "extraction": extraction,
-        "kind": _extraction(f, 1.0),
         "automation": automation,
         "benign": benign,
         "pivot": pivot,
     }
     return Assessment(1.0 / (1.0 + math.exp(-z)), components)
+
+
+def kind(f: dict[str, float]) -> float:
+    """The extraction of an actor's traffic with its rates not shrunk: what *kind* of traffic
+    this is, however little of it there is (a hydra member's ten requests)."""
+    return _extraction(f, 1.0)
 
 
 def _single_turn(f: dict[str, float], shrink: float) -> float:
@@ -193,7 +198,7 @@ def evidence(f: dict[str, float]) -> list[str]:
         )
     if f["expansion"] < 1.0 and f["mean_answer_tokens"] >= 100:
         said.append(
-            f"answers are {f['expansion']:.1f}x their prompts "
+            f"answers are {f['expansion']:.1f}x the size of what was asked "
             "(transforming given text, not new content)"
         )
     if f["short_answer_rate"] >= 0.3:
