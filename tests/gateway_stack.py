@@ -43,18 +43,21 @@ class Stack:
 
 def _wait_healthy(url: str, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + 60
+    last = "no answer"  # what the server said last: why it never became healthy
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(
                 f"server exited early:\n{process.stderr.read() if process.stderr else ''}"
             )
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            response = httpx.get(url, timeout=1)
+            if response.status_code == 200:
                 return
-        except httpx.HTTPError:
-            pass
+            last = f"{response.status_code} {response.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
         time.sleep(0.1)
-    raise RuntimeError(f"{url} not healthy in time")
+    raise RuntimeError(f"{url} not healthy in time; last: {last}")
 
 
 @contextmanager
@@ -90,7 +93,14 @@ def gateway(
     )
     stack = Stack(f"http://127.0.0.1:{port}/v1", store, process)
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
+        try:
+            _wait_healthy(f"http://127.0.0.1:{port}/healthz", process)
+        except RuntimeError as exc:
+            if process.poll() is not None:
+                raise
+            stack.stop()
+            log = process.stderr.read() if process.stderr else ""
+            raise RuntimeError(f"{exc}\nits log:\n{log[-3000:]}") from None
         yield stack
     finally:
         try:

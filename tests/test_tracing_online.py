@@ -36,14 +36,26 @@ def _task(rng: random.Random) -> str:
     return f"add {rng.choice(WORDS)} support to the {rng.choice(WORDS)} {rng.choice(WORDS)} module"
 
 
-def _send(stack, key: str, prompts: list[str], model: str = "fake-model") -> None:
+def _send(
+    stack, key: str, prompts: list[str], model: str = "fake-model", *, throttled: bool = False
+) -> int:
+    """Send `prompts` in turn; returns how many were answered.
+
+    With `throttled`, the account's throttled token budget may end the run early: the tracer
+    can raise the tier while the sweep runs (how soon depends on the machine's speed).
+    """
     with httpx.Client(base_url=stack.url, timeout=30) as http:
-        for prompt in prompts:
+        for sent, prompt in enumerate(prompts):
             body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
             response = http.post(
                 "/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
             )
+            if throttled and response.status_code == 429:
+                assert response.json()["error"]["code"] == "tokens_rate_limit_exceeded"
+                assert "for account" in response.json()["error"]["message"]
+                return sent
             assert response.status_code == 200, response.text
+    return len(prompts)
 
 
 def _tier(accounts: AccountStore, account: str) -> str:
@@ -71,7 +83,7 @@ def test_a_templated_sweep_is_throttled_while_it_runs(upstream, tmp_path, shadow
     extra = ["--shadow"] if shadow else []
     with gateway(upstream, store, *extra) as stack:
         keys, sweep, chatter = _traffic(accounts)
-        _send(stack, keys["sweeper"], sweep, model=SOLUTIONS)
+        _send(stack, keys["sweeper"], sweep, model=SOLUTIONS, throttled=not shadow)
         _send(stack, keys["steady"], chatter)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and _tier(accounts, "sweeper") == "normal":
@@ -87,8 +99,15 @@ def test_a_templated_sweep_is_throttled_while_it_runs(upstream, tmp_path, shadow
         else:
             assert _tier(accounts, "sweeper") == "throttle"
             assert 'mode="enforced",tier="throttle"' in metrics
-            # One more request after the key refresh: it carries the raised tier.
-            _send(stack, keys["sweeper"], [TEMPLATE.format("one more")], model=SOLUTIONS)
+            # One more request after the key refresh: it carries the raised tier (or is refused
+            # by the throttled budget, whose refusal is recorded with the tier too).
+            _send(
+                stack,
+                keys["sweeper"],
+                [TEMPLATE.format("one more")],
+                model=SOLUTIONS,
+                throttled=True,
+            )
         assert _tier(accounts, "steady") == "normal"
     if not shadow:
         events = list(EventStore(open_engine(store)).read(account_id="sweeper"))
