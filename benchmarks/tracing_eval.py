@@ -16,13 +16,16 @@ The same question on traffic the project did not write: every scenario of
 `../shared/scenarios/` (its own generator), traced by `distillguard trace run` exactly as
 a user runs it and scored by that set's own `score.py`. Each score sheet lands in
 benchmarks/out/tracing/independent/<scenario>-<seed>.txt, the headlines in
-benchmarks/out/tracing_independent.json.
+benchmarks/out/tracing_independent.json. With two seeds or more, each week is judged again
+with the flag threshold calibrated (`trace calibrate --fpr`, default 1 %) on the benign
+accounts of the other seed's week: <scenario>-<seed>-calibrated.txt.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -44,9 +47,12 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
     parser.add_argument("--independent", action="store_true", help="../shared/scenarios instead")
     parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2], help="with --independent")
+    parser.add_argument(
+        "--fpr", type=float, default=0.01, help="with --independent: the calibrated flag rate"
+    )
     args = parser.parse_args()
     if args.independent:
-        independent(args.scale, args.seeds)
+        independent(args.scale, args.seeds, args.fpr)
         return
     results = {}
     for scenario in args.scenarios:
@@ -69,47 +75,85 @@ INDEPENDENT = ROOT.parent / "shared" / "scenarios"
 INDEPENDENT_SCENARIOS = ("mixed", "heavy-legit", "hydra", "stealth", "pivot")
 
 
-def independent(scale: float, seeds: list[int]) -> None:
-    """Generate, trace (the CLI, as a user runs it) and score every independent scenario."""
+def independent(scale: float, seeds: list[int], fpr: float) -> None:
+    """Generate, trace (the CLI, as a user runs it) and score every independent scenario;
+    then again with the flag threshold calibrated (`trace calibrate`) on the benign
+    accounts of the scenario's other seed: a past week's population the provider vouches
+    for, never the week being judged."""
     if not (INDEPENDENT / "generate.py").exists():
         raise SystemExit(f"no {INDEPENDENT}/generate.py (expected ../shared beside the repo)")
     sheets = OUT / "tracing" / "independent"
     sheets.mkdir(parents=True, exist_ok=True)
-    cli = str(Path(sys.executable).parent / "distillguard")
     headlines = {}
     for scenario in INDEPENDENT_SCENARIOS:
-        for seed in seeds:
-            with tempfile.TemporaryDirectory(prefix="dg-independent-") as tmp:
-                week, result = Path(tmp) / "week", Path(tmp) / "result.json"
+        with tempfile.TemporaryDirectory(prefix="dg-independent-") as tmp:
+            weeks = {seed: Path(tmp) / str(seed) for seed in seeds}
+            for seed, week in weeks.items():
                 generate = [sys.executable, str(INDEPENDENT / "generate.py"), "--out", str(week)]
                 options = ["--scenario", scenario, "--seed", str(seed), "--scale", str(scale)]
                 subprocess.run([*generate, *options], check=True, capture_output=True)
-                start = time.perf_counter()
-                traced = [cli, "trace", "run", "--events", str(week / "events.jsonl")]
-                traced += ["--accounts", str(week / "accounts.jsonl"), "--json", str(result)]
-                traced += ["--store", f"sqlite:///{Path(tmp) / 'store.db'}"]
-                subprocess.run(traced, check=True, capture_output=True)
-                seconds = time.perf_counter() - start
-                scorer = [sys.executable, str(INDEPENDENT / "score.py")]
-                sheet = subprocess.run(
-                    [*scorer, str(week / "labels.jsonl"), str(result)],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                ).stdout
-                unflagged = _undetected_yield(week, result)
-            (sheets / f"{scenario}-{seed}.txt").write_text(sheet)
-            headline = sheet.strip().splitlines()[-1]
-            headlines[f"{scenario}-{seed}"] = {
-                "headline": headline,
-                "trace_seconds": seconds,
-                "undetected_yield": unflagged,
-            }
-            print(f"{scenario} seed {seed} ({seconds:.0f} s): {headline}", flush=True)
-            for archetype, row in unflagged.items():
-                print(f"  under the threshold: {archetype} {row}", flush=True)
-    settings = {"scale": scale, "seeds": seeds}
+                name = f"{scenario}-{seed}"
+                headlines[name] = _judge(week, "result.json", sheets / f"{name}.txt")
+            for seed, week in weeks.items():
+                others = [s for s in seeds if s != seed]
+                if not others:
+                    continue
+                past = weeks[others[0]]
+                thresholds = _calibrate(past, fpr)
+                name = f"{scenario}-{seed}"
+                headlines[name]["calibrated"] = {
+                    "on_seed": others[0],
+                    "fpr": fpr,
+                    "thresholds": thresholds,
+                    **_judge(
+                        week, "calibrated.json", sheets / f"{name}-calibrated.txt", thresholds
+                    ),
+                }
+    settings = {"scale": scale, "seeds": seeds, "calibrated_fpr": fpr}
     print(f"wrote {save('tracing_independent', {'settings': settings, 'runs': headlines})}")
+
+
+def _judge(week: Path, result_name: str, sheet_path: Path, thresholds: dict | None = None) -> dict:
+    """`trace run` on one week (with `thresholds` as tracing settings), scored by score.py."""
+    result = week / result_name
+    cli = str(Path(sys.executable).parent / "distillguard")
+    env = {**os.environ}
+    for setting, value in (thresholds or {}).items():
+        env[f"DISTILLGUARD_TRACING__{setting.upper()}"] = str(value)
+    start = time.perf_counter()
+    traced = [cli, "trace", "run", "--events", str(week / "events.jsonl")]
+    traced += ["--accounts", str(week / "accounts.jsonl"), "--json", str(result)]
+    traced += ["--store", f"sqlite:///{week / (result_name + '.db')}"]
+    subprocess.run(traced, check=True, capture_output=True, env=env)
+    seconds = time.perf_counter() - start
+    scorer = [
+        sys.executable,
+        str(INDEPENDENT / "score.py"),
+        str(week / "labels.jsonl"),
+        str(result),
+    ]
+    sheet = subprocess.run(scorer, check=True, capture_output=True, text=True).stdout
+    sheet_path.write_text(sheet)
+    headline = sheet.strip().splitlines()[-1]
+    unflagged = _undetected_yield(week, result)
+    print(f"{sheet_path.stem} ({seconds:.0f} s): {headline}", flush=True)
+    for archetype, row in unflagged.items():
+        print(f"  under the threshold: {archetype} {row}", flush=True)
+    return {"headline": headline, "trace_seconds": seconds, "undetected_yield": unflagged}
+
+
+def _calibrate(week: Path, fpr: float) -> dict[str, float]:
+    """`trace calibrate` on a traced week's benign accounts: the thresholds it prints."""
+    vouched = week / "vouched.txt"
+    with (week / "labels.jsonl").open() as labels:
+        rows = [json.loads(line) for line in labels]
+    vouched.write_text("".join(f"{r['account_id']}\n" for r in rows if r["label"] == "benign"))
+    cli = str(Path(sys.executable).parent / "distillguard")
+    command = [cli, "trace", "calibrate", "--result", str(week / "result.json")]
+    command += ["--reference", str(vouched), "--fpr", str(fpr), "--watch-fpr", str(5 * fpr)]
+    printed = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    settings = printed.split("[tracing]\n", 1)[1].splitlines()
+    return {name: float(value) for name, value in (line.split(" = ") for line in settings)}
 
 
 def _undetected_yield(week: Path, result: Path) -> dict[str, dict[str, int]]:

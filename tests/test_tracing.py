@@ -89,8 +89,10 @@ def test_trace_run_writes_json_and_store_and_raises_tiers(traffic, tmp_path):
             "cluster_id",
             "flagged_after_requests",
             "evidence",
+            "requests",
         }
         assert 0.0 <= account["score"] <= 1.0
+        assert (account["requests"] == 0) == (account["evidence"] == ["no requests"])
         assert (account["flagged_after_requests"] is not None) == account["flagged"]
     assert by_id[attacker]["flagged"] and not by_id[bystander]["flagged"]
     assert any("reasoning" in line for line in by_id[attacker]["evidence"])
@@ -110,6 +112,100 @@ def test_trace_run_writes_json_and_store_and_raises_tiers(traffic, tmp_path):
     assert len(saved) == len(labels) and saved[attacker]["flagged"]
     tiers = {r.account_id: r.tier for r in AccountStore(engine).list_keys()}
     assert tiers == {attacker: "throttle", bystander: "normal", blocked: "block"}
+
+
+def test_calibrated_thresholds_flag_the_share_of_the_reference_they_promise(traffic, tmp_path):
+    labels = {row["account_id"]: row for row in _read(traffic / "labels.jsonl")}
+    inputs = [
+        "--events",
+        str(traffic / "events.jsonl"),
+        "--accounts",
+        str(traffic / "accounts.jsonl"),
+    ]
+    reference_run = tmp_path / "reference.json"
+    traced = run(
+        "trace",
+        "run",
+        *inputs,
+        "--json",
+        str(reference_run),
+        "--store",
+        f"sqlite:///{tmp_path / 'a.db'}",
+    )
+    assert traced.returncode == 0, traced.stderr
+    vouched = tmp_path / "vouched.txt"  # the accounts a provider vouches for: here, the benign
+    benign = sorted(a for a, row in labels.items() if row["label"] == "benign")
+    vouched.write_text("\n".join(benign) + "\n")
+
+    calibrated = run(
+        "trace",
+        "calibrate",
+        "--result",
+        str(reference_run),
+        "--reference",
+        str(vouched),
+        "--fpr",
+        "0.02",
+        "--watch-fpr",
+        "0.1",
+    )
+    assert calibrated.returncode == 0, calibrated.stderr
+    settings = dict(
+        line.split(" = ") for line in calibrated.stdout.split("[tracing]\n")[1].splitlines()
+    )
+    assert set(settings) == {"watch_at", "throttle_at"}
+    watch, throttle = float(settings["watch_at"]), float(settings["throttle_at"])
+    assert 0.0 < watch <= throttle <= 1.0
+    # Applied as settings, the thresholds flag at most the promised share of the vouched
+    # accounts, and exactly as many as the calibration said reach them.
+    again = tmp_path / "again.json"
+    traced = run(
+        "trace",
+        "run",
+        *inputs,
+        "--json",
+        str(again),
+        "--store",
+        f"sqlite:///{tmp_path / 'b.db'}",
+        env={
+            "DISTILLGUARD_TRACING__THROTTLE_AT": settings["throttle_at"],
+            "DISTILLGUARD_TRACING__WATCH_AT": settings["watch_at"],
+        },
+    )
+    assert traced.returncode == 0, traced.stderr
+    flagged = {a["account_id"] for a in json.loads(again.read_text())["accounts"] if a["flagged"]}
+    reached = len(flagged & set(benign))
+    active = [a for a in json.loads(reference_run.read_text())["accounts"] if a["requests"]]
+    calibrated_on = {a["account_id"] for a in active} & set(benign)
+    assert reached <= 0.02 * len(calibrated_on)
+    assert f"{reached:,} of {len(calibrated_on):,}" in calibrated.stdout
+    # The threshold moves the flags monotonically: under the default (0.5) a superset.
+    default = {
+        a["account_id"] for a in json.loads(reference_run.read_text())["accounts"] if a["flagged"]
+    }
+    assert default <= flagged if throttle <= 0.5 else flagged <= default
+
+    # What it refuses: too few accounts for the rate, a watch rate under the flag rate, ids
+    # not in the run, a file that is not a run's document.
+    assert_user_error(
+        run("trace", "calibrate", "--result", str(reference_run), "--fpr", "0.00001"),
+        "cannot measure a 0.00% rate",
+    )
+    assert_user_error(
+        run("trace", "calibrate", "--result", str(reference_run), "--fpr", "0.2"),
+        "must be at least the throttle rate",
+    )
+    stranger = tmp_path / "stranger.txt"
+    stranger.write_text("acct_nobody\n")
+    assert_user_error(
+        run("trace", "calibrate", "--result", str(reference_run), "--reference", str(stranger)),
+        "1 reference accounts are not in the scored run: acct_nobody",
+    )
+    for text in ("not json", '{"accounts": [{"account_id": "a", "score": 7}]}', "[1]"):
+        (tmp_path / "bad.json").write_text(text)
+        assert_user_error(
+            run("trace", "calibrate", "--result", str(tmp_path / "bad.json")), "bad.json is not"
+        )
 
 
 def test_bad_lines_are_reported_and_a_file_of_nothing_writes_nothing(traffic, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -62,6 +62,22 @@ def check_writable(path: Path | None) -> None:
     """Fail before the work, not after it: the directory must exist."""
     if path is not None and not path.parent.is_dir():
         raise DistillguardError(f"cannot write {path}: {path.parent} is not a directory")
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DistillguardError(
+            f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise DistillguardError(f"{path} is not JSON: {exc}") from None
 
 
 def write_json(path: Path, document: dict) -> None:

@@ -14,12 +14,15 @@ from distillguard.cli.common import (
     EventsFile,
     StoreOption,
     check_writable,
+    read_json,
+    read_text,
     screen,
     store_url,
     write_json,
 )
 from distillguard.cli.exchange import open_watchlist
 from distillguard.config import load_settings
+from distillguard.errors import DistillguardError
 
 if TYPE_CHECKING:
     from distillguard.tracing.records import InputReport
@@ -87,12 +90,13 @@ def trace_run(
     loaded, signups = load_inputs(events, accounts, engine, _show)
     if engine is None:
         engine = open_engine(store_url(store))
+    settings = load_settings()
     shared = None
-    if load_settings().exchange.keyring is not None:  # templates other members shared
+    if settings.exchange.keyring is not None:  # templates other members shared
         shared = open_watchlist(store, None).shared_templates()
         if shared:
             screen.print(f"{len(shared):,} shared templates from the exchange watchlist")
-    result = trace(loaded, signups, shared=shared)
+    result = trace(loaded, signups, shared=shared, flag_at=settings.tracing.throttle_at)
     document = result.document()
     run_id = ScoreStore(engine).save_run(str(events or "store"), document, result.events)
     if json_out is not None:
@@ -132,7 +136,7 @@ def trace_run(
             )
         screen.print(table)
     if apply_tiers:
-        changed = AccountStore(engine).raise_tiers(earned_tiers(result, load_settings().tracing))
+        changed = AccountStore(engine).raise_tiers(earned_tiers(result, settings.tracing))
         moved = ", ".join(
             f"{tier}: {sum(t == tier for t in changed.values())}"
             for tier in sorted(set(changed.values()))
@@ -157,7 +161,8 @@ def trace_evaluate(
     check_writable(report)
     truth = read_labels(labels)
     loaded, signups = load_inputs(events, accounts, None, _show)
-    metrics = evaluate(trace(loaded, signups), loaded, truth)
+    flag_at = load_settings().tracing.throttle_at
+    metrics = evaluate(trace(loaded, signups, flag_at=flag_at), loaded, truth)
     table = Table("method", "ROC-AUC", "PR-AUC", "TPR @1% FPR", "TPR @0.1% FPR")
     for name, row in metrics["account_level"].items():
         table.add_row(name, *(f"{row[k]:.4f}" for k in row))
@@ -173,3 +178,67 @@ def trace_evaluate(
     if report is not None:
         for path in write_report(metrics, report):
             screen.print(f"wrote {path}")
+
+
+@trace_app.command("calibrate")
+def trace_calibrate(
+    result: Annotated[
+        Path,
+        typer.Option(
+            "--result",
+            help="A reference window's scores: the --json document of `trace run`.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    fpr: Annotated[
+        float, typer.Option(help="Share of reference accounts the flag (throttle) may reach.")
+    ] = 0.01,
+    watch_fpr: Annotated[float, typer.Option(help="Share the watch tier may reach.")] = 0.05,
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="Account ids to calibrate on, one per line (accounts you vouch for); "
+            "default: every account that sent a request.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Set the watch and flag thresholds from target false-positive rates on a reference
+    window of your own traffic; prints the [tracing] settings to use."""
+    from distillguard.tracing.calibrate import calibrate
+
+    document = read_json(result)
+    try:
+        rows = document["accounts"]
+        scores = {a["account_id"]: float(a["score"]) for a in rows}
+        # An account that never sent a request scores 0 and would only dilute the rate.
+        idle = {a["account_id"] for a in rows if a.get("requests", 1) == 0}
+        if not all(0.0 <= score <= 1.0 for score in scores.values()):
+            raise ValueError("a score outside [0, 1]")
+    except (KeyError, TypeError, ValueError):
+        raise DistillguardError(
+            f"{result} is not a `trace run --json` document (accounts with scores)"
+        ) from None
+    vouched = None
+    if reference is not None:
+        listed = {line.strip() for line in read_text(reference).splitlines() if line.strip()}
+        vouched = listed - idle
+        if listed & idle:
+            screen.print(f"{len(listed & idle):,} reference accounts sent no requests: left out")
+    else:
+        scores = {a: s for a, s in scores.items() if a not in idle}
+    points = calibrate(scores, throttle_fpr=fpr, watch_fpr=watch_fpr, reference=vouched)
+    table = Table("setting", "target", "threshold", "reference accounts at or above")
+    for point in points:
+        table.add_row(
+            f"tracing.{point.tier}_at",
+            f"{point.fpr:.2%}",
+            f"{point.threshold:.4f}",
+            f"{point.reached:,} of {point.reference:,} ({point.reached / point.reference:.2%})",
+        )
+    screen.print(table)
+    screen.print(
+        "[tracing]\n" + "\n".join(p.setting() for p in points), markup=False, highlight=False
+    )

@@ -33,7 +33,11 @@ class ScoreStore:
                     clusters=len(clusters),
                 )
             ).inserted_primary_key[0]
-            rows = [{"run_id": run_id, **a} for a in accounts]
+            # The table keeps what tiers and publishing read; the document says more.
+            kept = account_scores.c.keys()
+            rows = [
+                {"run_id": run_id, **{k: v for k, v in a.items() if k in kept}} for a in accounts
+            ]
             for start in range(0, len(rows), chunk):
                 conn.execute(insert(account_scores), rows[start : start + chunk])
             rows = [{"run_id": run_id, **c} for c in clusters]

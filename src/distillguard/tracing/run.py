@@ -61,6 +61,7 @@ class AccountResult:
             "cluster_id": self.cluster_id,
             "flagged_after_requests": self.flagged_after_requests,
             "evidence": self.evidence,
+            "requests": self.requests,
         }
 
 
@@ -108,15 +109,18 @@ def trace(
     accounts: Mapping[str, AccountRecord],
     *,
     shared: SharedTemplates | None = None,
+    flag_at: float = FLAG_AT,
 ) -> TraceResult:
     """`shared`: templates other providers shared (keyed MinHash signatures); a prompt
-    that fills one counts as templated from its first occurrence."""
+    that fills one counts as templated from its first occurrence. `flag_at`: the score
+    that flags (the `tracing.throttle_at` setting; `trace calibrate` derives one from a
+    target false-positive rate)."""
     ordered = sorted(events, key=lambda e: e.ts)
     described = _describe_all(ordered, shared)
     releases = Releases()
     for event in ordered:
         releases.see(event)
-    profiles, first_flag = _replay(ordered, described, key=lambda e: e.account_id)
+    profiles, first_flag = _replay(ordered, described, flag_at, key=lambda e: e.account_id)
     own = {a: _Own.of(p, releases) for a, p in profiles.items()}
 
     things = {
@@ -139,9 +143,10 @@ def trace(
     crews = {c.cluster_id: _crew(c, own) for c in found}
     crew_of = {a: cluster_id for cluster_id, crew in crews.items() for a in crew}
     member_rows = [i for i, e in enumerate(ordered) if e.account_id in crew_of]
-    cluster_profiles, cluster_flag_at = _replay(
+    cluster_profiles, cluster_flagged_since = _replay(
         [ordered[i] for i in member_rows],
         described.take(np.asarray(member_rows, dtype=np.int64)),
+        flag_at,
         key=lambda e: crew_of[e.account_id],
         flag_time=True,
     )
@@ -150,9 +155,10 @@ def trace(
             c,
             crews[c.cluster_id],
             cluster_profiles.get(c.cluster_id),
-            cluster_flag_at,
+            cluster_flagged_since,
             releases,
             own,
+            flag_at,
         )
         for c in found
     ]
@@ -180,7 +186,7 @@ def trace(
                 via_cluster = max(seen, 1)
                 if flagged_after is None or via_cluster < flagged_after:
                     flagged_after = via_cluster
-        flagged = score >= FLAG_AT
+        flagged = score >= flag_at
         if flagged and flagged_after is None:  # flagged by the whole, after the last checkpoint
             flagged_after = profile.requests or None
         results.append(
@@ -205,7 +211,7 @@ def _describe_all(events: list[TraceEvent], shared: SharedTemplates | None = Non
     return Described(*(None if c[0] is None else np.concatenate(c) for c in columns))
 
 
-def _replay(events, described: Described, key, flag_time: bool = False):
+def _replay(events, described: Described, flag_at: float, key, flag_time: bool = False):
     """Feed events in order into one Profile per `key(event)`; note when each first flags.
 
     Returns the profiles and, per key, the request count (or, with
@@ -220,7 +226,7 @@ def _replay(events, described: Described, key, flag_time: bool = False):
         profile = profiles[name]
         profile.add(event, row)
         checkpoint = name not in first and is_checkpoint(profile.requests)
-        if checkpoint and assess(profile.features(releases)).flagged:
+        if checkpoint and assess(profile.features(releases)).score >= flag_at:
             first[name] = event.ts if flag_time else profile.requests
     return dict(profiles), first
 
@@ -238,9 +244,10 @@ def _cluster_result(
     cluster: linkage.Cluster,
     crew: set[str],
     profile: Profile | None,
-    flag_at: Mapping[str, float],
+    flagged_since: Mapping[str, float],
     releases: Releases,
     own: Mapping[str, _Own],
+    flag_at: float,
 ) -> ClusterResult:
     """An operation (a crew, see `_crew`) is judged as one actor on its crew's combined
     traffic: a hydra's members each look light and harmless, their sum does not. Any other
@@ -257,7 +264,7 @@ def _cluster_result(
             "scheduler); judged on their combined traffic"
         )
         features = profile.features(releases)
-        score, first_flagged = assess(features).score, flag_at.get(cluster.cluster_id)
+        score, first_flagged = assess(features).score, flagged_since.get(cluster.cluster_id)
         said += evidence(features)
     else:
         carriers = sum(m.carries for m in active)
@@ -271,7 +278,7 @@ def _cluster_result(
         cluster.cluster_id,
         cluster.accounts,
         score,
-        score >= FLAG_AT,
+        score >= flag_at,
         said,
         first_flagged,
         operation=bool(crew),

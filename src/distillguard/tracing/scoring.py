@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-FLAG_AT = 0.5
+FLAG_AT = 0.5  # the default flag threshold (`tracing.throttle_at`)
 PRIOR = 10.0  # pseudo-requests of neutral behaviour added to every rate
 
 # Log-odds weights of the components.
@@ -51,10 +51,6 @@ def ramp(value: float, low: float, high: float) -> float:
 class Assessment:
     score: float
     components: dict[str, float]
-
-    @property
-    def flagged(self) -> bool:
-        return self.score >= FLAG_AT
 
 
 def assess(f: dict[str, float]) -> Assessment:
