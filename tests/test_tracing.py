@@ -12,7 +12,7 @@ from distillguard.store import AccountStore, ScoreStore, open_engine
 from distillguard.tracing import linkage
 from distillguard.tracing.features import Profile, describe
 from distillguard.tracing.records import AccountRecord, TraceEvent
-from distillguard.tracing.scoring import assess, evidence, kind
+from distillguard.tracing.scoring import FLAG_AT, assess, evidence, kind
 
 from .helpers import assert_user_error, run
 
@@ -301,7 +301,7 @@ def test_scoring_needs_scale_extraction_and_automation_together():
         "active_hours": 24.0,
         "gap_log_sd": 0.4,
     }
-    assert assess(harvester).flagged
+    assert assess(harvester).score >= FLAG_AT
     small = {
         **harvester,
         "requests": 30.0,
@@ -343,7 +343,7 @@ def test_scoring_needs_scale_extraction_and_automation_together():
     # Long templated product copy: scale and automation, but no capability worth copying.
     copy = {**harvester, "cot_rate": 0.0, "valuable_rate": 0.1}
     for benign in (small, labels_only, reruns, person, transform, copy):
-        assert not assess(benign).flagged, benign
+        assert not assess(benign).score >= FLAG_AT, benign
     # The same prompts sampled again at temperature > 0 with long answers: best-of-n.
     best_of_n = {
         **reruns,
@@ -352,15 +352,15 @@ def test_scoring_needs_scale_extraction_and_automation_together():
         "traces": 2400.0,
         "mean_answer_tokens": 900.0,
     }
-    assert assess(best_of_n).flagged
+    assert assess(best_of_n).score >= FLAG_AT
     # The same items re-sent at other temperatures: an experiment on the model, not best-of-n.
     sweep = {**best_of_n, "warm_repeat_rate": 0.0, "swept_repeat_rate": 0.8, "traces": 400.0}
-    assert not assess(sweep).flagged
+    assert not assess(sweep).score >= FLAG_AT
     assert any("temperature sweep" in line for line in evidence(sweep))
     assert assess(best_of_n).components["extraction"] > assess(reruns).components["extraction"]
     # A light account's traffic can be of the extractive kind without proving anything alone.
     light = {**harvester, "requests": 10.0, "traces": 10.0, "requests_per_day": 10.0}
-    assert not assess(light).flagged and kind(light) >= 0.9
+    assert not assess(light).score >= FLAG_AT and kind(light) >= 0.9
 
 
 def test_resends_are_read_by_their_temperature():
