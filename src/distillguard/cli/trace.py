@@ -227,9 +227,8 @@ def trace_calibrate(
         vouched = listed - idle
         if listed & idle:
             screen.print(f"{len(listed & idle):,} reference accounts sent no requests: left out")
-    else:
-        scores = {a: s for a, s in scores.items() if a not in idle}
-    points = calibrate(scores, throttle_fpr=fpr, watch_fpr=watch_fpr, reference=vouched)
+    active = {a: s for a, s in scores.items() if a not in idle}
+    points = calibrate(active, throttle_fpr=fpr, watch_fpr=watch_fpr, reference=vouched)
     table = Table("setting", "target", "threshold", "reference accounts at or above")
     for point in points:
         table.add_row(
