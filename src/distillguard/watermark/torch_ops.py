@@ -99,7 +99,9 @@ class TorchMarks:
         return _gumbel_choice(signed, scores, repeated)
 
 
-def _gumbel_choice(signed: torch.Tensor, scores: torch.Tensor, repeated: np.ndarray) -> torch.Tensor:
+def _gumbel_choice(
+    signed: torch.Tensor, scores: torch.Tensor, repeated: np.ndarray
+) -> torch.Tensor:
     # Undo the sign fold and keep 24 bits, as `to_unit_interval` does. The noise and the
     # sum are in float64 like the numpy reference: in float32 a near-tie between two
     # tokens could be decided the other way (about 1 Gumbel step in 200 differed).
