@@ -130,7 +130,8 @@ class CohortWatermark(LogitsProcessor):
         if gumbel:
             temperature = torch.tensor([r.temperature for _, r in rows], device=logits.device)
             scores = scores / temperature[:, None].to(scores.dtype)
-            repeated = np.array([self._repeated(r, c) for (_, r), c in zip(rows, contexts, strict=True)])
+            used = zip(rows, contexts, strict=True)
+            repeated = np.array([self._repeated(r, c) for (_, r), c in used])
         logits[index] = self.marks.apply(scores, contexts, which, repeated)
         return logits
 
