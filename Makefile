@@ -10,7 +10,7 @@ SETUP_STAMP := $(VENV)/.distillguard-setup
 LOCK := requirements/lock.txt
 EXTRAS := model,eval,psi,dev
 
-.PHONY: setup services bench-tools demo test lint bench lock upgrade clean
+.PHONY: setup services vllm bench-tools demo test lint bench lock upgrade clean
 
 setup: $(SETUP_STAMP)
 
@@ -25,6 +25,11 @@ $(SETUP_STAMP): pyproject.toml $(LOCK)
 services:
 	./scripts/services.sh
 
+# vLLM (CPU build) with distillguard's plug-in in its own venv (.vllm) for its integration
+# test; instant when present.
+vllm:
+	./scripts/vllm.sh
+
 # wrk and LiteLLM's proxy (own venv) for benchmarks/gateway_bench.py.
 bench-tools:
 	./scripts/bench-tools.sh
@@ -32,7 +37,7 @@ bench-tools:
 demo: setup
 	HF_HUB_OFFLINE=1 $(BIN)/distillguard demo
 
-test: setup services
+test: setup services vllm
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 lint: setup
@@ -54,4 +59,4 @@ upgrade: lock
 	$(MAKE) test
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) .vllm build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -86,6 +87,31 @@ def test_openai_sdk_completions_embeddings_models(stack, accounts):
     assert sdk.completions.create(model="fake-model", prompt="Say it").choices[0].text
     assert sdk.embeddings.create(model="fake-model", input="hello").data[0].embedding == [0.1, 0.2]
     assert [m.id for m in sdk.models.list()] == ["fake-model"]
+
+
+@pytest.mark.parametrize("behind_plugin", [False, True])
+def test_engine_fields_a_client_sends_never_reach_the_upstream(upstream, tmp_path, behind_plugin):
+    """vLLM's `vllm_xargs` (what its logits processors read) and `watermarking: false` (its
+    opt-out) are stripped; behind the plug-in the gateway sets the account's cohort itself."""
+    from distillguard.watermark import WatermarkKey
+    from distillguard.watermark.cohorts import COHORT_ARG, Cohorts
+
+    key = WatermarkKey(bytes(range(32)), "wk_fixedtestkey09")
+    key.save(tmp_path / "key.json")
+    args, env = (), {}
+    if behind_plugin:
+        args = ("--watermark-key", str(tmp_path / "key.json"))
+        env = {"DISTILLGUARD_GATEWAY__UPSTREAM_WATERMARK": "true"}
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    api_key = AccountStore(open_engine(store)).issue_key("forger").api_key
+    forged = {"vllm_xargs": {COHORT_ARG: 3, "other": 1}, "watermarking": False}
+    with gateway(upstream, store, *args, env=env) as running:
+        answer = client(running, api_key).chat.completions.create(
+            model="engine-fields", messages=MESSAGES, extra_body=forged
+        )
+    seen = json.loads(answer.choices[0].message.content)
+    cohort = {COHORT_ARG: Cohorts(key, 64).of("forger")} if behind_plugin else None
+    assert seen == {"vllm_xargs": cohort, "watermarking": None}
 
 
 def test_rate_limit_refusal_is_openai_shaped_and_sdk_retry_succeeds(stack, accounts):
@@ -310,3 +336,9 @@ def test_every_request_is_one_event_and_none_is_lost_on_shutdown(upstream, tmp_p
 def test_several_workers_without_redis_are_refused(upstream, store):
     result = run("serve", "--upstream", upstream, "--store", store, "--workers", "2")
     assert_user_error(result, "--workers above 1 needs --redis")
+
+
+def test_an_upstream_watermark_without_the_master_key_is_refused(upstream, store):
+    env = {"DISTILLGUARD_GATEWAY__UPSTREAM_WATERMARK": "true"}
+    result = run("serve", "--upstream", upstream, "--store", store, env=env)
+    assert_user_error(result, "gateway.upstream_watermark needs")

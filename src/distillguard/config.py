@@ -76,6 +76,9 @@ class GatewaySettings(BaseModel):
     upstream: str | None = None  # base URL of an OpenAI-compatible API, e.g. http://host/v1
     upstream_api_key: SecretStr | None = None  # sent upstream instead of the client's key
     upstream_timeout: float = Field(60.0, gt=0.0)  # seconds for a whole non-streamed answer
+    # The upstream is vLLM with distillguard's plug-in (engine/vllm_plugin.py): every request
+    # tells it the account's cohort, so its answers carry that cohort's watermark.
+    upstream_watermark: bool = False
     engine: Literal["bundled"] | None = None
     watermark_key: Path | None = None
     store: str | None = None  # database URL; default: SQLite in the user data directory

@@ -36,7 +36,7 @@ from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
 from distillguard.config import load_settings
 from distillguard.errors import DistillguardError
-from distillguard.watermark.cohorts import Cohorts
+from distillguard.watermark.cohorts import COHORT_ARG, Cohorts
 from distillguard.watermark.keys import WatermarkKey
 from distillguard.watermark.torch_ops import TorchMarks
 
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
     from vllm import SamplingParams
     from vllm.config import VllmConfig
 
-COHORT_ARG = "distillguard_cohort"  # the key in `vllm_xargs` the gateway sets
 GREEDY = 1e-5  # vLLM's own bound below which a temperature means greedy decoding
 
 

@@ -73,6 +73,11 @@ def build(settings: Settings) -> HotPath:
     config = settings.gateway
     if (config.upstream is None) == (config.engine is None):
         raise DistillguardError("serve needs exactly one of --upstream URL or --engine bundled")
+    if config.upstream_watermark and (config.upstream is None or config.watermark_key is None):
+        raise DistillguardError(
+            "gateway.upstream_watermark needs --upstream URL and gateway.watermark_key "
+            "(the master key the upstream's plug-in reads too)"
+        )
     engine = open_engine(config.store or default_store_url())
     accounts = AccountStore(engine)
     keys = KeyRing(accounts, config.key_refresh_seconds)
@@ -113,7 +118,8 @@ def build(settings: Settings) -> HotPath:
         if config.watermark_key is not None:  # cohorts are recorded for later attribution
             cohorts = Cohorts(WatermarkKey.load(config.watermark_key), config.cohorts)
         secret = config.upstream_api_key.get_secret_value() if config.upstream_api_key else None
-        backend = UpstreamBackend(UpstreamClient(config.upstream, secret, config.upstream_timeout))
+        client = UpstreamClient(config.upstream, secret, config.upstream_timeout)
+        backend = UpstreamBackend(client, marks_cohorts=config.upstream_watermark)
     gateway = Gateway(config, keys, limiter, backend, counter, sink, cohorts, models)
 
     @contextlib.asynccontextmanager

@@ -14,6 +14,10 @@ from functools import lru_cache
 from distillguard.watermark.core import Watermark
 from distillguard.watermark.keys import WatermarkKey
 
+# The per-request argument (vLLM's `vllm_xargs`, `SamplingParams.extra_args`) by which the
+# gateway tells an engine carrying distillguard's plug-in which cohort to mark.
+COHORT_ARG = "distillguard_cohort"
+
 
 class Cohorts:
     def __init__(self, key: WatermarkKey, count: int = 64) -> None:

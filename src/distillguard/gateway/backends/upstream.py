@@ -1,7 +1,12 @@
 """Client for an OpenAI-compatible upstream (vLLM, a cloud API, another gateway).
 
 Bodies go through as the client sent them (the gateway only adds what it
-needs, e.g. usage reporting on streams); failures become OpenAI-shaped 502s
+needs, e.g. usage reporting on streams), less the fields that steer the engine
+itself: vLLM's per-request `vllm_xargs` (the arguments its logits processors
+read) and its `watermarking` opt-out, which would switch vLLM's own watermark
+off even where the server enforces it. Behind an upstream that carries
+distillguard's plug-in, the gateway sets `vllm_xargs` to the account's cohort.
+Failures become OpenAI-shaped 502s
 and 504s, never exceptions that reach the client as a 500. Redirects are never
 followed: a 307/308 would re-send the prompt (and our upstream key) wherever the
 upstream points, so any 3xx is a 502.
@@ -17,8 +22,10 @@ import msgspec
 
 from distillguard.gateway.backends.base import Reply
 from distillguard.gateway.errors import ApiError
+from distillguard.watermark.cohorts import COHORT_ARG
 
 MAX_LINE_BYTES = 1 << 20  # one server-sent event line; upstream chunks are far smaller
+ENGINE_FIELDS = frozenset(["vllm_xargs", "watermarking"])  # the engine's, never a client's
 
 
 class UpstreamClient:
@@ -127,19 +134,30 @@ def _unreachable(exc: Exception) -> ApiError:
 class UpstreamBackend:
     """The gateway's backend for `serve --upstream URL`."""
 
-    def __init__(self, client: UpstreamClient) -> None:
+    def __init__(self, client: UpstreamClient, *, marks_cohorts: bool = False) -> None:
         self.client = client
+        self.marks_cohorts = marks_cohorts  # the upstream runs distillguard's vLLM plug-in
 
     async def models(self) -> Reply:
         return await self.client.request("GET", "/models")
 
     async def complete(self, endpoint: str, payload: dict[str, Any], cohort: int | None) -> Reply:
-        return await self.client.request("POST", endpoint, payload)
+        return await self.client.request("POST", endpoint, self._for_engine(payload, cohort))
 
     def stream(
         self, endpoint: str, payload: dict[str, Any], cohort: int | None
     ) -> AsyncIterator[bytes | Reply]:
-        return self.client.stream(endpoint, payload)
+        return self.client.stream(endpoint, self._for_engine(payload, cohort))
+
+    def _for_engine(self, payload: dict[str, Any], cohort: int | None) -> dict[str, Any]:
+        """The body as the engine gets it: no client-set engine fields, our cohort added."""
+        marked = self.marks_cohorts and cohort is not None
+        if not marked and ENGINE_FIELDS.isdisjoint(payload):
+            return payload  # the common case: no copy
+        body = {name: value for name, value in payload.items() if name not in ENGINE_FIELDS}
+        if marked:
+            body["vllm_xargs"] = {COHORT_ARG: cohort}
+        return body
 
     async def close(self) -> None:
         await self.client.close()
