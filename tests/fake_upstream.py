@@ -7,8 +7,8 @@ name, so tests can ask for failures through the real gateway:
 * ``slow-<seconds>``: wait before answering (timeouts, cancelled streams);
 * ``fail-500``: answer HTTP 500; ``drop``: close mid-stream;
 * ``bad-usage``: a ``usage`` block whose counts are not integers;
-* ``engine-fields``: the answer is the JSON of the engine fields it received
-  (``vllm_xargs``, ``watermarking``), to show what the gateway lets through;
+* ``echo-fields``: the answer is the JSON of the fields in ``ECHOED`` it received (null when
+  absent), to show what the gateway lets through;
 * ``long-<tokens>``: the fixed answer, its ``usage`` claiming that many completion tokens
   (what a long answer costs and what tracing reads, without sending it);
 * anything else: a fixed answer with a ``usage`` block (5 completion tokens).
@@ -26,6 +26,16 @@ import msgspec
 
 WORDS = ["The", " answer", " is", " forty", "-two."]
 COMPLETION_TOKENS = len(WORDS)
+ECHOED = (
+    "vllm_xargs",
+    "watermarking",
+    "logprobs",
+    "top_logprobs",
+    "prompt_logprobs",
+    "n",
+    "max_tokens",
+    "max_completion_tokens",
+)
 
 
 def _json(status: int, payload: object):
@@ -114,9 +124,8 @@ async def app(scope, receive, send) -> None:
     chat = path == "/v1/chat/completions"
     if not request.get("stream"):
         text = "".join(WORDS)
-        if model == "engine-fields":
-            fields = {name: request.get(name) for name in ("vllm_xargs", "watermarking")}
-            text = msgspec.json.encode(fields).decode()
+        if model == "echo-fields":
+            text = msgspec.json.encode({name: request.get(name) for name in ECHOED}).decode()
         choice = (
             {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
             if chat

@@ -107,11 +107,11 @@ def test_engine_fields_a_client_sends_never_reach_the_upstream(upstream, tmp_pat
     forged = {"vllm_xargs": {COHORT_ARG: 3, "other": 1}, "watermarking": False}
     with gateway(upstream, store, *args, env=env) as running:
         answer = client(running, api_key).chat.completions.create(
-            model="engine-fields", messages=MESSAGES, extra_body=forged
+            model="echo-fields", messages=MESSAGES, extra_body=forged
         )
     seen = json.loads(answer.choices[0].message.content)
     cohort = {COHORT_ARG: Cohorts(key, 64).of("forger")} if behind_plugin else None
-    assert seen == {"vllm_xargs": cohort, "watermarking": None}
+    assert (seen["vllm_xargs"], seen["watermarking"]) == (cohort, None)
 
 
 def test_rate_limit_refusal_is_openai_shaped_and_sdk_retry_succeeds(stack, accounts):
@@ -342,3 +342,36 @@ def test_an_upstream_watermark_without_the_master_key_is_refused(upstream, store
     env = {"DISTILLGUARD_GATEWAY__UPSTREAM_WATERMARK": "true"}
     result = run("serve", "--upstream", upstream, "--store", store, env=env)
     assert_user_error(result, "gateway.upstream_watermark needs")
+
+
+def test_each_tier_takes_what_its_output_rule_allows(stack, accounts):
+    """normal: everything; watch: logprobs stripped, n <= 4, max_tokens lowered to 4,096;
+    throttle: logprobs and n > 1 refused (OpenAI-shaped 400s), max_tokens lowered to 1,024."""
+    asks = {"logprobs": True, "top_logprobs": 5, "max_tokens": 8000}
+    seen = {}
+    for tier in ("normal", "watch", "throttle"):
+        key = new_key(accounts, f"output-{tier}")
+        accounts.set_tier(f"output-{tier}", tier)
+        time.sleep(0.5)  # the gateway reloads keys (and tiers) every 0.2 s here
+        sdk = client(stack, key, max_retries=0)
+
+        def echo(sdk=sdk, **body):
+            answer = sdk.chat.completions.create(model="echo-fields", messages=MESSAGES, **body)
+            return json.loads(answer.choices[0].message.content)
+
+        if tier == "throttle":
+            with pytest.raises(openai.BadRequestError) as refused:
+                echo(**asks)
+            assert refused.value.body["param"] == "logprobs"
+            assert refused.value.body["code"] == "parameter_not_allowed"
+            with pytest.raises(openai.BadRequestError, match="`n` above 1"):
+                echo(n=2)
+            seen[tier] = echo(max_completion_tokens=5000)
+        else:
+            seen[tier] = {**echo(**asks), "n": echo(n=4)["n"]}
+    assert seen["normal"] == {**seen["normal"], "logprobs": True, "top_logprobs": 5}
+    assert seen["normal"]["max_tokens"] == 8000
+    assert (seen["watch"]["logprobs"], seen["watch"]["top_logprobs"]) == (None, None)
+    assert (seen["watch"]["max_tokens"], seen["watch"]["n"]) == (4096, 4)
+    assert seen["throttle"]["max_completion_tokens"] == 1024
+    assert seen["throttle"]["max_tokens"] is None  # the client's own field is the one lowered

@@ -72,6 +72,14 @@ def test_unknown_model_and_unsupported_requests_are_clear_4xx(served):
         sdk.chat.completions.create(model="gpt-4o", messages=PROMPT)
     with pytest.raises(openai.BadRequestError, match="embeddings"):
         sdk.embeddings.create(model=MODEL_NAME, input="hello")
+    # Parameters it does not implement are refused by name, never silently ignored.
+    for asked in ({"logprobs": True}, {"stop": ["\n"]}, {"presence_penalty": 0.5}):
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk.chat.completions.create(model=MODEL_NAME, messages=PROMPT, max_tokens=5, **asked)
+        assert refused.value.body["param"] == next(iter(asked)), refused.value.body
+    # ... and their defaults ask for nothing.
+    quiet = {"logprobs": False, "stop": None, "presence_penalty": 0}
+    assert sdk.chat.completions.create(model=MODEL_NAME, messages=PROMPT, max_tokens=5, **quiet)
 
 
 def test_suspect_api_mode_names_the_cohort_behind_an_endpoint(served, upstream, tmp_path):

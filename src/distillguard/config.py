@@ -62,6 +62,25 @@ class TierSettings(BaseModel):
     throttle: float = Field(0.1, gt=0.0)
 
 
+class OutputRule(BaseModel):
+    """What one tier may take beyond the answer's text. Log-probabilities are the logit
+    channel: a student learns far more from a distribution than from one sample, and an
+    engine reports them from the logits before any watermark (vLLM's raw logprobs), so
+    they carry no mark. `n` samples per prompt and long answers multiply the take."""
+
+    logprobs: Literal["allow", "strip", "refuse"] = "allow"
+    max_n: int | None = Field(None, ge=1)  # more samples per request: a 400
+    max_tokens: int | None = Field(None, ge=1)  # longer requested (or unset): lowered to this
+
+
+class OutputSettings(BaseModel):
+    """Output rules per tier (`block` refuses everything already)."""
+
+    normal: OutputRule = OutputRule()
+    watch: OutputRule = OutputRule(logprobs="strip", max_n=4, max_tokens=4096)
+    throttle: OutputRule = OutputRule(logprobs="refuse", max_n=1, max_tokens=1024)
+
+
 class LimitDefaults(BaseModel):
     """Limits for keys, accounts and organisations that set none of their own."""
 
@@ -119,6 +138,7 @@ class GatewaySettings(BaseModel):
     trusted_proxies: list[IPvAnyNetwork] = []
     limits: LimitDefaults = LimitDefaults()
     tiers: TierSettings = TierSettings()
+    output: OutputSettings = OutputSettings()
 
 
 class TierThresholds(BaseModel):

@@ -23,7 +23,7 @@ from starlette.types import ExceptionHandler
 
 from distillguard import metrics
 from distillguard.config import GatewaySettings
-from distillguard.gateway import http, protocol, quota
+from distillguard.gateway import http, output, protocol, quota
 from distillguard.gateway.auth import KeyRing, bearer_matches
 from distillguard.gateway.backends.base import Backend, Reply
 from distillguard.gateway.clients import client_address, trusted_networks
@@ -88,6 +88,7 @@ class Gateway:
             event.stream = bool(getattr(typed, "stream", False))
             self._check_policy(record, event)
             self._check_model(typed.model)
+            raw = self._shape_output(record, raw, typed)
             plan = self._plan(record, typed)
             event.prompt_tokens = plan.prompt_tokens
             decision, limiter = await self._admit(plan.quota, event)
@@ -183,6 +184,15 @@ class Gateway:
             f"account {record.account_id!r} is blocked by the provider's usage policy",
             "account_blocked",
         )
+
+    def _shape_output(
+        self, record: KeyRecord, raw: dict[str, Any], typed: protocol.Request
+    ) -> dict[str, Any]:
+        """The tier's output rule (logprobs, n, max_tokens); shadow mode enforces none."""
+        rule = getattr(self.settings.output, record.tier, None)
+        if rule is None or self.settings.shadow:
+            return raw
+        return output.shape(rule, record.tier, raw, typed)
 
     def _check_model(self, model: str) -> None:
         if self.models is not None and model not in self.models:

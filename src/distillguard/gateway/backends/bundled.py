@@ -134,6 +134,11 @@ class BundledBackend:
     ) -> tuple[ChatPrompt, dict[str, Any]]:
         if endpoint == "/embeddings":
             raise ApiError(400, "the bundled engine serves no embeddings model", "unsupported")
+        for name in UNSUPPORTED:
+            if payload.get(name) not in NOT_ASKED:
+                raise ApiError(
+                    400, f"the bundled engine does not support `{name}`", "unsupported", name
+                )
         if endpoint == "/chat/completions":
             prompt: ChatPrompt = [
                 {"role": m["role"], "content": _content(m.get("content"))}
@@ -160,6 +165,27 @@ class BundledBackend:
         if args["temperature"] == 0:
             args["temperature"] = 1e-3  # OpenAI's "greedy"; the sampler needs a positive value
         return prompt, args
+
+
+# OpenAI parameters that change the answer and that the bundled engine does not implement:
+# a clear 400 rather than an answer that silently ignores them. (Unknown fields pass, as
+# everywhere in the gateway.)
+UNSUPPORTED = (
+    "logprobs",
+    "top_logprobs",
+    "prompt_logprobs",
+    "stop",
+    "logit_bias",
+    "presence_penalty",
+    "frequency_penalty",
+    "tools",
+    "functions",
+    "response_format",
+    "suffix",
+    "echo",
+    "best_of",
+)
+NOT_ASKED = (None, False, 0, "", [], {})  # the defaults: asking for nothing is fine
 
 
 def _content(content: Any) -> str:

@@ -1,0 +1,57 @@
+"""What an account's tier lets it take beyond the answer: log-probabilities, samples, length.
+
+Applied after parsing and before admission, so the tokens reserved are the tokens
+the capped request can use. A refusal is OpenAI's 400 naming the parameter
+(`parameter_not_allowed`); stripping and lowering are silent to the client, as a
+provider's own limits are, and the event keeps what the client sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distillguard.config import OutputRule
+from distillguard.gateway import protocol
+from distillguard.gateway.errors import ApiError
+
+# The logit channel, in OpenAI's names and vLLM's (`prompt_logprobs`: over the prompt too).
+LOGIT_FIELDS = ("logprobs", "top_logprobs", "prompt_logprobs")
+
+
+def shape(
+    rule: OutputRule, tier: str, raw: dict[str, Any], typed: protocol.Request
+) -> dict[str, Any]:
+    """The body the backend gets under `rule`; `typed` is lowered alongside it."""
+    if isinstance(typed, protocol.EmbeddingRequest):
+        return raw
+    asked = [name for name in LOGIT_FIELDS if _set(raw.get(name))]
+    if asked and rule.logprobs == "refuse":
+        raise _not_allowed(asked[0], f"`{asked[0]}` is not available", tier)
+    if rule.max_n is not None and typed.n > rule.max_n:
+        raise _not_allowed("n", f"`n` above {rule.max_n} is not available", tier)
+    shaped = raw
+    if asked and rule.logprobs == "strip":
+        shaped = {name: value for name, value in raw.items() if name not in LOGIT_FIELDS}
+    cap = rule.max_tokens
+    if cap is not None:
+        shaped = dict(shaped) if shaped is raw else shaped
+        for name in ("max_completion_tokens", "max_tokens"):
+            value = getattr(typed, name, None)
+            if value is not None and value > cap:
+                shaped[name] = cap
+                setattr(typed, name, cap)
+        if typed.requested_tokens is None:  # unset: the engine's own default could be huge
+            shaped["max_tokens"] = cap
+            typed.max_tokens = cap
+    return shaped
+
+
+def _set(value: Any) -> bool:
+    """Asked for: `logprobs: false`, `top_logprobs: 0` and null ask for nothing."""
+    return value is not None and value is not False and value != 0
+
+
+def _not_allowed(param: str, what: str, tier: str) -> ApiError:
+    return ApiError(
+        400, f"{what} to this account (usage tier {tier!r})", "parameter_not_allowed", param
+    )
