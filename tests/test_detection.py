@@ -10,6 +10,7 @@ from distillguard.errors import InputTooShortError, VocabularyMismatchError
 from distillguard.watermark import Watermark, WatermarkKey
 from distillguard.watermark import windows as win
 from distillguard.watermark.schemes import null_tests
+from tests.helpers import assert_user_error, run
 
 VOCAB = 49152
 
@@ -222,3 +223,54 @@ def test_vectorised_tests_match_scalar_ones_across_regimes(key, scheme, extreme)
     assert batch[2].p_value == 1.0 and batch[2].z == 0.0  # nothing scored
     assert batch[0].p_value == 0.0 and math.isfinite(batch[0].log10_p_value)  # underflow kept
     assert 0.0 < batch[1].p_value < 1.0
+
+
+def test_cli_reads_vllms_own_marks_given_its_watermark_config(tmp_path):
+    """`detect --vllm-config`: marks made with vLLM's PRF (here our exact copy of it; the
+    copy is held to vLLM's own package in test_vllm.py) test positive, others do not."""
+    import json
+
+    from distillguard.watermark.vllm_gumbel import philox_uniform
+
+    config = {"key": 2**63 + 12345, "algorithm": "gumbel", "context_width": 3}
+    (tmp_path / "vllm.json").write_text(json.dumps(config))
+    rng = np.random.default_rng(2)
+    vocab = np.arange(300)
+    marked: list[int] = []
+    for _ in range(80):  # Gumbel-max over random logits with the keyed noise
+        context = np.array([([-1] * 3 + marked)[-3:]] * len(vocab))
+        u = philox_uniform(config["key"], context, vocab).astype(np.float64)
+        marked.append(int(np.argmax(rng.standard_normal(300) - np.log(-np.log(u)))))
+    lines = [{"token_ids": marked}, {"token_ids": rng.integers(0, 300, 80).tolist()}]
+    (tmp_path / "ids.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    result = run(
+        "watermark",
+        "detect",
+        str(tmp_path / "ids.jsonl"),
+        "--vllm-config",
+        str(tmp_path / "vllm.json"),
+    )
+    assert result.returncode == 0, result.stderr
+    found = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [f["scheme"] for f in found] == ["vllm-gumbel"] * 2
+    assert found[0]["p_value"] < 1e-10 < 0.01 < found[1]["p_value"]
+
+    (tmp_path / "bad.json").write_text('{"key": "secret"}')
+    bad = run(
+        "watermark",
+        "detect",
+        str(tmp_path / "ids.jsonl"),
+        "--vllm-config",
+        str(tmp_path / "bad.json"),
+    )
+    assert_user_error(bad, "`key` must be an integer")
+    both = run(
+        "watermark",
+        "detect",
+        str(tmp_path / "ids.jsonl"),
+        "--vllm-config",
+        str(tmp_path / "vllm.json"),
+        "--key",
+        str(tmp_path / "vllm.json"),
+    )
+    assert_user_error(both, "exactly one of --key or --vllm-config")

@@ -235,3 +235,47 @@ def test_a_malformed_cohort_is_a_400_from_the_engine(served):
         response = httpx.post(f"{upstream}/chat/completions", json=body, timeout=60)
         assert response.status_code == 400, (bad, response.text)
         assert COHORT_ARG in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("algorithm", ["gumbel", "dual_key_gumbel"])
+def test_vllms_own_marks_read_exactly_as_vllms_detector_reads_them(tmp_path, algorithm):
+    """Against the real package: the same PRF values bit for bit, and on texts vLLM's own
+    watermarker marked (and unmarked ones) the same windows, score and p-value."""
+    from distillguard.watermark.vllm_gumbel import VllmWatermark, philox_uniform
+
+    cases = [
+        {
+            "key": key,
+            "algorithm": algorithm,
+            "context_width": width,
+            "alpha": alpha,
+            "prompt": 6,
+            "length": length,
+        }
+        for key, width, alpha, length in [
+            (12345, 4, 0.1, 80),
+            (2**64 - 1, 1, 0.5, 120),  # width 1 on a 512-token vocabulary: contexts repeat
+            (987654321987, 6, 0.3, 40),
+        ]
+    ]
+    job = {"seed": 4, "cases": cases, "prf": [[2**64 - 1, 4], [7, 9], [0, 1]]}
+    result = subprocess.run(
+        [_vllm_python(), str(PROCESSOR_ROWS.parent / "vllm_marks.py")],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    theirs = json.loads(result.stdout)
+    for prf in theirs["prf"]:
+        ours = philox_uniform(prf["key"], np.array(prf["contexts"]), np.array(prf["tokens"]))
+        assert np.array_equal(ours, np.array(prf["uniform"], dtype=np.float32))
+    marked_p = []
+    for case in theirs["cases"]:
+        ours = VllmWatermark.from_config(case).detect(case["token_ids"])
+        assert ours.scored == case["scored"]
+        assert ours.score == pytest.approx(case["score"], rel=1e-12)
+        assert ours.p_value == pytest.approx(case["p_value"], rel=1e-9, abs=1e-300)
+        marked_p.append(ours.p_value)
+    assert max(marked_p[0::2]) < 1e-6 < min(marked_p[1::2])  # marked, then unmarked

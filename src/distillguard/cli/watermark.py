@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +12,9 @@ import typer
 
 from distillguard.cli.common import conversion_notice, err
 from distillguard.config import load_settings
-from distillguard.errors import DistillguardError, VocabularyMismatchError
+from distillguard.errors import DistillguardError, KeyFileError, VocabularyMismatchError
 from distillguard.watermark import Watermark, WatermarkConfig, WatermarkKey
+from distillguard.watermark.vllm_gumbel import VllmWatermark
 
 watermark_app = typer.Typer(help="Watermark keys and detection.", no_args_is_help=True)
 
@@ -55,14 +57,32 @@ def detect(
             "`prompt`/`prompt_ids`) per line; `-` reads stdin."
         ),
     ],
-    key: Annotated[Path, typer.Option(help="Watermark key file.")],
+    key: Annotated[Path | None, typer.Option(help="Watermark key file.")] = None,
+    vllm_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Instead of --key: a JSON file with vLLM's own --watermark-config "
+            "(key, algorithm, context_width, alpha), to read vLLM's built-in marks."
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(help="tokenizer.json of the model that wrote the texts (default: bundled)."),
+    ] = None,
 ) -> None:
     """Test texts for the watermark: one JSON object per input on stdout."""
     from distillguard.watermark.inputs import read_inputs, tokenize_inputs
 
-    watermark = Watermark.from_key(WatermarkKey.load(key))
+    if (key is None) == (vllm_config is None):
+        raise DistillguardError("detect needs exactly one of --key or --vllm-config")
     items = read_inputs(files)
-    encode = _encoder(watermark) if any(i.needs_tokenizer for i in items) else None
+    if vllm_config is not None:
+        _detect_vllm(items, read_vllm_config(vllm_config), tokenizer)
+        return
+    assert key is not None
+    watermark = Watermark.from_key(WatermarkKey.load(key))
+    needs = any(i.needs_tokenizer for i in items)
+    encode = _encoder(tokenizer, watermark.config.vocab_size) if needs else None
     pairs = tokenize_inputs(items, encode)
     results = watermark.detect_batch([p[0] for p in pairs], [p[1] for p in pairs])
     for item, result in zip(items, results, strict=True):
@@ -74,14 +94,50 @@ def detect(
         print(json.dumps({"input": item.name, "key_id": watermark.key.key_id, **result.to_dict()}))
 
 
-def _encoder(watermark: Watermark) -> Callable[[str], list[int]]:
-    from distillguard.engine.bundled import load_text_tokenizer
+def read_vllm_config(path: Path) -> VllmWatermark:
+    """vLLM's --watermark-config document (its key included) from a JSON file."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise KeyFileError(f"{path}: not a readable JSON document ({exc})") from None
+    if not isinstance(document, dict):
+        raise KeyFileError(f"{path}: a vLLM watermark config is a JSON object")
+    return VllmWatermark.from_config(document)
 
-    tokenizer = load_text_tokenizer(load_settings().cache_dir, on_convert=conversion_notice)
-    size = tokenizer.get_vocab_size()
-    if size != watermark.config.vocab_size:
+
+def _detect_vllm(items, mark: VllmWatermark, tokenizer: Path | None) -> None:
+    """vLLM scores the answer's tokens only: prompts given with an input are not used."""
+    from distillguard.watermark.inputs import tokenize_inputs
+
+    encode = _encoder(tokenizer, None) if any(i.token_ids is None for i in items) else None
+    pairs = tokenize_inputs([replace(i, prompt=None, prompt_ids=None) for i in items], encode)
+    results = [mark.detect(ids) for ids, _ in pairs]
+    for item, result in zip(items, results, strict=True):
+        if result.scored == 0:
+            raise DistillguardError(f"{item.name}: no tokens to score")
+    for item, result in zip(items, results, strict=True):
+        print(json.dumps({"input": item.name, "key_id": None, **result.to_dict()}))
+
+
+def _encoder(path: Path | None, vocab_size: int | None) -> Callable[[str], list[int]]:
+    """Text -> token ids with the model's tokenizer (the bundled one unless named)."""
+    if path is None:
+        from distillguard.engine.bundled import load_text_tokenizer
+
+        encoder = load_text_tokenizer(load_settings().cache_dir, on_convert=conversion_notice)
+    else:
+        from tokenizers import Tokenizer
+
+        try:
+            encoder = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises its own exception type for bad files
+            raise DistillguardError(f"{path}: not a tokenizer.json ({exc})") from None
+    size = encoder.get_vocab_size()
+    if vocab_size is not None and size != vocab_size:
         raise VocabularyMismatchError(
-            f"the bundled tokenizer has {size} tokens but the key was made for a "
-            f"vocabulary of {watermark.config.vocab_size}; give token ids from the key's model"
+            f"the tokenizer has {size} tokens but the key was made for a "
+            f"vocabulary of {vocab_size}; give token ids from the key's model"
         )
-    return lambda text: tokenizer.encode(text, add_special_tokens=False).ids
+    return lambda text: encoder.encode(text, add_special_tokens=False).ids
