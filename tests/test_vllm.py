@@ -19,6 +19,7 @@ from distillguard.store import AccountStore, EventStore, open_engine
 from distillguard.watermark import Watermark, WatermarkKey
 from distillguard.watermark.cohorts import COHORT_ARG, Cohorts
 from tests.gateway_stack import gateway
+from tests.helpers import run
 from tests.servers import free_port
 
 pytestmark = pytest.mark.model
@@ -177,6 +178,48 @@ def test_a_client_cannot_choose_its_cohort_or_opt_out(served, cache_dir):
     p = _p_values(cohorts, _answers(stack, api_keys[name], extra_body=forged), cache_dir)
     assert p[cohorts.of(name)] < 1e-6, p
     assert p[cohorts.of(other)] > 1e-4, p
+
+
+def test_the_event_export_is_tested_answer_by_answer_under_each_cohort(served, tmp_path):
+    """`events export` | `watermark detect --cohorts`: each answer under its own cohort's
+    key; lines with nothing to test (a refusal, a too-short answer) are said and skipped."""
+    stack, api_keys, cohorts = served
+    api_key = next(iter(api_keys.values()))
+    _answers(stack, api_key)
+    sdk = openai.OpenAI(base_url=stack.url, api_key=api_key, max_retries=0, timeout=300)
+    sdk.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=1
+    )
+    with pytest.raises(openai.NotFoundError):
+        sdk.chat.completions.create(model="gpt-none", messages=[{"role": "user", "content": "x"}])
+    exported = run("events", "export", "--store", stack.store)
+    assert exported.returncode == 0, exported.stderr
+    (tmp_path / "events.jsonl").write_text(exported.stdout)
+    cohorts.key.save(tmp_path / "key.json")
+    result = run(
+        "watermark",
+        "detect",
+        str(tmp_path / "events.jsonl"),
+        "--key",
+        str(tmp_path / "key.json"),
+        "--cohorts",
+        str(COHORTS),
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    tested = [line for line in lines if "skipped" not in line]
+    reasons = {line["skipped"] for line in lines if "skipped" in line}
+    assert {"too short to score"} <= reasons and any("needs one of" in r for r in reasons)
+    assert len(tested) >= 4 and all(
+        line["cohort"] == cohorts.of(_account_of(line, exported)) for line in tested
+    )
+    assert np.median([line["p_value"] for line in tested]) < 1e-3
+
+
+def _account_of(line: dict, exported) -> str:
+    """The account of an exported event, by its line number in the export."""
+    number = int(line["input"].rsplit(":", 1)[1])
+    return json.loads(exported.stdout.splitlines()[number - 1])["account_id"]
 
 
 @pytest.mark.parametrize("scheme", ["kgw", "gumbel"])

@@ -14,6 +14,7 @@ from distillguard.cli.common import conversion_notice, err
 from distillguard.config import load_settings
 from distillguard.errors import DistillguardError, KeyFileError, VocabularyMismatchError
 from distillguard.watermark import Watermark, WatermarkConfig, WatermarkKey
+from distillguard.watermark.cohorts import Cohorts
 from distillguard.watermark.vllm_gumbel import VllmWatermark
 
 watermark_app = typer.Typer(help="Watermark keys and detection.", no_args_is_help=True)
@@ -69,12 +70,26 @@ def detect(
         Path | None,
         typer.Option(help="tokenizer.json of the model that wrote the texts (default: bundled)."),
     ] = None,
+    cohorts: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="With --key (the gateway's master key): test each line of an event export "
+            "(`events export`) under its `cohort`'s sub-key; untestable lines are reported "
+            "and skipped.",
+        ),
+    ] = None,
 ) -> None:
     """Test texts for the watermark: one JSON object per input on stdout."""
     from distillguard.watermark.inputs import read_inputs, tokenize_inputs
 
     if (key is None) == (vllm_config is None):
         raise DistillguardError("detect needs exactly one of --key or --vllm-config")
+    if cohorts is not None:
+        if key is None:
+            raise DistillguardError("--cohorts needs --key (the gateway's master key)")
+        _detect_cohorts(files, Cohorts(WatermarkKey.load(key), cohorts), tokenizer)
+        return
     items = read_inputs(files)
     if vllm_config is not None:
         _detect_vllm(items, read_vllm_config(vllm_config), tokenizer)
@@ -92,6 +107,36 @@ def detect(
             )
     for item, result in zip(items, results, strict=True):
         print(json.dumps({"input": item.name, "key_id": watermark.key.key_id, **result.to_dict()}))
+
+
+def _detect_cohorts(files: list[str], cohorts: Cohorts, tokenizer: Path | None) -> None:
+    """Each answer under its own cohort's key. An event export holds lines no test can use
+    (refusals, embeddings, answers shorter than a window): each is said and skipped."""
+    from distillguard.watermark.inputs import read_inputs, tokenize_inputs
+
+    skipped: list[tuple[str, str]] = []
+    items = []
+    for item in read_inputs(files, skipped):
+        if item.cohort is None or not 0 <= item.cohort < cohorts.count:
+            skipped.append((item.name, f"no cohort in [0, {cohorts.count})"))
+        else:
+            items.append(item)
+    size = cohorts.watermark(0).config.vocab_size
+    needs = any(i.needs_tokenizer for i in items)
+    pairs = tokenize_inputs(items, _encoder(tokenizer, size) if needs else None)
+    tested = 0
+    for item, (ids, prompt_ids) in zip(items, pairs, strict=True):
+        watermark = cohorts.watermark(item.cohort)
+        result = watermark.detect_batch([ids], [prompt_ids])[0]
+        if result.total_windows == 0:
+            skipped.append((item.name, "too short to score"))
+            continue
+        tested += 1
+        line = {"input": item.name, "cohort": item.cohort, "key_id": watermark.key.key_id}
+        print(json.dumps({**line, **result.to_dict()}))
+    for name, reason in skipped:
+        print(json.dumps({"input": name, "skipped": reason}))
+    err.print(f"{tested} tested, {len(skipped)} skipped")
 
 
 def read_vllm_config(path: Path) -> VllmWatermark:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from distillguard.errors import DistillguardError
 
-TEXT_FIELDS = ("text", "response", "completion", "output")
+TEXT_FIELDS = ("text", "response", "completion", "output", "response_text")  # last: events
 
 
 @dataclass(frozen=True)
@@ -24,26 +24,40 @@ class DetectionInput:
     token_ids: list[int] | None = None
     prompt: str | None = None
     prompt_ids: list[int] | None = None
+    cohort: int | None = None  # the gateway's event export records each answer's cohort
 
     @property
     def needs_tokenizer(self) -> bool:
         return self.token_ids is None or (self.prompt is not None and self.prompt_ids is None)
 
 
-def read_inputs(paths: list[str]) -> list[DetectionInput]:
+def read_inputs(
+    paths: list[str], skipped: list[tuple[str, str]] | None = None
+) -> list[DetectionInput]:
+    """Every input, or one error for the first bad one. Given `skipped`, a JSON line that
+    cannot be tested (an event with no answer text, say) is noted there as (name, reason)
+    instead, and the rest are read."""
     items: list[DetectionInput] = []
     for path in paths:
-        items.extend(_read_one(path))
+        items.extend(_read_one(path, skipped))
     return items
 
 
-def _read_one(path: str) -> list[DetectionInput]:
+def _read_one(path: str, skipped: list[tuple[str, str]] | None) -> list[DetectionInput]:
     raw = _read_text(path)
     if path.endswith(".jsonl"):
         lines = [(n, line) for n, line in enumerate(raw.split("\n"), 1) if line.strip()]
         if not lines:
             raise DistillguardError(f"{path}: no JSON lines to test")
-        return [_from_json(f"{path}:{n}", line) for n, line in lines]
+        items = []
+        for n, line in lines:
+            try:
+                items.append(_from_json(f"{path}:{n}", line))
+            except DistillguardError as exc:
+                if skipped is None:
+                    raise
+                skipped.append((f"{path}:{n}", str(exc).split(": ", 1)[-1]))
+        return items
     if not raw.strip():
         raise DistillguardError(f"{path}: empty text, nothing to test")
     return [DetectionInput(name=path, text=raw)]
@@ -79,9 +93,11 @@ def _from_json(name: str, line: str) -> DetectionInput:
         raise DistillguardError(f"{name}: needs one of the fields {fields}")
     if token_ids is None and not str(text).strip():
         raise DistillguardError(f"{name}: empty text, nothing to test")
-    return DetectionInput(
-        name, text, token_ids, _prompt_text(name, record.get("prompt")), prompt_ids
-    )
+    cohort = record.get("cohort")
+    if cohort is not None and (isinstance(cohort, bool) or not isinstance(cohort, int)):
+        raise DistillguardError(f"{name}: 'cohort' must be an integer")
+    prompt = _prompt_text(name, record.get("prompt"))
+    return DetectionInput(name, text, token_ids, prompt, prompt_ids, cohort)
 
 
 def _prompt_text(name: str, prompt: object) -> str | None:
