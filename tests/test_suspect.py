@@ -268,3 +268,72 @@ def test_suspect_cli_reads_our_answers_and_refuses_bad_input(tmp_path, cache_dir
         run("suspect", "test", "--key", str(key), "--model", str(clean), "--corpus", str(bad)),
         "bad.jsonl:2",
     )
+
+
+def _vllm_marked(config: dict, n: int, length: int, seed: int) -> list[list[int]]:
+    """Texts marked with vLLM's Gumbel-max over random logits (our copy of its PRF, held to
+    vLLM's own package in test_vllm.py), on a 300-token vocabulary."""
+    from distillguard.watermark.vllm_gumbel import philox_uniform
+
+    rng = np.random.default_rng(seed)
+    vocab = np.arange(300)
+    width = config["context_width"]
+    texts = []
+    for _ in range(n):
+        ids: list[int] = []
+        for _ in range(length):
+            context = np.array([([-1] * width + ids)[-width:]] * len(vocab))
+            u = philox_uniform(config["key"], context, vocab).astype(np.float64)
+            ids.append(int(np.argmax(rng.standard_normal(300) - np.log(-np.log(u)))))
+        texts.append(ids)
+    return texts
+
+
+def test_a_verdict_under_vllms_own_watermark_keeps_its_control_quiet():
+    from distillguard.suspect.verdict import judge_vllm
+    from distillguard.watermark.vllm_gumbel import VllmWatermark
+
+    config = {"key": 424242, "algorithm": "gumbel", "context_width": 2}
+    mark = VllmWatermark.from_config(config)
+    marked = judge_vllm(mark, _vllm_marked(config, 4, 40, seed=1), mode="api").document()
+    assert marked["verdict"] == "trained on our outputs", marked
+    assert not marked["control"]["significant"] and marked["control"]["keys"] == 16
+    rng = np.random.default_rng(2)
+    clean = judge_vllm(mark, [rng.integers(0, 300, 40).tolist() for _ in range(4)], mode="api")
+    assert clean.document()["verdict"] == "no evidence"
+
+
+def test_suspect_cli_under_vllms_watermark_asks_an_api_and_refuses_bad_choices(tmp_path, upstream):
+    """End to end over a real API (the fake upstream: unmarked answers), then the choices
+    vLLM's watermark cannot serve."""
+    import json
+
+    from tests.helpers import assert_user_error, run
+
+    config = tmp_path / "vllm.json"
+    config.write_text(json.dumps({"key": 99, "algorithm": "dual_key_gumbel", "alpha": 0.5}))
+    prompts = write_prompts(tmp_path / "prompts.jsonl", 4)
+    api = ["--api-url", upstream, "--api-model", "fake-model", "--prompts", str(prompts)]
+    result = run("suspect", "test", "--vllm-config", str(config), *api)
+    assert result.returncode == 0, result.stderr
+    verdict = json.loads(result.stdout)
+    assert verdict["scheme"] == "vllm-dual-key-gumbel" and verdict["verdict"] == "no evidence"
+    assert verdict["answers"] == 4 and verdict["scored"] > 0
+
+    key = tmp_path / "key.json"
+    WatermarkKey.generate().save(key)
+    both = run("suspect", "test", "--vllm-config", str(config), "--key", str(key), *api)
+    assert_user_error(both, "either --key KEY or --vllm-config FILE")
+    cohorts = run("suspect", "test", "--vllm-config", str(config), *api, "--cohorts", "8")
+    assert_user_error(cohorts, "one key per engine")
+    reading = run(
+        "suspect",
+        "test",
+        "--vllm-config",
+        str(config),
+        "--model",
+        str(tmp_path),
+        "--corpus",
+        str(prompts),
+    )
+    assert_user_error(reading, "--vllm-config is for API mode")

@@ -35,7 +35,17 @@ def _tracked() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
 
 @suspect_app.command("test")
 def suspect_test(
-    key: Annotated[Path, typer.Option("--key", help="The watermark key file.")],
+    key: Annotated[Path | None, typer.Option("--key", help="The watermark key file.")] = None,
+    vllm_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="API mode, instead of --key: vLLM's own --watermark-config JSON (its key)."
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(help="With --vllm-config: tokenizer.json of the model vLLM served."),
+    ] = None,
     model: Annotated[
         Path | None,
         typer.Option("--model", help="Open weights: a transformers directory or a .gguf."),
@@ -72,6 +82,8 @@ def suspect_test(
 
     test = SuspectTest(
         key=key,
+        vllm_config=vllm_config,
+        tokenizer=tokenizer,
         model=model,
         api_url=api_url,
         api_model=api_model,

@@ -12,7 +12,7 @@ import typer
 
 from distillguard.cli.common import conversion_notice, err
 from distillguard.config import load_settings
-from distillguard.errors import DistillguardError, KeyFileError, VocabularyMismatchError
+from distillguard.errors import DistillguardError, VocabularyMismatchError
 from distillguard.watermark import Watermark, WatermarkConfig, WatermarkKey
 from distillguard.watermark.cohorts import Cohorts
 from distillguard.watermark.vllm_gumbel import VllmWatermark
@@ -92,7 +92,7 @@ def detect(
         return
     items = read_inputs(files)
     if vllm_config is not None:
-        _detect_vllm(items, read_vllm_config(vllm_config), tokenizer)
+        _detect_vllm(items, VllmWatermark.load(vllm_config), tokenizer)
         return
     assert key is not None
     watermark = Watermark.from_key(WatermarkKey.load(key))
@@ -137,19 +137,6 @@ def _detect_cohorts(files: list[str], cohorts: Cohorts, tokenizer: Path | None) 
     for name, reason in skipped:
         print(json.dumps({"input": name, "skipped": reason}))
     err.print(f"{tested} tested, {len(skipped)} skipped")
-
-
-def read_vllm_config(path: Path) -> VllmWatermark:
-    """vLLM's --watermark-config document (its key included) from a JSON file."""
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KeyFileError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise KeyFileError(f"{path}: not a readable JSON document ({exc})") from None
-    if not isinstance(document, dict):
-        raise KeyFileError(f"{path}: a vLLM watermark config is a JSON object")
-    return VllmWatermark.from_config(document)
 
 
 def _detect_vllm(items, mark: VllmWatermark, tokenizer: Path | None) -> None:

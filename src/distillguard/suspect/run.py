@@ -28,7 +28,9 @@ class SuspectTest:
     """One suspect test's choices: open weights (`model`, our answers in `corpus`) or API
     (`api_url`, `api_model`, the `prompts` to ask; `corpus` only for `frequent`)."""
 
-    key: Path
+    key: Path | None = None
+    vllm_config: Path | None = None  # instead of `key`: vLLM's own watermark (API mode)
+    tokenizer: Path | None = None  # the marking model's tokenizer.json (vLLM's watermark)
     model: Path | None = None
     api_url: str | None = None
     api_model: str | None = None
@@ -48,6 +50,15 @@ class SuspectTest:
 
 def validate(test: SuspectTest) -> None:
     """Refuse contradictory or incomplete choices before anything slow is loaded."""
+    if (test.key is None) == (test.vllm_config is None):
+        raise DistillguardError("give either --key KEY or --vllm-config FILE")
+    if test.vllm_config is not None and (not test.api or test.cohorts or test.frequent):
+        raise DistillguardError(
+            "--vllm-config is for API mode, without --cohorts or --frequent "
+            "(vLLM's own watermark has one key per engine)"
+        )
+    if test.tokenizer is not None and test.vllm_config is None:
+        raise DistillguardError("--tokenizer is for --vllm-config (our keys use our model's)")
     if (test.model is not None) == test.api:
         raise DistillguardError("give either --model PATH or --api-url URL --api-model NAME")
     if test.api and (test.api_url is None or test.api_model is None or test.prompts is None):
@@ -75,6 +86,9 @@ def run(
     The key and the inputs are read first, so that their errors come before `ours` loads
     our model (slow). `track(phase, total)` is called as the counted phase starts and
     returns the callback its progress is counted into."""
+    if test.vllm_config is not None:
+        return _vllm_api_run(test, track)
+    assert test.key is not None
     key = WatermarkKey.load(test.key)
     answers = read_corpus(test.corpus) if test.corpus is not None else None
     if test.api:
@@ -121,6 +135,55 @@ def run(
     if named:
         document["accounts"] = {str(c): a for c, a in named.items()}
     return document
+
+
+def _vllm_api_run(test: SuspectTest, track: Callable[[str, int], Callable[[int], None]]) -> dict:
+    """API mode under vLLM's own watermark: the suspect's answers, in the marking model's
+    tokens, tested under the engine's key beside derived control keys."""
+    import openai
+
+    from distillguard.engine.prompts import read_prompts
+    from distillguard.suspect.api import ask
+    from distillguard.suspect.verdict import judge_vllm
+    from distillguard.watermark.vllm_gumbel import VllmWatermark
+
+    mark = VllmWatermark.load(test.vllm_config)
+    encode = _text_encoder(test.tokenizer)
+    asked = read_prompts(test.prompts)
+    client = openai.OpenAI(
+        base_url=test.api_url,
+        api_key=os.environ.get("DISTILLGUARD_SUSPECT_API_KEY", "none"),
+        max_retries=2,
+    )
+    texts = ask(
+        client,
+        test.api_model,
+        asked,
+        max_tokens=test.max_tokens,
+        on_answer=track("asking", len(asked)),
+    )
+    answers = [encode(t) for t in texts]
+    if not any(answers):
+        raise DistillguardError("no token to score: the suspect's answers are empty")
+    verdict = judge_vllm(mark, answers, mode="api", alpha=test.alpha)
+    return {**verdict.document(), "answers": len(asked), "scheme": mark.scheme}
+
+
+def _text_encoder(path: Path | None) -> Callable[[str], list[int]]:
+    """Text -> ids with a tokenizer.json (default: the bundled model's)."""
+    from tokenizers import Tokenizer
+
+    from distillguard.config import load_settings
+    from distillguard.engine.bundled import load_text_tokenizer
+
+    if path is None:
+        tokenizer = load_text_tokenizer(load_settings().cache_dir)
+    else:
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the tokenizers package raises its own exception type
+            raise DistillguardError(f"{path}: not a tokenizer.json ({exc})") from None
+    return lambda text: tokenizer.encode(text, add_special_tokens=False).ids
 
 
 def load_suspect(path: Path) -> Any:

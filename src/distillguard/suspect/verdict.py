@@ -33,6 +33,7 @@ import numpy as np
 
 from distillguard.watermark.core import DetectionResult, Watermark
 from distillguard.watermark.keys import WatermarkKey
+from distillguard.watermark.vllm_gumbel import VllmWatermark
 from distillguard.watermark.windows import Windows
 
 DEFAULT_ALPHA = 0.01
@@ -162,16 +163,40 @@ def judge(
     return Verdict(mode, per_cohort, alpha, _tested(labelled, sets), _tested(fresh, sets))
 
 
+def judge_vllm(
+    mark: VllmWatermark,
+    answers: Sequence[Sequence[int]],
+    *,
+    mode: str,
+    alpha: float = DEFAULT_ALPHA,
+    control_keys: int = 16,
+) -> Verdict:
+    """The same verdict under vLLM's own watermark (one key per engine, no cohorts): the
+    answers' windows as vLLM's detector takes them, pooled, and as many derived keys no
+    engine marked with as the control."""
+    found = [mark.detect_corpus(answers)]
+    control = [mark.control(i).detect_corpus(answers) for i in range(control_keys)]
+    return Verdict(
+        mode,
+        False,
+        alpha,
+        _adjusted(["key"], found),
+        _adjusted([f"control-{i}" for i in range(control_keys)], control),
+    )
+
+
 def _tested(labelled: list[tuple[int | str, Watermark]], sets: Sequence[Windows]) -> list[KeyTest]:
     # Keys are independent: scored on threads (the hashing is numpy, which releases the GIL).
     with ThreadPoolExecutor(min(len(labelled), os.cpu_count() or 1)) as pool:
         marks = [wm for _, wm in labelled]
         results = list(pool.map(Watermark.detect_windows, marks, sets[: len(marks)]))
+    return _adjusted([label for label, _ in labelled], results)
+
+
+def _adjusted(labels: Sequence[int | str], results: Sequence[DetectionResult]) -> list[KeyTest]:
+    """Each result with its Holm-adjusted p-value within the family."""
     adjusted = holm([r.p_value for r in results])
-    return [
-        KeyTest(label, result, p)
-        for (label, _), result, p in zip(labelled, results, adjusted, strict=True)
-    ]
+    return [KeyTest(label, r, p) for label, r, p in zip(labels, results, adjusted, strict=True)]
 
 
 def _by_p(test: KeyTest) -> float:

@@ -27,9 +27,11 @@ cohort keys are 256-bit secrets under HMAC-SHA256 and SplitMix chains.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -131,6 +133,24 @@ class VllmWatermark:
             raise KeyFileError("vLLM watermark config: `alpha` must be in [0, 1]")
         return cls(key, algorithm, width, float(alpha))
 
+    @classmethod
+    def load(cls, path: Path) -> VllmWatermark:
+        """The JSON document given to vLLM's `--watermark-config`, from a file."""
+        try:
+            document = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise KeyFileError(f"{path}: no such file") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise KeyFileError(f"{path}: not a readable JSON document ({exc})") from None
+        if not isinstance(document, dict):
+            raise KeyFileError(f"{path}: a vLLM watermark config is a JSON object")
+        return cls.from_config(document)
+
+    def control(self, index: int) -> VllmWatermark:
+        """A key no engine marked with, derived (so a rerun gives the same verdict): the
+        control a suspect test scores beside the real key."""
+        return replace(self, key=derive_key(self.key, f"distillguard-control-{index}".encode()))
+
     @property
     def scheme(self) -> str:
         return f"vllm-{self.algorithm.replace('_', '-')}"
@@ -148,7 +168,23 @@ class VllmWatermark:
         return contexts[keep], ids[keep]
 
     def detect(self, token_ids: Sequence[int]) -> DetectionResult:
-        contexts, targets = self.windows(token_ids)
+        return self._test(*self.windows(token_ids))
+
+    def detect_corpus(self, sequences: Sequence[Sequence[int]]) -> DetectionResult:
+        """One test over many texts: each padded as vLLM pads one, and a context repeated
+        anywhere in the corpus scored once (the same keyed noise is not new evidence)."""
+        parts = [replace(self, deduplicate=False).windows(ids) for ids in sequences]
+        if not parts:
+            return self._test(np.empty((0, self.context_width), np.int64), np.empty(0, np.int64))
+        contexts = np.concatenate([c for c, _ in parts])
+        targets = np.concatenate([t for _, t in parts])
+        if self.deduplicate and len(targets):
+            _, first = np.unique(contexts, axis=0, return_index=True)
+            keep = np.sort(first)
+            contexts, targets = contexts[keep], targets[keep]
+        return self._test(contexts, targets)
+
+    def _test(self, contexts: np.ndarray, targets: np.ndarray) -> DetectionResult:
         n = len(targets)
         if n == 0:
             return DetectionResult(0, 0.0, 0.0, 1.0, 0.0, 0, self.scheme)
