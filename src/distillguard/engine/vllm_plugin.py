@@ -113,25 +113,30 @@ class CohortWatermark(LogitsProcessor):
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         gumbel = self.config.scheme == "gumbel"
-        rows = [
+        rows = sorted(
             (index, request)
             for index, request in self.requests.items()
             if index < logits.shape[0] and not (gumbel and request.temperature < GREEDY)
-        ]
+        )
         if not rows:
             return logits
-        index = torch.tensor([i for i, _ in rows], device=logits.device)
         contexts = np.array([self._context(r) for _, r in rows], dtype=np.int64)
         contexts = contexts.reshape(len(rows), self.config.context_width)
         which = np.array([r.cohort for _, r in rows], dtype=np.int64)
-        scores = logits[index]
+        # Usually every row is a request of ours, in order: mark the batch in place.
+        whole = [i for i, _ in rows] == list(range(logits.shape[0]))
+        index = None if whole else torch.tensor([i for i, _ in rows], device=logits.device)
+        scores = logits if index is None else logits[index]
         repeated = None
         if gumbel:
             temperature = torch.tensor([r.temperature for _, r in rows], device=logits.device)
             scores = scores / temperature[:, None].to(scores.dtype)
             used = zip(rows, contexts, strict=True)
             repeated = np.array([self._repeated(r, c) for (_, r), c in used])
-        logits[index] = self.marks.apply(scores, contexts, which, repeated)
+        marked = self.marks.apply(scores, contexts, which, repeated)
+        if index is None:
+            return marked
+        logits[index] = marked
         return logits
 
     def _context(self, request: _Request) -> list[int]:

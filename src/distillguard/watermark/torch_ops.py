@@ -63,13 +63,14 @@ class TorchMarks:
                 contexts[rows]
             )
         tables = self._tables_on(device)
-        if len(self.watermarks) == 1:
-            table = tables[0][None, :]
-        else:
-            table = tables[torch.from_numpy(which.astype(np.int64)).to(device)]
         multiplier_t = _as_int32(multiplier).to(device)[:, None]
         offset_t = _as_int32(offset ^ _SIGN).to(device)[:, None]
-        return table * multiplier_t + offset_t
+        if len(self.watermarks) == 1:
+            signed = tables[0][None, :] * multiplier_t
+        else:  # one row of tables per row of the batch, then in place: two passes fewer
+            rows = torch.from_numpy(which.astype(np.int64)).to(device)
+            signed = torch.index_select(tables, 0, rows).mul_(multiplier_t)
+        return signed.add_(offset_t)
 
     def apply(
         self,
@@ -78,7 +79,8 @@ class TorchMarks:
         which: np.ndarray | None = None,
         repeated: np.ndarray | None = None,
     ) -> torch.Tensor:
-        """Marked scores for each row: `contexts` (rows, k) are the last k ids of each row,
+        """Marked scores for each row (KGW adds to `scores` in place and returns it; Gumbel
+        returns a new tensor): `contexts` (rows, k) are the last k ids of each row,
         `which` each row's watermark (default: the first), `repeated` (Gumbel) the rows whose
         context this generation already used, which are sampled with fresh, unkeyed noise:
         Gumbel-max is deterministic given the context, so a repeated context would replay
@@ -93,7 +95,7 @@ class TorchMarks:
         signed = self.signed_values(contexts, which, scores.device)
         if self.config.scheme == "kgw":
             green = signed < (self.watermarks[0].scheme.threshold - 2**31)
-            return torch.where(green, scores + self.config.delta, scores)
+            return scores.add_(green, alpha=self.config.delta)
         if repeated is None:
             repeated = np.zeros(len(contexts), dtype=bool)
         return _gumbel_choice(signed, scores, repeated)
