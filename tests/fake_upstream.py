@@ -35,6 +35,8 @@ ECHOED = (
     "n",
     "max_tokens",
     "max_completion_tokens",
+    "kv_transfer_params",
+    "request_id",
 )
 
 

@@ -104,14 +104,30 @@ def test_engine_fields_a_client_sends_never_reach_the_upstream(upstream, tmp_pat
         env = {"DISTILLGUARD_GATEWAY__UPSTREAM_WATERMARK": "true"}
     store = f"sqlite:///{tmp_path / 'store.db'}"
     api_key = AccountStore(open_engine(store)).issue_key("forger").api_key
-    forged = {"vllm_xargs": {COHORT_ARG: 3, "other": 1}, "watermarking": False}
+    forged = {
+        "vllm_xargs": {COHORT_ARG: 3, "other": 1},
+        "watermarking": False,
+        "kv_transfer_params": {"do_remote_prefill": True},
+        "request_id": "chosen-by-client",
+    }
     with gateway(upstream, store, *args, env=env) as running:
-        answer = client(running, api_key).chat.completions.create(
+        sdk = client(running, api_key, max_retries=0)
+        answer = sdk.chat.completions.create(
             model="echo-fields", messages=MESSAGES, extra_body=forged
         )
+        beams = {"use_beam_search": True, "n": 2}
+        if behind_plugin:  # beam search ranks by unmarked log-probabilities: refused
+            with pytest.raises(openai.BadRequestError) as refused:
+                sdk.chat.completions.create(
+                    model="echo-fields", messages=MESSAGES, extra_body=beams
+                )
+            assert refused.value.body["param"] == "use_beam_search"
+        else:
+            sdk.chat.completions.create(model="echo-fields", messages=MESSAGES, extra_body=beams)
     seen = json.loads(answer.choices[0].message.content)
     cohort = {COHORT_ARG: Cohorts(key, 64).of("forger")} if behind_plugin else None
     assert (seen["vllm_xargs"], seen["watermarking"]) == (cohort, None)
+    assert (seen["kv_transfer_params"], seen["request_id"]) == (None, None)
 
 
 def test_rate_limit_refusal_is_openai_shaped_and_sdk_retry_succeeds(stack, accounts):
@@ -366,12 +382,17 @@ def test_each_tier_takes_what_its_output_rule_allows(stack, accounts):
             assert refused.value.body["code"] == "parameter_not_allowed"
             with pytest.raises(openai.BadRequestError, match="`n` above 1"):
                 echo(n=2)
+            for zero in ({"prompt_logprobs": 0}, {"logprob_token_ids": [5]}):  # still asks
+                with pytest.raises(openai.BadRequestError, match=next(iter(zero))):
+                    echo(extra_body=zero)
             seen[tier] = echo(max_completion_tokens=5000)
         else:
             seen[tier] = {**echo(**asks), "n": echo(n=4)["n"]}
+            seen[tier]["zero"] = echo(extra_body={"prompt_logprobs": 0})["prompt_logprobs"]
     assert seen["normal"] == {**seen["normal"], "logprobs": True, "top_logprobs": 5}
     assert seen["normal"]["max_tokens"] == 8000
     assert (seen["watch"]["logprobs"], seen["watch"]["top_logprobs"]) == (None, None)
+    assert (seen["normal"]["zero"], seen["watch"]["zero"]) == (0, None)
     assert (seen["watch"]["max_tokens"], seen["watch"]["n"]) == (4096, 4)
     assert seen["throttle"]["max_completion_tokens"] == 1024
     assert seen["throttle"]["max_tokens"] is None  # the client's own field is the one lowered

@@ -337,3 +337,17 @@ def test_suspect_cli_under_vllms_watermark_asks_an_api_and_refuses_bad_choices(t
         str(prompts),
     )
     assert_user_error(reading, "--vllm-config is for API mode")
+
+
+def test_a_strong_dual_key_mark_has_a_finite_log_p_value():
+    """alpha = 0.1: the null's shape is not an integer and scipy's tail underflows to 0 for
+    a strong mark; the reported log10 p stays a finite, conservative number (JSON-safe)."""
+    import json
+
+    from distillguard.watermark.vllm_gumbel import VllmWatermark, derive_key
+
+    config = {"key": 77, "algorithm": "dual_key_gumbel", "context_width": 2, "alpha": 0.1}
+    marked = _vllm_marked({**config, "key": derive_key(77, b"key_a")}, 1, 1500, seed=3)
+    found = VllmWatermark.from_config(config).detect_corpus(marked)
+    assert found.p_value == 0.0 and -1e6 < found.log10_p_value < -308
+    json.loads(json.dumps(found.to_dict(), allow_nan=False))

@@ -194,6 +194,9 @@ def test_the_plugins_marks_equal_the_reference_arithmetic(tmp_path, scheme):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = np.load(tmp_path / "rows.npz")
+    # A step re-run at the same answer length (chunked prefill) is not a repeated context:
+    # it gets the same keyed choice, not fresh noise.
+    assert np.array_equal(out["again"], out["marked"])
     cohorts = Cohorts(key, COHORTS)
     for i, row in enumerate(rows):
         logits, marked = out["logits"][i : i + 1], out["marked"][i]

@@ -3,7 +3,8 @@
 Reads a JSON job on stdin (rows of prompt/output ids, cohorts, temperatures, the model's
 vocabulary size), feeds the requests to `CohortWatermark` through vLLM's own
 `BatchUpdate`, applies it once to random logits and writes the logits before and after
-to the .npz named on the command line, for the test to compare with `Watermark.apply`.
+to the .npz named on the command line, for the test to compare with `Watermark.apply`;
+then applies it once more to the same step.
 """
 
 import json
@@ -29,4 +30,7 @@ processor.update_state(BatchUpdate(batch_size=len(added), removed=[], added=adde
 rng = np.random.default_rng(job["seed"])
 logits = rng.standard_normal((len(added), job["vocab"])).astype(np.float32)
 marked = processor.apply(torch.from_numpy(logits.copy())).numpy()
-np.savez(sys.argv[1], logits=logits, marked=marked)
+# The same step again with no token added: what vLLM does while a prompt is still being
+# prefilled in chunks (it samples the row and discards the sample).
+again = processor.apply(torch.from_numpy(logits.copy())).numpy()
+np.savez(sys.argv[1], logits=logits, marked=marked, again=again)

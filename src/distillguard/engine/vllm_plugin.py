@@ -11,14 +11,16 @@ The key file and the number of cohorts are the gateway's own settings
 environment), so engine and gateway cannot disagree. The gateway puts each
 request's cohort in `vllm_xargs` (`SamplingParams.extra_args`) and strips
 whatever a client sent there; a request without one (sent to vLLM directly)
-is marked under cohort 0: every answer is watermarked, none opts out.
+is marked under cohort 0: no client can opt out.
 
-Each row is marked exactly as the bundled engine marks it (`TorchMarks`, the
-arithmetic of `Watermark.apply`): KGW adds delta to the green logits before
-vLLM's penalties and temperature, as transformers does; Gumbel-max divides the
-row by its temperature and leaves one token, so vLLM's sampler can only take
-it. Greedy requests (temperature 0) get no Gumbel mark: a keyed sample is not
-the argmax they asked for. The processor implements vLLM's V1 sampler
+Each row is marked with the arithmetic of `Watermark.apply` (`TorchMarks`):
+KGW adds delta to the green logits before vLLM's penalties and temperature, as
+transformers does, and marks every request, greedy ones included. Gumbel-max
+divides the row by its temperature and leaves one token, so vLLM's sampler can
+only take it; it therefore samples from the whole softmax (top_p, top_k, min_p
+and penalties no longer apply), and greedy requests (temperature 0) get no
+Gumbel mark: a keyed sample is not the argmax they asked for. Where greedy or
+truncated sampling matters, use KGW (the default). The processor implements vLLM's V1 sampler
 interface (`vllm.v1.sample.logits_processor`), which is what vLLM runs on CPU;
 on GPU, where vLLM 0.32 defaults to its V2 model runner, set
 `VLLM_USE_V2_MODEL_RUNNER=0`.
@@ -72,7 +74,10 @@ class _Request:
     temperature: float
     prompt_tail: list[int]  # the last k prompt ids: the first answer token's context
     output: list[int]  # vLLM's own list of generated ids, appended to as it decodes
-    seen: set[bytes] = field(default_factory=set)  # Gumbel: contexts this answer used
+    # Gumbel: each context this answer used, with the answer's length when it was used. vLLM
+    # also samples rows still in (chunked) prefill and discards the sample: a context seen
+    # again at the same length is that one step again, not a repeat.
+    seen: dict[bytes, int] = field(default_factory=dict)
 
 
 class CohortWatermark(LogitsProcessor):
@@ -152,7 +157,6 @@ class CohortWatermark(LogitsProcessor):
 
     @staticmethod
     def _repeated(request: _Request, context: np.ndarray) -> bool:
-        window = context.tobytes()
-        repeated = window in request.seen
-        request.seen.add(window)
-        return repeated
+        window, length = context.tobytes(), len(request.output)
+        first = request.seen.setdefault(window, length)
+        return first != length

@@ -188,7 +188,10 @@ class Gateway:
     def _shape_output(
         self, record: KeyRecord, raw: dict[str, Any], typed: protocol.Request
     ) -> dict[str, Any]:
-        """The tier's output rule (logprobs, n, max_tokens); shadow mode enforces none."""
+        """The tier's output rule (logprobs, n, max_tokens); shadow mode enforces none.
+        Behind the watermarking plug-in, requests the engine could not mark are refused."""
+        if self.settings.upstream_watermark:
+            output.refuse_unmarked(raw)
         rule = getattr(self.settings.output, record.tier, None)
         if rule is None or self.settings.shadow:
             return raw

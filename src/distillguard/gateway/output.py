@@ -14,8 +14,20 @@ from distillguard.config import OutputRule
 from distillguard.gateway import protocol
 from distillguard.gateway.errors import ApiError
 
-# The logit channel, in OpenAI's names and vLLM's (`prompt_logprobs`: over the prompt too).
-LOGIT_FIELDS = ("logprobs", "top_logprobs", "prompt_logprobs")
+# The logit channel, in OpenAI's names and vLLM's (`prompt_logprobs`: over the prompt too;
+# `logprob_token_ids`: the log-probabilities of tokens the client names).
+LOGIT_FIELDS = ("logprobs", "top_logprobs", "prompt_logprobs", "logprob_token_ids")
+# Engine features whose answers bypass the logits processors, so no watermark: vLLM's beam
+# search ranks beams by log-probabilities taken before any processor runs.
+UNMARKED_FIELDS = ("use_beam_search",)
+
+
+def refuse_unmarked(raw: dict[str, Any]) -> None:
+    """Behind an engine that watermarks (the plug-in): no request it could not mark."""
+    for name in UNMARKED_FIELDS:
+        if raw.get(name):
+            message = f"`{name}` is not available: its answers could not be watermarked"
+            raise ApiError(400, message, "parameter_not_allowed", name)
 
 
 def shape(
@@ -47,8 +59,9 @@ def shape(
 
 
 def _set(value: Any) -> bool:
-    """Asked for: `logprobs: false`, `top_logprobs: 0` and null ask for nothing."""
-    return value is not None and value is not False and value != 0
+    """Asked for: anything but null and `false`. (vLLM reads `logprobs: 0` on completions
+    as the sampled token's log-probability, and `prompt_logprobs: 0` as the prompt's.)"""
+    return value is not None and value is not False
 
 
 def _not_allowed(param: str, what: str, tier: str) -> ApiError:

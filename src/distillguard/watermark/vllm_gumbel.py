@@ -217,6 +217,9 @@ def _result(
     else:
         with np.errstate(divide="ignore"):
             log_p = float(np.log(special.gammaincc(shape, x)))
+        if not math.isfinite(log_p):  # underflow: Q(a, x) <= Q(ceil a, x), exact and finite
+            j = np.arange(math.ceil(shape))
+            log_p = -x + float(special.logsumexp(j * math.log(x) - special.gammaln(j + 1)))
     log_p = min(log_p, 0.0)
     z = (x - shape) / math.sqrt(shape) if shape > 0 else 0.0
     return DetectionResult(n, score, z, math.exp(log_p), log_p / LN10, n, scheme)

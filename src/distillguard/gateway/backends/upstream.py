@@ -3,8 +3,11 @@
 Bodies go through as the client sent them (the gateway only adds what it
 needs, e.g. usage reporting on streams), less the fields that steer the engine
 itself: vLLM's per-request `vllm_xargs` (the arguments its logits processors
-read) and its `watermarking` opt-out, which would switch vLLM's own watermark
-off even where the server enforces it. Behind an upstream that carries
+read), its `watermarking` opt-out (which would switch vLLM's own watermark off
+even where the server enforces it) and its cache-transfer settings. Behind the
+plug-in, vLLM's beam search is refused: it ranks beams by log-probabilities
+taken before any logits processor, so its answers would carry no mark
+(`gateway/output.py`, before admission). Behind an upstream that carries
 distillguard's plug-in, the gateway sets `vllm_xargs` to the account's cohort.
 Failures become OpenAI-shaped 502s
 and 504s, never exceptions that reach the client as a 500. Redirects are never
@@ -25,7 +28,11 @@ from distillguard.gateway.errors import ApiError
 from distillguard.watermark.cohorts import COHORT_ARG
 
 MAX_LINE_BYTES = 1 << 20  # one server-sent event line; upstream chunks are far smaller
-ENGINE_FIELDS = frozenset(["vllm_xargs", "watermarking"])  # the engine's, never a client's
+# The engine's own controls, never a client's: vLLM's per-request processor arguments, its
+# watermark opt-out, its KV/encoder-cache transfer settings and request id.
+ENGINE_FIELDS = frozenset(
+    ["vllm_xargs", "watermarking", "kv_transfer_params", "ec_transfer_params", "request_id"]
+)
 
 
 class UpstreamClient:
