@@ -155,17 +155,9 @@ def _detect_vllm(items, mark: VllmWatermark, tokenizer: Path | None) -> None:
 
 def _encoder(path: Path | None, vocab_size: int | None) -> Callable[[str], list[int]]:
     """Text -> token ids with the model's tokenizer (the bundled one unless named)."""
-    if path is None:
-        from distillguard.engine.bundled import load_text_tokenizer
+    from distillguard.engine.bundled import text_tokenizer
 
-        encoder = load_text_tokenizer(load_settings().cache_dir, on_convert=conversion_notice)
-    else:
-        from tokenizers import Tokenizer
-
-        try:
-            encoder = Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises its own exception type for bad files
-            raise DistillguardError(f"{path}: not a tokenizer.json ({exc})") from None
+    encoder = text_tokenizer(load_settings().cache_dir, path, on_convert=conversion_notice)
     size = encoder.get_vocab_size()
     if vocab_size is not None and size != vocab_size:
         raise VocabularyMismatchError(

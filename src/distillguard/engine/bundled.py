@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from distillguard.errors import ModelUnavailableError
+from distillguard.errors import DistillguardError, ModelUnavailableError
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -145,3 +145,16 @@ def load_model(cache_dir: Path, on_convert=None) -> tuple[PreTrainedModel, PreTr
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     tokenizer.padding_side = "left"  # decoder-only batching pads on the left
     return model, tokenizer
+
+
+def text_tokenizer(cache_dir: Path, path: Path | None = None, on_convert=None) -> Tokenizer:
+    """The tokenizer of the model that wrote a text: a `tokenizer.json` file when named
+    (another model's), else the bundled one."""
+    if path is None:
+        return load_text_tokenizer(cache_dir, on_convert)
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as exc:  # the tokenizers package raises its own exception type
+        raise DistillguardError(f"{path}: not a tokenizer.json ({exc})") from None

@@ -97,16 +97,9 @@ def run(
         asked = read_prompts(test.prompts)
     engine = ours()
     if test.api:
-        import openai
-
-        client = openai.OpenAI(
-            base_url=test.api_url,
-            api_key=os.environ.get("DISTILLGUARD_SUSPECT_API_KEY", "none"),
-            max_retries=2,
-        )
         verdict = api_test(
             key,
-            client,
+            _client(test),
             test.api_model,
             asked,
             engine,
@@ -137,53 +130,42 @@ def run(
     return document
 
 
+def _client(test: SuspectTest) -> Any:
+    """The suspect's API; its key from $DISTILLGUARD_SUSPECT_API_KEY."""
+    import openai
+
+    return openai.OpenAI(
+        base_url=test.api_url,
+        api_key=os.environ.get("DISTILLGUARD_SUSPECT_API_KEY", "none"),
+        max_retries=2,
+    )
+
+
 def _vllm_api_run(test: SuspectTest, track: Callable[[str, int], Callable[[int], None]]) -> dict:
     """API mode under vLLM's own watermark: the suspect's answers, in the marking model's
     tokens, tested under the engine's key beside derived control keys."""
-    import openai
-
+    from distillguard.config import load_settings
+    from distillguard.engine.bundled import text_tokenizer
     from distillguard.engine.prompts import read_prompts
     from distillguard.suspect.api import ask
     from distillguard.suspect.verdict import judge_vllm
     from distillguard.watermark.vllm_gumbel import VllmWatermark
 
     mark = VllmWatermark.load(test.vllm_config)
-    encode = _text_encoder(test.tokenizer)
+    tokenizer = text_tokenizer(load_settings().cache_dir, test.tokenizer)
     asked = read_prompts(test.prompts)
-    client = openai.OpenAI(
-        base_url=test.api_url,
-        api_key=os.environ.get("DISTILLGUARD_SUSPECT_API_KEY", "none"),
-        max_retries=2,
-    )
     texts = ask(
-        client,
+        _client(test),
         test.api_model,
         asked,
         max_tokens=test.max_tokens,
         on_answer=track("asking", len(asked)),
     )
-    answers = [encode(t) for t in texts]
+    answers = [tokenizer.encode(t, add_special_tokens=False).ids for t in texts]
     if not any(answers):
         raise DistillguardError("no token to score: the suspect's answers are empty")
     verdict = judge_vllm(mark, answers, mode="api", alpha=test.alpha)
     return {**verdict.document(), "answers": len(asked), "scheme": mark.scheme}
-
-
-def _text_encoder(path: Path | None) -> Callable[[str], list[int]]:
-    """Text -> ids with a tokenizer.json (default: the bundled model's)."""
-    from tokenizers import Tokenizer
-
-    from distillguard.config import load_settings
-    from distillguard.engine.bundled import load_text_tokenizer
-
-    if path is None:
-        tokenizer = load_text_tokenizer(load_settings().cache_dir)
-    else:
-        try:
-            tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:  # the tokenizers package raises its own exception type
-            raise DistillguardError(f"{path}: not a tokenizer.json ({exc})") from None
-    return lambda text: tokenizer.encode(text, add_special_tokens=False).ids
 
 
 def load_suspect(path: Path) -> Any:
