@@ -1,11 +1,14 @@
 """The transformers LogitsProcessor must do exactly what the numpy reference does."""
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from distillguard.watermark import Watermark, WatermarkKey
+from distillguard.watermark.hashing import to_unit_interval
+from distillguard.watermark.torch_ops import _gumbel_choice
 from distillguard.watermark.torch_processor import WatermarkLogitsProcessor
 
 VOCAB = 49152
@@ -51,3 +54,35 @@ def test_gumbel_processor_does_not_replay_a_repeated_context():
     assert any(int(a) != int(first) for a in again)
     fresh = WatermarkLogitsProcessor(watermark)
     assert int(fresh(ids, logits).argmax(-1)) == int(first)
+
+
+def _noise(signed: np.ndarray) -> np.ndarray:
+    values = signed.view(np.uint32) ^ np.uint32(0x80000000)
+    return -np.log(-np.log(to_unit_interval(values)))
+
+
+@pytest.mark.parametrize("lead", [0, 1, 2])
+def test_gumbel_choice_is_exact_at_the_ends_of_the_unit_interval(lead):
+    """Where float32 cannot resolve u (the largest; the smallest, whose u - 1 rounds to -1)
+    a token that leads by far still wins."""
+    rng = np.random.default_rng(lead)
+    rows = 64
+    signed = rng.integers(-(2**31), 2**31, (rows, VOCAB)).astype(np.int32)
+    signed[:, :3] = [2**31 - 1, -(2**31), -(2**31) + 256]
+    scores = rng.standard_normal((rows, VOCAB)).astype(np.float32)
+    scores[:, lead] += 40.0
+    got = _gumbel_choice(torch.from_numpy(signed), torch.from_numpy(scores), np.zeros(rows, bool))
+    assert np.array_equal(got.argmax(-1).numpy(), np.argmax(scores + _noise(signed), -1))
+
+
+def test_gumbel_choice_settles_a_crowd_of_near_ties_in_float64():
+    """Twelve tokens within float32's error of each other: the float64 winner (which
+    float32 ranks last of them) must be chosen, not float32's."""
+    tail = np.arange(12)
+    signed = np.full((1, VOCAB), 0, dtype=np.int32)
+    signed[0, tail] = -(2**31) + tail * 256  # the smallest u: float32's noise is off by 0.01
+    scores = np.full((1, VOCAB), -100.0, dtype=np.float32)
+    scores[0, tail] = 40.0 - _noise(signed[:, tail])[0]  # every one ties in float64 ...
+    scores[0, 2] += 0.001  # ... but this one, whose float32 noise reads lowest
+    got = _gumbel_choice(torch.from_numpy(signed), torch.from_numpy(scores), np.zeros(1, bool))
+    assert int(got.argmax(-1)) == int(np.argmax(scores + _noise(signed), -1)[0]) == 2
