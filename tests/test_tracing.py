@@ -278,6 +278,7 @@ def test_scoring_needs_scale_extraction_and_automation_together():
         "multi_turn_rate": 0.0,
         "long_answer_rate": 0.8,
         "short_answer_rate": 0.0,
+        "probe_rate": 0.0,
         "near_duplicate_rate": 0.1,
         "template_rate": 0.9,
         "shared_template_rate": 0.0,
@@ -391,6 +392,42 @@ def test_resends_are_read_by_their_temperature():
     assert rates([None] * 4) == (0.0, 0.75, 0.0)  # the provider's default samples
     assert rates([0.0, 0.7, 1.0, 0.0]) == (0.0, 0.0, 0.75)
     assert rates([1.0] * 4, conversation="c1") == (0.0, 0.0, 0.0)
+
+
+def test_a_text_scored_token_by_token_is_probing_not_labelling_or_completion():
+    """One-token answers to a text that grows a word at a time are logit harvesting; one-token
+    labels of different texts, a multiple-choice item scored choice by choice, and an
+    editor's completions of a growing file are not."""
+    words = ("Let x be the number of apples; then 3x + 4 = 19, so 3x = 15 and x = 5. " * 40).split()
+    grown = [" ".join(words[:end])[-2000:] for end in range(8, len(words))]
+    labels = [f"Classify the sentiment of review {i}: the parcel came late." for i in range(400)]
+    context = "Which planet is largest? A) Mars B) Jupiter C) Venus D) Earth. Answer:"
+    choices = [f"{context} {c}" for _ in range(100) for c in "ABCD"]
+
+    def profile(texts, max_tokens):
+        events = [
+            TraceEvent(
+                ts=i * 60.0,
+                account_id="a",
+                text=t,
+                user_turns=1,
+                max_tokens=max_tokens,
+                temperature=0.0,
+                completion_tokens=1,
+            )
+            for i, t in enumerate(texts)
+        ]
+        profile = Profile()
+        for event, row in zip(events, describe(events).rows(), strict=True):
+            profile.add(event, row)
+        return profile.features()
+
+    prober = profile(grown, 1)
+    assert prober["probe_rate"] > 0.95 and prober["short_answer_rate"] < 0.05
+    assert assess(prober).components["extraction"] == 1.0
+    assert any("log-probabilities" in line for line in evidence(prober))
+    for benign in (profile(labels, 1), profile(choices, 1), profile(grown, 32)):
+        assert benign["probe_rate"] == 0.0 and benign["short_answer_rate"] == 1.0
 
 
 def test_operation_ties_are_what_one_operator_reuses_not_an_office():

@@ -39,6 +39,12 @@ AREA_INDEX = {area: i for i, area in enumerate(AREAS)}
 VALUABLE_AREAS = ("tool_use", "code", "math", "reasoning")
 VALUABLE_INDEX = frozenset(AREA_INDEX[a] for a in VALUABLE_AREAS)
 DAY = 86_400.0
+# A probe asks for at most this many answer tokens of a text that continues the actor's
+# previous prompt: scoring a text token by token, where the harvest is the log-probabilities
+# (a student trained on the teacher's whole next-token distribution), not the answer.
+PROBE_TOKENS = 2
+CONTINUED_CHARS = 32  # the previous prompt's end, found again near the end of this one
+CONTINUED_WITHIN = 256
 
 
 @dataclass
@@ -164,7 +170,8 @@ class Profile:
     cot: int = 0
     multi_turn: int = 0
     long_answers: int = 0
-    short_answers: int = 0  # max_tokens <= 64: labels, extraction, routing
+    short_answers: int = 0  # max_tokens <= 64 (probes aside): labels, extraction, routing
+    probes: int = 0  # one-token answers to a text that continues the previous prompt
     near_duplicates: int = 0
     templated: int = 0
     repeats: int = 0  # exact re-sends of an earlier prompt
@@ -201,6 +208,7 @@ class Profile:
     # is one skeleton with different fillings, not one prompt sent again.
     _skeletons: dict[int, int] = field(default_factory=dict)
     _lsh: minhash.LshIndex = field(default_factory=minhash.LshIndex)
+    _probe_end: str = ""  # the end of the last prompt that asked for a probe's few tokens
 
     def add(self, event: TraceEvent, row: Row) -> None:
         cot, area, bands, head, tail, exact, shared = row
@@ -232,7 +240,9 @@ class Profile:
         if event.max_tokens is not None:
             self.max_tokens_sum += event.max_tokens
             self.max_tokens_set += 1
-            self.short_answers += event.max_tokens <= 64
+            probe = self._probe(event.text) if event.max_tokens <= PROBE_TOKENS else False
+            self.probes += probe
+            self.short_answers += event.max_tokens <= 64 and not probe
         self.areas[area] += 1
         self.valuable += area in VALUABLE_INDEX
         hour = int(ts // HOUR)
@@ -294,6 +304,14 @@ class Profile:
         expands = given is not None and given >= 2 * asked
         self.extractive += (cot or templated) and long and expands
 
+    def _probe(self, text: str) -> bool:
+        """Does `text` continue the previous few-token prompt (the same text, grown or slid
+        by a few tokens)? A labelling job's next item, or the same context with another
+        choice appended (a multiple-choice evaluation), does not."""
+        previous, end = self._probe_end, text[-CONTINUED_CHARS:]
+        self._probe_end = end if len(text) >= 2 * CONTINUED_CHARS else ""
+        return bool(previous) and previous != end and previous in text[-CONTINUED_WITHIN:]
+
     def pivot(self, releases: Releases | None) -> tuple[float, float]:
         """(share, hours): the largest share of its later traffic this actor moved to a model
         it took up within a day of the model's release, and how many hours after."""
@@ -332,6 +350,7 @@ class Profile:
             "multi_turn_rate": self.multi_turn / n,
             "long_answer_rate": self.long_answers / n,
             "short_answer_rate": self.short_answers / n,
+            "probe_rate": self.probes / n,
             "near_duplicate_rate": self.near_duplicates / n,
             "template_rate": self.templated / n,
             "shared_template_rate": self.shared / n,

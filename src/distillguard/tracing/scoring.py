@@ -131,7 +131,10 @@ def _extraction(f: dict[str, float], shrink: float) -> float:
     shapes = 1.0 - (1.0 - reasoning) * (1.0 - long_alone) * (1.0 - sweep) * (1.0 - best_of_n)
     # A share of the traffic that is pure product (a reseller's key hides one among users).
     delivered = ramp(rate("extractive_rate"), 0.05, 0.25)
-    return value * max(shapes * gain, delivered)
+    # A text scored one token at a time copies the model's distribution over whatever the
+    # text is about: value and gain (of a one-token answer) do not apply.
+    probing = ramp(rate("probe_rate"), 0.2, 0.6)
+    return max(value * max(shapes * gain, delivered), probing)
 
 
 def evidence(f: dict[str, float]) -> list[str]:
@@ -196,6 +199,11 @@ def evidence(f: dict[str, float]) -> list[str]:
         said.append(
             f"answers are {f['expansion']:.1f}x the size of what was asked "
             "(transforming given text, not new content)"
+        )
+    if f["probe_rate"] >= 0.2:
+        said.append(
+            f"{f['probe_rate']:.0%} of requests ask for one token of a text that continues the "
+            "previous prompt (scoring a text token by token: the harvest is the log-probabilities)"
         )
     if f["short_answer_rate"] >= 0.3:
         said.append(f"{f['short_answer_rate']:.0%} of requests cap answers at 64 tokens or fewer")

@@ -25,6 +25,7 @@ BENIGN_BACKGROUND = {
     "batch_job": 50,
     "eval_runner": 30,
     "aggregator": 6,
+    "autocomplete_user": 40,
     "org_seats": 4,
 }
 SCENARIOS: dict[str, dict[str, int]] = {
@@ -38,6 +39,7 @@ SCENARIOS: dict[str, dict[str, int]] = {
         "hydra": 2,
         "reseller": 4,
         "human_mimic": 8,
+        "logit_prober": 4,
     },
     # Held-out mixes: the detector was not tuned on these.
     "hydra-swarm": {**BENIGN_BACKGROUND, "hydra": 6},
@@ -55,6 +57,7 @@ SCENARIOS: dict[str, dict[str, int]] = {
         "batch_job": 150,
         "eval_runner": 80,
         "aggregator": 20,
+        "autocomplete_user": 100,
         "researcher": 100,
         "org_seats": 6,
         "bulk_harvester": 3,

@@ -17,6 +17,7 @@ from distillguard.tracing.simulate.world import (
     FOLLOW_UPS,
     HOUR,
     HUMAN_AGENTS,
+    MODELS_BEFORE,
     SCRIPT_AGENTS,
     START,
     World,
@@ -171,6 +172,8 @@ def eval_runner(world: World, actor: str) -> None:
     items = r.sample(world.corpus.pool("eval"), r.randint(100, 300))
     ips, agent = world.datacenter_pool(), r.choice(SCRIPT_AGENTS)
     cot_prompting = r.random() < 0.5  # many harnesses prompt with "Let's think step by step"
+    if r.random() < 0.4:
+        _likelihood_suite(world, account, org, items[:100], ips, agent)
     for _ in range(r.randint(3, 8)):
         begin = START + r.uniform(0, world.days - 0.5) * DAY
         model = world.model_at(begin, pivots=False, adopt=0.8)
@@ -190,6 +193,66 @@ def eval_runner(world: World, actor: str) -> None:
                 temperature=temperature,
                 answer_tokens=r.randint(150, 700),
             )
+
+
+def _likelihood_suite(
+    world: World, account: str, org: str, items: list, ips: list[str], agent: str
+) -> None:
+    """A multiple-choice suite scored by log-likelihood, as evaluation harnesses do: each
+    item's context with each choice appended, one token asked (its log-probabilities are
+    read), on every model in turn."""
+    r = world.rng
+    for model in MODELS_BEFORE:
+        t = START + r.uniform(0, world.days - 0.5) * DAY
+        for item in items:
+            context = item.turns[0][:1500]
+            for choice in r.sample(context.split() or ["yes"], min(4, len(context.split()) or 1)):
+                world.request(
+                    account,
+                    t,
+                    [f"{context}\nAnswer: {choice}"],
+                    ip=r.choice(ips),
+                    agent=agent,
+                    org=org,
+                    model=model,
+                    max_tokens=1,
+                    temperature=0.0,
+                    answer_tokens=1,
+                    endpoint="/completions",
+                )
+                t += r.uniform(0.05, 0.3)
+
+
+def _growing(text: str, words: int, window: int) -> list[str]:
+    """The prefixes of `text` a word or few apart, each cut to its last `window` characters
+    (what fits the context)."""
+    split = text.split()
+    return [" ".join(split[:end])[-window:] for end in range(8, len(split) + 1, words)]
+
+
+def autocomplete_user(world: World, actor: str) -> None:
+    """An editor's inline completion: as a developer types, the file so far is sent again,
+    a few words longer each time, for a short completion, at work hours."""
+    r = world.rng
+    account = world.account("autocomplete_user", False, actor)
+    agent, ip = r.choice(SCRIPT_AGENTS), world.residential_ip()
+    times = world.human_times(r.randint(300, 3000), r.choice([-8, -5, 1, 5]), session_size=30)
+    prefixes: list[str] = []
+    for ts in times:
+        if not prefixes:
+            code = " ".join(world.pick("code").turns[0] for _ in range(3))
+            prefixes = _growing(code, r.randint(1, 4), 3000)[::-1]
+        world.request(
+            account,
+            ts,
+            [prefixes.pop()],
+            ip=ip,
+            agent=agent,
+            max_tokens=r.choice([16, 32, 64]),
+            temperature=0.2,
+            answer_tokens=r.randint(4, 40),
+            endpoint="/completions",
+        )
 
 
 def aggregator(world: World, actor: str) -> None:
@@ -310,6 +373,39 @@ def capability_sweep(world: World, actor: str) -> None:
             max_tokens=r.choice([2048, 4096]),
             temperature=0.7,
             answer_tokens=r.randint(500, 1800),
+        )
+
+
+def logit_prober(world: World, actor: str) -> None:
+    """Logit distillation: worked answers scored one position at a time, the prompt a word
+    or two longer each request and one answer token asked for its log-probabilities. What
+    is copied is the model's distribution over each next token, not an answer."""
+    r = world.rng
+    ips = world.datacenter_pool()
+    account = world.account(
+        "logit_prober", True, actor, signup_ip=ips[0], email=world.bot_email("gmail.com")
+    )
+    agent = r.choice(SCRIPT_AGENTS)
+    endpoint = r.choice(["/completions", "/chat/completions"])
+    prefixes: list[str] = []
+    for ts in world.steady_times(r.randint(3000, 9000)):
+        if not prefixes:
+            pool = r.choice(["math", "code", "chat"])
+            # A question and text that stands for its worked answer.
+            answer = " ".join(world.pick(pool).turns[0] for _ in range(3))
+            text = f"{world.pick(pool).turns[0]}\n\n{answer}"
+            prefixes = _growing(text, r.choice([1, 2]), 2000)[::-1]
+        world.request(
+            account,
+            ts,
+            [prefixes.pop()],
+            ip=r.choice(ips),
+            agent=agent,
+            model=world.model_at(ts, pivots=True),
+            max_tokens=1,
+            temperature=0.0,
+            answer_tokens=1,
+            endpoint=endpoint,
         )
 
 
@@ -588,11 +684,13 @@ ARCHETYPES: dict[str, Callable[[World, str], None]] = {
     "batch_job": batch_job,
     "eval_runner": eval_runner,
     "aggregator": aggregator,
+    "autocomplete_user": autocomplete_user,
     "org_seats": org_seats,
     "bulk_harvester": bulk_harvester,
     "cot_harvester": cot_harvester,
     "multilingual_harvester": multilingual_harvester,
     "capability_sweep": capability_sweep,
+    "logit_prober": logit_prober,
     "hydra": hydra,
     "reseller": reseller,
     "human_mimic": human_mimic,

@@ -253,8 +253,10 @@ class World:
         answer_tokens: int = 300,
         conversation: str | None = None,
         system: str | None = None,
+        endpoint: str = "/chat/completions",
     ) -> None:
-        """Append one event: `turns` are the user messages so far (the last is new)."""
+        """Append one event: `turns` are the user messages so far (the last is new); on
+        `/completions` the last turn is the whole prompt."""
         messages: list[dict] = [{"role": "system", "content": system}] if system else []
         for i, turn in enumerate(turns):
             messages.append({"role": "user", "content": turn})
@@ -263,6 +265,9 @@ class World:
         if max_tokens is not None:
             answer_tokens = min(answer_tokens, max_tokens)
         prompt_tokens = sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
+        asked: dict = {"messages": messages}
+        if endpoint == "/completions":
+            asked, prompt_tokens = {"prompt": turns[-1]}, len(turns[-1]) // 4 + 1
         self.events.append(
             {
                 "ts": _rfc3339(ts),
@@ -272,8 +277,8 @@ class World:
                 "ip": ip,
                 "user_agent": agent,
                 "model": model or self.model_at(ts, pivots=False),
-                "endpoint": "/chat/completions",
-                "messages": messages,
+                "endpoint": endpoint,
+                **asked,
                 "max_tokens": max_tokens,
                 "temperature": temperature,
                 "response_text": _reply(turns[-1], answer_tokens),
