@@ -423,6 +423,10 @@ def test_a_text_scored_token_by_token_is_probing_not_labelling_or_completion():
         return profile.features()
 
     prober = profile(grown, 1)
+    # Several texts scored in turn, one position of each at a time, are probes too.
+    others = [t.replace("apples", "pears") for t in grown]
+    interleaved = profile([t for pair in zip(grown, others, strict=True) for t in pair], 1)
+    assert interleaved["probe_rate"] > 0.95
     assert prober["probe_rate"] > 0.95 and prober["short_answer_rate"] < 0.05
     assert assess(prober).components["extraction"] == 1.0
     assert any("log-probabilities" in line for line in evidence(prober))

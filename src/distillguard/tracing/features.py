@@ -45,6 +45,7 @@ DAY = 86_400.0
 PROBE_TOKENS = 2
 CONTINUED_CHARS = 32  # the previous prompt's end, found again near the end of this one
 CONTINUED_WITHIN = 256
+PROBED_TEXTS = 8  # texts in flight at once: scoring several in turn is still probing
 
 
 @dataclass
@@ -208,7 +209,8 @@ class Profile:
     # is one skeleton with different fillings, not one prompt sent again.
     _skeletons: dict[int, int] = field(default_factory=dict)
     _lsh: minhash.LshIndex = field(default_factory=minhash.LshIndex)
-    _probe_end: str = ""  # the end of the last prompt that asked for a probe's few tokens
+    # The ends of the last few prompts that asked for a probe's few tokens, newest last.
+    _probe_ends: list[str] = field(default_factory=list)
 
     def add(self, event: TraceEvent, row: Row) -> None:
         cot, area, bands, head, tail, exact, shared = row
@@ -305,12 +307,19 @@ class Profile:
         self.extractive += (cot or templated) and long and expands
 
     def _probe(self, text: str) -> bool:
-        """Does `text` continue the previous few-token prompt (the same text, grown or slid
-        by a few tokens)? A labelling job's next item, or the same context with another
-        choice appended (a multiple-choice evaluation), does not."""
-        previous, end = self._probe_end, text[-CONTINUED_CHARS:]
-        self._probe_end = end if len(text) >= 2 * CONTINUED_CHARS else ""
-        return bool(previous) and previous != end and previous in text[-CONTINUED_WITHIN:]
+        """Does `text` continue one of the last PROBED_TEXTS few-token prompts (the same
+        text, grown or slid by a few tokens)? A labelling job's next item, or the same
+        context with another choice appended (a multiple-choice evaluation), does not."""
+        if len(text) < 2 * CONTINUED_CHARS:
+            return False
+        end, recent, ends = text[-CONTINUED_CHARS:], text[-CONTINUED_WITHIN:], self._probe_ends
+        continued = next((i for i, e in enumerate(ends) if e != end and e in recent), None)
+        if continued is not None:
+            del ends[continued]  # that text has moved on: only its new end is kept
+        ends.append(end)
+        if len(ends) > PROBED_TEXTS:
+            del ends[0]
+        return continued is not None
 
     def pivot(self, releases: Releases | None) -> tuple[float, float]:
         """(share, hours): the largest share of its later traffic this actor moved to a model
