@@ -239,6 +239,7 @@ class Profile:
             self.asked_tokens += asked
             long = given >= LONG_ANSWER_TOKENS
             self.long_answers += long
+        probe = False
         if event.max_tokens is not None:
             self.max_tokens_sum += event.max_tokens
             self.max_tokens_set += 1
@@ -266,7 +267,8 @@ class Profile:
         templated = False
         # A follow-up ("thanks, shorter please") says nothing about templates or re-asks:
         # only what opens a conversation, or stands alone, is compared.
-        if exact and event.user_turns <= 1:
+        # ... nor does a probe: a text grown by a word shares its opening, fills nothing.
+        if exact and event.user_turns <= 1 and not probe:
             self.standalone += 1
             if exact in self._exact:
                 # Inside one conversation the last user message stays the same while tools
