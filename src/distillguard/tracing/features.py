@@ -243,8 +243,9 @@ class Profile:
         if event.max_tokens is not None:
             self.max_tokens_sum += event.max_tokens
             self.max_tokens_set += 1
-            probe = self._probe(event.text) if event.max_tokens <= PROBE_TOKENS else False
-            self.probes += probe
+            if event.max_tokens <= PROBE_TOKENS:
+                probe = self._probe(event.text)
+                self.probes += probe
             self.short_answers += event.max_tokens <= 64 and not probe
         self.areas[area] += 1
         self.valuable += area in VALUABLE_INDEX

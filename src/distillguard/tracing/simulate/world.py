@@ -257,17 +257,19 @@ class World:
     ) -> None:
         """Append one event: `turns` are the user messages so far (the last is new); on
         `/completions` the last turn is the whole prompt."""
-        messages: list[dict] = [{"role": "system", "content": system}] if system else []
-        for i, turn in enumerate(turns):
-            messages.append({"role": "user", "content": turn})
-            if i < len(turns) - 1:
-                messages.append({"role": "assistant", "content": _reply(turn, 60)})
+        if endpoint == "/completions":
+            asked: dict = {"prompt": turns[-1]}
+            prompt_tokens = len(turns[-1]) // 4 + 1
+        else:
+            messages: list[dict] = [{"role": "system", "content": system}] if system else []
+            for i, turn in enumerate(turns):
+                messages.append({"role": "user", "content": turn})
+                if i < len(turns) - 1:
+                    messages.append({"role": "assistant", "content": _reply(turn, 60)})
+            asked = {"messages": messages}
+            prompt_tokens = sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
         if max_tokens is not None:
             answer_tokens = min(answer_tokens, max_tokens)
-        prompt_tokens = sum(len(m["content"]) for m in messages) // 4 + 4 * len(messages)
-        asked: dict = {"messages": messages}
-        if endpoint == "/completions":
-            asked, prompt_tokens = {"prompt": turns[-1]}, len(turns[-1]) // 4 + 1
         self.events.append(
             {
                 "ts": _rfc3339(ts),
