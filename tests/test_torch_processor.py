@@ -86,3 +86,18 @@ def test_gumbel_choice_settles_a_crowd_of_near_ties_in_float64():
     scores[0, 2] += 0.001  # ... but this one, whose float32 noise reads lowest
     got = _gumbel_choice(torch.from_numpy(signed), torch.from_numpy(scores), np.zeros(1, bool))
     assert int(got.argmax(-1)) == int(np.argmax(scores + _noise(signed), -1)[0]) == 2
+
+
+def test_gumbel_choice_breaks_an_exact_tie_as_the_reference_does():
+    """Two tokens with the same score and the same 24-bit noise: the lower id, as numpy."""
+    rng = np.random.default_rng(3)
+    signed = rng.integers(-(2**31), 2**31, (32, VOCAB)).astype(np.int32)
+    scores = np.full((32, VOCAB), -50.0, dtype=np.float32)
+    low, high = rng.integers(0, VOCAB // 2, 32), rng.integers(VOCAB // 2, VOCAB, 32)
+    rows = np.arange(32)
+    signed[rows, low] = signed[rows, high] = 2**31 - 1  # one 24-bit value
+    signed[rows, high] -= 200  # different hash bits, the same kept 24
+    scores[rows, low] = scores[rows, high] = 0.0
+    got = _gumbel_choice(torch.from_numpy(signed), torch.from_numpy(scores), np.zeros(32, bool))
+    assert np.array_equal(got.argmax(-1).numpy(), np.argmax(scores + _noise(signed), -1))
+    assert np.array_equal(got.argmax(-1).numpy(), low)

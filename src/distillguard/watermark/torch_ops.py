@@ -125,16 +125,18 @@ def _gumbel_choice(
     # Undo the sign fold: an arithmetic shift of u XOR 2**31 is (u >> 8) - 2**23.
     shifted = signed >> 8
     noisy = shifted.to(torch.float32).mul_(1.0 / (1 << 24)).add_(2.0**-25 - 0.5)  # u - 1
-    fresh = torch.from_numpy(repeated).to(scores.device)
+    fresh = torch.from_numpy(repeated.astype(bool)).to(scores.device)
     if repeated.any():
         noisy[fresh] = torch.rand_like(noisy[fresh]).sub_(1.0)
     noisy.clamp_(min=_ABOVE_MINUS_ONE).log1p_().neg_().log_()
     noisy = torch.sub(scores.to(torch.float32), noisy, out=noisy)  # scores + Gumbel noise
-    top = noisy.topk(_CANDIDATES, dim=-1)
-    exact = scores.gather(1, top.indices).to(torch.float64) + _exact_noise(
-        shifted.gather(1, top.indices)
+    top = noisy.topk(min(_CANDIDATES, noisy.shape[-1]), dim=-1)
+    # In vocabulary order, so that an exact tie goes to the lower id, as numpy's argmax.
+    candidates = top.indices.sort(dim=-1).values
+    exact = scores.gather(1, candidates).to(torch.float64) + _exact_noise(
+        shifted.gather(1, candidates)
     )
-    choice = top.indices.gather(1, exact.argmax(-1, keepdim=True))[:, 0]
+    choice = candidates.gather(1, exact.argmax(-1, keepdim=True))[:, 0]
     crowded = (top.values[:, -1] >= top.values[:, 0] - _MARGIN) & ~fresh
     if crowded.any():
         whole = scores[crowded].to(torch.float64) + _exact_noise(shifted[crowded])
