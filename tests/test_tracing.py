@@ -49,7 +49,14 @@ def test_simulated_traffic_follows_the_contract(traffic):
     } <= archetypes
     assert {a["account_id"] for a in accounts} == {label["account_id"] for label in labels}
     assert [e["ts"] for e in events] == sorted(e["ts"] for e in events)
-    assert all(e["ts"].endswith("Z") and e["messages"][-1]["role"] == "user" for e in events[:500])
+    assert all(e["ts"].endswith("Z") for e in events[:500])
+    # A chat event ends on the user's turn; a completions event carries its prompt instead.
+    assert all(
+        e["messages"][-1]["role"] == "user" if "messages" in e else isinstance(e["prompt"], str)
+        for e in events
+    )
+    asked = [e for e in events if "logprobs" in e or "prompt_logprobs" in e]
+    assert asked and all(e["endpoint"] == "/completions" or "top_logprobs" in e for e in asked)
 
 
 def test_trace_run_writes_json_and_store_and_raises_tiers(traffic, tmp_path):
@@ -279,6 +286,8 @@ def test_scoring_needs_scale_extraction_and_automation_together():
         "long_answer_rate": 0.8,
         "short_answer_rate": 0.0,
         "probe_rate": 0.0,
+        "logprob_rate": 0.0,
+        "scored_text_rate": 0.0,
         "near_duplicate_rate": 0.1,
         "template_rate": 0.9,
         "shared_template_rate": 0.0,
@@ -404,7 +413,7 @@ def test_a_text_scored_token_by_token_is_probing_not_labelling_or_completion():
     context = "Which planet is largest? A) Mars B) Jupiter C) Venus D) Earth. Answer:"
     choices = [f"{context} {c}" for _ in range(100) for c in "ABCD"]
 
-    def profile(texts, max_tokens):
+    def profile(texts, max_tokens, logprobs=False):
         events = [
             TraceEvent(
                 ts=i * 60.0,
@@ -414,6 +423,7 @@ def test_a_text_scored_token_by_token_is_probing_not_labelling_or_completion():
                 max_tokens=max_tokens,
                 temperature=0.0,
                 completion_tokens=1,
+                logprobs=logprobs,
             )
             for i, t in enumerate(texts)
         ]
@@ -423,15 +433,65 @@ def test_a_text_scored_token_by_token_is_probing_not_labelling_or_completion():
         return profile.features()
 
     prober = profile(grown, 1)
-    # Several texts scored in turn, one position of each at a time, are probes too.
-    others = [t.replace("apples", "pears") for t in grown]
-    interleaved = profile([t for pair in zip(grown, others, strict=True) for t in pair], 1)
+    # Several texts scored in turn, one position of each at a time, are probes too ...
+    texts = [[t.replace("apples", f"pears{k}") for t in grown] for k in range(20)]
+    interleaved = profile([t for turn in zip(*texts, strict=True) for t in turn], 1)
     assert interleaved["probe_rate"] > 0.95
+    # ... and so are a few tokens each, when their log-probabilities are what is asked for.
+    assert profile(grown, 8, logprobs=True)["probe_rate"] > 0.95
+    assert profile(grown, 8)["probe_rate"] == 0.0
     assert prober["probe_rate"] > 0.95 and prober["short_answer_rate"] < 0.05
     assert assess(prober).components["extraction"] == 1.0
     assert any("log-probabilities" in line for line in evidence(prober))
-    for benign in (profile(labels, 1), profile(choices, 1), profile(grown, 32)):
+    for benign in (
+        profile(labels, 1),
+        profile(labels, 1, logprobs=True),  # a classifier's confidences
+        profile(choices, 1, logprobs=True),
+        profile(grown, 32),
+        profile(grown, 32, logprobs=True),
+    ):
         assert benign["probe_rate"] == 0.0 and benign["short_answer_rate"] == 1.0
+
+
+def test_a_whole_text_sent_to_be_scored_is_harvest_a_benchmark_scored_is_not():
+    """`prompt_logprobs` (or `echo` with `logprobs`) returns the model's distribution at every
+    position of the prompt: distinct worked solutions scored so are logit distillation in
+    one request each; a bounded multiple-choice benchmark scored so on several models, and
+    long texts scored without asking for the prompt's log-probabilities, are not."""
+    step = "Let x be the number of apples; then 3x + 4 = 19, so 3x = 15 and x = 5. "
+    solutions = [f"Problem {i}: solve for x, every step shown.\n{step * 20}" for i in range(600)]
+    passage = "A reading passage about the tides and the moon's pull on the seas. " * 20
+    items = [f"{passage}\nQuestion {i}: why? Answer: {c}" for i in range(100) for c in "ABCD"]
+
+    def features(texts, prompt_logprobs, temperature=0.0):
+        events = [
+            TraceEvent(
+                ts=i * 20.0,
+                account_id="a",
+                text=t,
+                user_turns=1,
+                max_tokens=1,
+                temperature=temperature,
+                completion_tokens=1,
+                logprobs=True,
+                prompt_logprobs=prompt_logprobs,
+            )
+            for i, t in enumerate(texts)
+        ]
+        profile = Profile()
+        for event, row in zip(events, describe(events).rows(), strict=True):
+            profile.add(event, row)
+        return profile.features()
+
+    harvest = features(solutions * 2, prompt_logprobs=True)
+    assert harvest["scored_text_rate"] == 1.0 and harvest["short_answer_rate"] == 0.0
+    assert assess(harvest).components["extraction"] == 1.0
+    assert any("its own tokens scored" in line for line in evidence(harvest))
+    # Four models in turn: the same items again at temperature 0, a bounded set re-run.
+    benchmark = features(items * 4, prompt_logprobs=True)
+    assert benchmark["scored_text_rate"] == 1.0 and assess(benchmark).score < FLAG_AT
+    unscored = features(solutions, prompt_logprobs=False)
+    assert unscored["scored_text_rate"] == 0.0
 
 
 def test_operation_ties_are_what_one_operator_reuses_not_an_office():

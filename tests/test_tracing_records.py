@@ -52,6 +52,29 @@ def test_contract_and_gateway_export_shapes_give_the_same_event(tmp_path):
         assert (event.ip, event.max_tokens, event.completion_tokens) == ("10.0.0.1", 512, 40)
 
 
+@pytest.mark.parametrize(
+    ("fields", "answer", "prompt"),
+    [
+        ({}, False, False),
+        ({"logprobs": False, "top_logprobs": None}, False, False),
+        ({"logprobs": True, "top_logprobs": 5}, True, False),  # chat
+        ({"logprobs": 0}, True, False),  # completions: the sampled token's (vLLM, OpenAI)
+        ({"logprobs": 1, "echo": True}, True, True),  # completions: the prompt's too
+        ({"echo": True}, False, False),  # the prompt's text back, no log-probabilities
+        ({"prompt_logprobs": 0}, True, True),  # vLLM
+        ({"logprob_token_ids": [17, 42]}, True, False),  # vLLM: named tokens'
+    ],
+)
+def test_what_of_the_logit_channel_was_asked_is_read_in_both_shapes(
+    tmp_path, fields, answer, prompt
+):
+    contract = {"ts": 1.0, "account_id": "a", "prompt": "Once upon a", **fields}
+    gateway = {"ts": 1.0, "account_id": "a", "request": {"prompt": "Once upon a", **fields}}
+    path = _write(tmp_path / "e.jsonl", [json.dumps(contract), json.dumps(gateway)])
+    for event in read_events(path):
+        assert (event.logprobs, event.prompt_logprobs) == (answer, prompt)
+
+
 def test_bad_lines_are_reported_by_number_and_the_rest_is_read(tmp_path):
     good = {"ts": "2026-11-02T10:00:00+01:00", "account_id": "a", "prompt": "hi"}
     lines = [

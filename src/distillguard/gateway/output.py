@@ -13,10 +13,8 @@ from typing import Any
 from distillguard.config import OutputRule
 from distillguard.gateway import protocol
 from distillguard.gateway.errors import ApiError
+from distillguard.tracing.records import LOGIT_FIELDS, asks
 
-# The logit channel, in OpenAI's names and vLLM's (`prompt_logprobs`: over the prompt too;
-# `logprob_token_ids`: the log-probabilities of tokens the client names).
-LOGIT_FIELDS = ("logprobs", "top_logprobs", "prompt_logprobs", "logprob_token_ids")
 # Engine features whose answers bypass the logits processors, so no watermark: vLLM's beam
 # search ranks beams by log-probabilities taken before any processor runs.
 UNMARKED_FIELDS = ("use_beam_search",)
@@ -36,7 +34,7 @@ def shape(
     """The body the backend gets under `rule`; `typed` is lowered alongside it."""
     if isinstance(typed, protocol.EmbeddingRequest):
         return raw
-    asked = [name for name in LOGIT_FIELDS if _set(raw.get(name))]
+    asked = [name for name in LOGIT_FIELDS if asks(raw.get(name))]
     if asked and rule.logprobs == "refuse":
         raise _not_allowed(asked[0], f"`{asked[0]}` is not available", tier)
     if rule.max_n is not None and typed.n > rule.max_n:
@@ -56,12 +54,6 @@ def shape(
             shaped["max_tokens"] = cap
             typed.max_tokens = cap
     return shaped
-
-
-def _set(value: Any) -> bool:
-    """Asked for: anything but null and `false`. (vLLM reads `logprobs: 0` on completions
-    as the sampled token's log-probability, and `prompt_logprobs: 0` as the prompt's.)"""
-    return value is not None and value is not False
 
 
 def _not_allowed(param: str, what: str, tier: str) -> ApiError:

@@ -43,9 +43,16 @@ DAY = 86_400.0
 # previous prompt: scoring a text token by token, where the harvest is the log-probabilities
 # (a student trained on the teacher's whole next-token distribution), not the answer.
 PROBE_TOKENS = 2
+# With the log-probabilities asked for, a few tokens are a probe too: each one's distribution
+# is the harvest.
+SCORED_PROBE_TOKENS = 16
+# A prompt sent to have its own tokens scored (`prompt_logprobs`, `echo`) is a whole text
+# teacher-forced in one request once it is this long (~128 tokens: a worked answer, where a
+# multiple-choice item scored choice by choice is a question and a few words).
+SCORED_TEXT_CHARS = 512
 CONTINUED_CHARS = 32  # the previous prompt's end, found again near the end of this one
 CONTINUED_WITHIN = 256
-PROBED_TEXTS = 8  # texts in flight at once: scoring several in turn is still probing
+PROBED_TEXTS = 32  # texts in flight at once: scoring several in turn is still probing
 
 
 @dataclass
@@ -173,6 +180,8 @@ class Profile:
     long_answers: int = 0
     short_answers: int = 0  # max_tokens <= 64 (probes aside): labels, extraction, routing
     probes: int = 0  # one-token answers to a text that continues the previous prompt
+    logit_requests: int = 0  # asked for the model's log-probabilities
+    scored_texts: int = 0  # asked for a long prompt's own log-probabilities
     near_duplicates: int = 0
     templated: int = 0
     repeats: int = 0  # exact re-sends of an earlier prompt
@@ -239,14 +248,21 @@ class Profile:
             self.asked_tokens += asked
             long = given >= LONG_ANSWER_TOKENS
             self.long_answers += long
+        self.logit_requests += event.logprobs
+        scored = event.prompt_logprobs and len(event.text) >= SCORED_TEXT_CHARS
+        self.scored_texts += scored
+        cap = event.max_tokens
+        if cap is None and event.logprobs:
+            cap = given  # no cap set: what was taken
         probe = False
+        if cap is not None and cap <= (SCORED_PROBE_TOKENS if event.logprobs else PROBE_TOKENS):
+            probe = self._probe(event.text)
+            self.probes += probe
         if event.max_tokens is not None:
             self.max_tokens_sum += event.max_tokens
             self.max_tokens_set += 1
-            if event.max_tokens <= PROBE_TOKENS:
-                probe = self._probe(event.text)
-                self.probes += probe
-            self.short_answers += event.max_tokens <= 64 and not probe
+            # A label is a short answer; a scored text's one token is not what it took.
+            self.short_answers += event.max_tokens <= 64 and not (probe or scored)
         self.areas[area] += 1
         self.valuable += area in VALUABLE_INDEX
         hour = int(ts // HOUR)
@@ -363,6 +379,8 @@ class Profile:
             "long_answer_rate": self.long_answers / n,
             "short_answer_rate": self.short_answers / n,
             "probe_rate": self.probes / n,
+            "logprob_rate": self.logit_requests / n,
+            "scored_text_rate": self.scored_texts / n,
             "near_duplicate_rate": self.near_duplicates / n,
             "template_rate": self.templated / n,
             "shared_template_rate": self.shared / n,

@@ -25,6 +25,16 @@ if TYPE_CHECKING:
 
 # How many bad lines are described one by one; the rest are only counted.
 MAX_REPORTED = 20
+# The logit channel, in OpenAI's names and vLLM's (`prompt_logprobs`: over the prompt too;
+# `logprob_token_ids`: the log-probabilities of tokens the client names).
+LOGIT_FIELDS = ("logprobs", "top_logprobs", "prompt_logprobs", "logprob_token_ids")
+
+
+def asks(value: Any) -> bool:
+    """Is a logit field asked for? Anything but null and `false`: vLLM reads `logprobs: 0`
+    on completions as the sampled token's log-probability, `prompt_logprobs: 0` as the
+    prompt's."""
+    return value is not None and value is not False
 
 
 class TraceInputError(DistillguardError):
@@ -51,6 +61,10 @@ class TraceEvent:
     response_chars: int = 0
     status: int | None = None
     conversation_id: str | None = None
+    # The model's distribution was asked for (LOGIT_FIELDS): over the answer's tokens, and
+    # over the prompt's too (`prompt_logprobs`, or completions' `echo` with `logprobs`).
+    logprobs: bool = False
+    prompt_logprobs: bool = False
 
 
 @dataclass(slots=True)
@@ -99,7 +113,24 @@ class _Message(msgspec.Struct):
     content: str | list[Any] | None = None
 
 
-class _Body(msgspec.Struct):
+class _Logits(msgspec.Struct):
+    """The logit channel's fields, at the top level of a row or in a request body; any JSON
+    value (OpenAI's chat takes a boolean, its completions an integer, vLLM a list too)."""
+
+    logprobs: Any = None
+    top_logprobs: Any = None
+    prompt_logprobs: Any = None
+    logprob_token_ids: Any = None
+    echo: Any = None
+
+    def asked(self) -> tuple[bool, bool]:
+        """(the answer's log-probabilities, the prompt's)."""
+        answer = asks(self.logprobs) or asks(self.top_logprobs) or asks(self.logprob_token_ids)
+        prompt = asks(self.prompt_logprobs) or (answer and self.echo is True)
+        return answer or prompt, prompt
+
+
+class _Body(_Logits):
     """The request body, as the gateway stores it under `request`."""
 
     messages: list[_Message] | None = None
@@ -110,7 +141,7 @@ class _Body(msgspec.Struct):
     model: str | None = None
 
 
-class _Row(msgspec.Struct):
+class _Row(_Logits):
     ts: str | float | None = None
     account_id: str | None = None
     messages: list[_Message] | None = None
@@ -261,6 +292,10 @@ def _event(row: _Row) -> TraceEvent:
     max_tokens = row.max_tokens
     if max_tokens is None:
         max_tokens = body.max_tokens if body.max_tokens is not None else body.max_completion_tokens
+    logprobs, prompt_logprobs = row.asked()
+    if row.request is not None:
+        in_body = body.asked()
+        logprobs, prompt_logprobs = logprobs or in_body[0], prompt_logprobs or in_body[1]
     return TraceEvent(
         ts=ts,
         account_id=row.account_id,
@@ -278,6 +313,8 @@ def _event(row: _Row) -> TraceEvent:
         response_chars=len(row.response_text or ""),
         status=row.status,
         conversation_id=row.conversation_id,
+        logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
     )
 
 

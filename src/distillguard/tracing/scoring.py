@@ -134,7 +134,10 @@ def _extraction(f: dict[str, float], shrink: float) -> float:
     # A text scored one token at a time copies the model's distribution over whatever the
     # text is about: value and gain (of a one-token answer) do not apply.
     probing = ramp(rate("probe_rate"), 0.2, 0.6)
-    return max(value * max(shapes * gain, delivered), probing)
+    # ... and so does a whole text sent to have its own tokens scored (`prompt_logprobs`,
+    # `echo`): the same harvest in one request, over a text worth copying.
+    scoring = ramp(rate("scored_text_rate"), 0.2, 0.6) * value
+    return max(value * max(shapes * gain, delivered), probing, scoring)
 
 
 def evidence(f: dict[str, float]) -> list[str]:
@@ -202,9 +205,17 @@ def evidence(f: dict[str, float]) -> list[str]:
         )
     if f["probe_rate"] >= 0.2:
         said.append(
-            f"{f['probe_rate']:.0%} of requests ask for one token of a text that continues the "
-            "previous prompt (scoring a text token by token: the harvest is the log-probabilities)"
+            f"{f['probe_rate']:.0%} of requests ask for a token or a few of a text that "
+            "continues an earlier prompt (scoring a text token by token: the harvest is the "
+            "log-probabilities)"
         )
+    if f["scored_text_rate"] >= 0.2:
+        said.append(
+            f"{f['scored_text_rate']:.0%} of requests send a whole text to have its own tokens "
+            "scored (the prompt's log-probabilities: a next-token distribution to train on)"
+        )
+    if f["logprob_rate"] >= 0.2:
+        said.append(f"{f['logprob_rate']:.0%} of requests ask for the model's log-probabilities")
     if f["short_answer_rate"] >= 0.3:
         said.append(f"{f['short_answer_rate']:.0%} of requests cap answers at 64 tokens or fewer")
     return said

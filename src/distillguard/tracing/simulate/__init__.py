@@ -40,6 +40,7 @@ SCENARIOS: dict[str, dict[str, int]] = {
         "reseller": 4,
         "human_mimic": 8,
         "logit_prober": 4,
+        "text_scorer": 4,
     },
     # Held-out mixes: the detector was not tuned on these.
     "hydra-swarm": {**BENIGN_BACKGROUND, "hydra": 6},

@@ -219,6 +219,7 @@ def _likelihood_suite(
                     temperature=0.0,
                     answer_tokens=1,
                     endpoint="/completions",
+                    logits={"logprobs": 1, "echo": True},  # the context's score
                 )
                 t += r.uniform(0.05, 0.3)
 
@@ -406,6 +407,61 @@ def logit_prober(world: World, actor: str) -> None:
             temperature=0.0,
             answer_tokens=1,
             endpoint=endpoint,
+            logits=_TOP_LOGPROBS[endpoint],
+        )
+
+
+# The answer's top-5 log-probabilities, as each endpoint asks for them.
+_TOP_LOGPROBS = {
+    "/completions": {"logprobs": 5},
+    "/chat/completions": {"logprobs": True, "top_logprobs": 5},
+}
+
+
+def text_scorer(world: World, actor: str) -> None:
+    """Logit distillation without the one-token steps: a worked answer sent whole as the
+    prompt, the model's log-probabilities asked at every position of it (vLLM's
+    `prompt_logprobs`, or completions' `echo` with `logprobs`), one token generated. Or,
+    stepwise, a few tokens at a time of many texts in turn (outside a one-token rule)."""
+    r = world.rng
+    ips = world.datacenter_pool()
+    account = world.account(
+        "text_scorer", True, actor, signup_ip=ips[0], email=world.bot_email("outlook.com")
+    )
+    agent = r.choice(SCRIPT_AGENTS)
+    stepwise = r.random() < 0.5
+    logits = r.choice([{"prompt_logprobs": 5}, {"logprobs": 5, "echo": True}])
+
+    def worked() -> str:  # a question and text that stands for its worked answer
+        pool = r.choice(["math", "code"])
+        parts = [world.pick(pool).turns[0]]
+        while sum(map(len, parts)) < 1500:  # hundreds of tokens, as a trace is
+            parts.append(world.pick(pool).turns[0])
+        return "\n\n".join(parts)
+
+    in_turn: list[list[str]] = []
+    for ts in world.steady_times(r.randint(2000, 6000)):
+        if stepwise:
+            while len(in_turn) < 12:  # a dozen texts scored in turn
+                in_turn.append(_growing(worked(), r.randint(3, 8), 2000)[::-1])
+            steps = r.choice(in_turn)
+            text = steps.pop()
+            if not steps:
+                in_turn.remove(steps)
+        else:
+            text = worked()
+        world.request(
+            account,
+            ts,
+            [text[-6000:]],
+            ip=r.choice(ips),
+            agent=agent,
+            model=world.model_at(ts, pivots=True),
+            max_tokens=r.choice([4, 8, 16]) if stepwise else 1,
+            temperature=0.0,
+            answer_tokens=16 if stepwise else 1,
+            endpoint="/completions",
+            logits={"logprobs": 5} if stepwise else logits,
         )
 
 
@@ -691,6 +747,7 @@ ARCHETYPES: dict[str, Callable[[World, str], None]] = {
     "multilingual_harvester": multilingual_harvester,
     "capability_sweep": capability_sweep,
     "logit_prober": logit_prober,
+    "text_scorer": text_scorer,
     "hydra": hydra,
     "reseller": reseller,
     "human_mimic": human_mimic,

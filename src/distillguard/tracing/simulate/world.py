@@ -254,9 +254,11 @@ class World:
         conversation: str | None = None,
         system: str | None = None,
         endpoint: str = "/chat/completions",
+        logits: dict | None = None,
     ) -> None:
         """Append one event: `turns` are the user messages so far (the last is new); on
-        `/completions` the last turn is the whole prompt."""
+        `/completions` the last turn is the whole prompt. `logits`: the logit channel's
+        fields the client sets (`{"logprobs": 5, "echo": True}`)."""
         if endpoint == "/completions":
             asked: dict = {"prompt": turns[-1]}
             prompt_tokens = len(turns[-1]) // 4 + 1
@@ -289,6 +291,7 @@ class World:
                 "status": 200,
                 "latency_ms": round(answer_tokens * 12 + self.rng.uniform(80, 400), 1),
                 "conversation_id": conversation,
+                **(logits or {}),
             }
         )
 
