@@ -3,27 +3,39 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from distillguard.cli.common import StoreOption, err, screen, store_url
 from distillguard.cli.exchange import KeyringOption, open_watchlist
+from distillguard.config import load_settings
+from distillguard.policy import MAX_LIMIT
 
 if TYPE_CHECKING:
+    from distillguard.config import GatewaySettings
     from distillguard.store import AccountStore
+    from distillguard.store.accounts import AccountView
 
 keys_app = typer.Typer(help="Gateway API keys: issue, revoke, list.", no_args_is_help=True)
 accounts_app = typer.Typer(help="Accounts: risk tiers and limits.", no_args_is_help=True)
 orgs_app = typer.Typer(help="Organisations: limits.", no_args_is_help=True)
 
+LIMITS = tuple(MAX_LIMIT)  # rpm, tpm, tpd, concurrency
+
 RpmOption = Annotated[int | None, typer.Option(help="Requests per minute.")]
 TpmOption = Annotated[int | None, typer.Option(help="Tokens per minute.")]
 TpdOption = Annotated[int | None, typer.Option(help="Tokens per day.")]
 ConcurrencyOption = Annotated[int | None, typer.Option(help="Concurrent requests.")]
+
+
+def _key_id_column() -> Column:
+    """A key id is what `keys revoke` needs: never cut, however narrow the terminal."""
+    return Column("key id", no_wrap=True, min_width=16)
 
 
 def _accounts(store: str | None) -> AccountStore:
@@ -74,7 +86,7 @@ def keys_list(
         for record in records:
             print(json.dumps(record))
         return
-    table = Table("key id", "account", "org", "tier", "rpm", "tpm", "concurrency", "state")
+    table = Table(_key_id_column(), "account", "org", "tier", "rpm", "tpm", "concurrency", "state")
     for record in records:
         limits = record["limits"]
         table.add_row(
@@ -89,6 +101,82 @@ def keys_list(
             "revoked" if record["revoked_at"] else "active",
         )
     Console().print(table)
+
+
+def _when(ts: float | None) -> str:
+    return "" if ts is None else time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+def _in_effect(view: AccountView, settings: GatewaySettings) -> dict[str, dict[str, object]]:
+    """What the gateway applies now, per scope (own limits over the defaults, times the
+    tier's multiplier), as `quota.plan` computes them."""
+    if view.tier == "block":
+        return {}
+    factor = getattr(settings.tiers, view.tier, 1.0)
+    scopes = {"account": view.limits.over(settings.limits.account).scaled(factor)}
+    if view.org_id is not None:
+        scopes["org"] = view.org_limits.over(settings.limits.org).scaled(factor)
+    for key in view.keys:
+        if key.revoked_at is None:
+            scopes[f"key {key.key_id}"] = key.limits.over(settings.limits.key).scaled(factor)
+    return {scope: limits.columns() for scope, limits in scopes.items()}
+
+
+@accounts_app.command("show")
+def accounts_show(
+    account: Annotated[str, typer.Argument(help="Account id.")],
+    store: StoreOption = None,
+    json_output: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Why an account has its tier: tier and reason, limits in effect, keys, and its
+    latest tracing score with the evidence."""
+    from distillguard.store import ScoreStore
+
+    accounts = _accounts(store)
+    view = accounts.account(account)
+    settings = load_settings().gateway
+    latest = ScoreStore(accounts.engine).latest_score(account)
+    document = {
+        **view.public(),
+        "in_effect": _in_effect(view, settings),
+        "latest_score": latest,
+    }
+    if json_output:
+        print(json.dumps(document))
+        return
+    tier = f"[bold]{view.tier}[/bold]"
+    if view.tier == "throttle":
+        tier += f" (limits ×{settings.tiers.throttle})"
+    screen.print(f"account {view.account_id}" + (f"  org {view.org_id}" if view.org_id else ""))
+    screen.print(f"tier     {tier} (account last changed {_when(view.updated_at)})")
+    screen.print(f"reason   {view.tier_reason or '(none given)'}")
+    if view.tier == "block":
+        screen.print("limits   every request refused (403)")
+    else:
+        table = Table("limits in effect", *LIMITS)
+        for scope, limits in document["in_effect"].items():
+            table.add_row(scope, *(_limit(limits[n]) for n in LIMITS))
+        screen.print(table)
+    keys = Table(_key_id_column(), "name", "created", "state")
+    for key in view.keys:
+        state = f"revoked {_when(key.revoked_at)}" if key.revoked_at else "active"
+        keys.add_row(key.key_id, key.name or "", _when(key.created_at), state)
+    screen.print(keys if view.keys else "keys     none")
+    if latest is None:
+        screen.print("score    no tracing run has scored this account")
+        return
+    verdict = "flagged" if latest["flagged"] else "not flagged"
+    cluster = f", cluster {latest['cluster_id']}" if latest["cluster_id"] else ""
+    screen.print(
+        f"score    {latest['score']:.4f} ({verdict}{cluster}), trace run {latest['run_id']} "
+        f"of {_when(latest['finished_at'])} on {latest['source']}"
+    )
+    for line in latest["evidence"]:
+        screen.print(f"  - {line}", markup=False, highlight=False)
+
+
+def _limit(value: int | None) -> str:
+    return "unlimited" if value is None else f"{value:,}"
 
 
 @accounts_app.command("set-tier")

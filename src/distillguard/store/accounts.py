@@ -74,6 +74,32 @@ class IssuedKey:
     api_key: str  # shown once; never stored
 
 
+@dataclass(frozen=True)
+class AccountView:
+    """One account as an operator reviews it: its tier and why, its limits, its keys."""
+
+    account_id: str
+    org_id: str | None
+    tier: str
+    tier_reason: str | None
+    updated_at: float
+    limits: Limits
+    org_limits: Limits
+    keys: list[KeyRecord]
+
+    def public(self) -> dict[str, object]:
+        return {
+            "account_id": self.account_id,
+            "org_id": self.org_id,
+            "tier": self.tier,
+            "tier_reason": self.tier_reason,
+            "updated_at": self.updated_at,
+            "limits": self.limits.columns(),
+            "org_limits": self.org_limits.columns(),
+            "keys": [k.public() for k in self.keys],
+        }
+
+
 def parse_api_key(api_key: str) -> tuple[str, str] | None:
     """(key id, secret) of a well-formed key, else None."""
     prefix, _, rest = api_key.partition("-")
@@ -205,6 +231,32 @@ class AccountStore:
             raise UnknownIdError(f"no account {account_id!r} (issue it a key first)")
         return row.tier, row.tier_reason
 
+    def account(self, account_id: str) -> AccountView:
+        """An account with its organisation's limits and every key it holds."""
+        query = (
+            select(
+                accounts,
+                *(organizations.c[n].label(f"org_{n}") for n in LIMIT_COLUMNS),
+            )
+            .outerjoin(organizations, organizations.c.org_id == accounts.c.org_id)
+            .where(accounts.c.account_id == account_id)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        if row is None:
+            raise UnknownIdError(f"no account {account_id!r} (issue it a key first)")
+        keys = list(self._key_records(account_id=account_id))
+        return AccountView(
+            account_id=account_id,
+            org_id=row["org_id"],
+            tier=row["tier"],
+            tier_reason=row["tier_reason"],
+            updated_at=row["updated_at"],
+            limits=_limits(row),
+            org_limits=_limits(row, "org_"),
+            keys=keys,
+        )
+
     def set_tier(self, account_id: str, tier: str, reason: str | None = None) -> None:
         if tier not in TIERS:
             raise AccountError(f"unknown tier {tier!r}: choose one of {', '.join(TIERS)}")
@@ -250,7 +302,9 @@ class AccountStore:
             noun = "account" if level == "account" else "organisation"
             raise UnknownIdError(f"no {noun} {owner_id!r} (issue it a key first)")
 
-    def _key_records(self, key_id: str | None = None) -> Iterator[KeyRecord]:
+    def _key_records(
+        self, key_id: str | None = None, account_id: str | None = None
+    ) -> Iterator[KeyRecord]:
         query = (
             select(
                 api_keys,
@@ -264,6 +318,8 @@ class AccountStore:
         )
         if key_id is not None:
             query = query.where(api_keys.c.key_id == key_id)
+        if account_id is not None:
+            query = query.where(api_keys.c.account_id == account_id)
         with self.engine.connect() as conn:
             for row in conn.execute(query).mappings():
                 yield KeyRecord(

@@ -49,6 +49,20 @@ class ScoreStore:
         with self.engine.connect() as conn:
             return conn.execute(select(func.max(trace_runs.c.run_id))).scalar()
 
+    def latest_score(self, account_id: str) -> dict[str, Any] | None:
+        """The account's row in the newest run that scored it, with that run's time and
+        source; None if no run has."""
+        query = (
+            select(account_scores, trace_runs.c.finished_at, trace_runs.c.source)
+            .join(trace_runs, trace_runs.c.run_id == account_scores.c.run_id)
+            .where(account_scores.c.account_id == account_id)
+            .order_by(account_scores.c.run_id.desc())
+            .limit(1)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row is not None else None
+
     def account_scores(self, run_id: int) -> list[dict[str, Any]]:
         query = (
             select(account_scores)
