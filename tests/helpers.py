@@ -14,10 +14,11 @@ from pathlib import Path
 EXE = shutil.which("distillguard", path=str(Path(sys.executable).parent))
 
 
-def run(*args: str, stdin: str | None = None, env: dict | None = None):
+def run(*args: str, stdin: str | None = None, env: dict | None = None, cwd: Path | None = None):
     return subprocess.run(
         [EXE, *args],
         input=stdin,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,

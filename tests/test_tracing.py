@@ -59,6 +59,21 @@ def test_simulated_traffic_follows_the_contract(traffic):
     assert asked and all(e["endpoint"] == "/completions" or "top_logprobs" in e for e in asked)
 
 
+def test_simulate_outside_the_repository_says_where_the_corpus_comes_from(tmp_path):
+    result = run(  # no shared/ in or beside the working folder
+        "simulate",
+        "--out",
+        str(tmp_path / "out"),
+        "--scale",
+        "0.01",
+        env={"DISTILLGUARD_PROMPTS": ""},
+        cwd=tmp_path,
+    )
+    assert_user_error(result, "no prompt corpus")
+    assert "--corpus" in result.stderr and "DISTILLGUARD_PROMPTS" in result.stderr
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
 def test_trace_run_writes_json_and_store_and_raises_tiers(traffic, tmp_path):
     store = f"sqlite:///{tmp_path / 'store.db'}"
     labels = {row["account_id"]: row for row in _read(traffic / "labels.jsonl")}

@@ -51,7 +51,8 @@ def _send(
                 "/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
             )
             if throttled and response.status_code == 429:
-                assert response.json()["error"]["code"] == "tokens_rate_limit_exceeded"
+                assert response.json()["error"]["code"] == "rate_limit_exceeded"
+                assert response.json()["error"]["type"] == "tokens"
                 assert "for account" in response.json()["error"]["message"]
                 return sent
             assert response.status_code == 200, response.text

@@ -225,14 +225,16 @@ class Gateway:
             if event.decision != "blocked":  # shadow-mode blocks stay visible
                 event.decision = "admitted"
             return headers
-        message, code = quota.refusal_message(plan, decision)
+        message, error_type = quota.refusal_message(plan, decision)
         event.refused_by = decision.refused_by
         if self.settings.shadow:
             event.shadow = True
             event.decision = "refused"
             return {}
         event.decision = "refused"
-        raise ApiError(429, message, code, headers=headers)
+        raise ApiError(
+            429, message, quota.RATE_LIMIT_CODE, headers=headers, error_type=error_type
+        )
 
     # -- the other endpoints -----------------------------------------------------------
 

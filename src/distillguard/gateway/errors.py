@@ -34,10 +34,11 @@ class ApiError(Exception):
     code: str | None = None
     param: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    error_type: str | None = None  # else the status's usual type
 
     @property
     def type(self) -> str:
-        return _TYPES.get(self.status, "server_error")
+        return self.error_type or _TYPES.get(self.status, "server_error")
 
     def body(self) -> bytes:
         return msgspec.json.encode(

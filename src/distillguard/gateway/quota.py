@@ -67,8 +67,13 @@ def plan(
     return Quota(tuple(charges), tuple(slots), reserved_tokens, kinds)
 
 
+# OpenAI's own 429: code `rate_limit_exceeded`, type the kind of limit ("requests" or
+# "tokens"); the message names the scope and the limit.
+RATE_LIMIT_CODE = "rate_limit_exceeded"
+
+
 def refusal_message(quota: Quota, decision: Decision) -> tuple[str, str]:
-    """(message, code) saying which limit refused, as OpenAI words it."""
+    """(message, error type) saying which limit refused, as OpenAI words it."""
     key = decision.refused_by or ""
     scope = key.split(":", 1)[0]
     kind = quota.kinds.get(key, "concurrency")
@@ -76,11 +81,12 @@ def refusal_message(quota: Quota, decision: Decision) -> tuple[str, str]:
     if limit is None:
         limit = next((s.limit for s in quota.slots if s.key == key), 0)
     wait = decision.retry_after or SLOT_RETRY_HINT
+    error_type = "requests" if kind in ("requests", "concurrency") else "tokens"
     if math.isinf(wait):
         return (
             f"request too large: it reserves {quota.reserved_tokens} tokens but the {scope} "
             f"limit is {limit} {kind.replace('_', ' ')}; lower max_tokens or the prompt",
-            "request_too_large",
+            error_type,
         )
     what = {
         "requests": "requests per minute",
@@ -90,7 +96,7 @@ def refusal_message(quota: Quota, decision: Decision) -> tuple[str, str]:
     }[kind]
     return (
         f"rate limit reached for {scope} ({what}): limit {limit}; retry in {format_duration(wait)}",
-        f"{kind}_rate_limit_exceeded" if kind != "concurrency" else "concurrency_limit_exceeded",
+        error_type,
     )
 
 

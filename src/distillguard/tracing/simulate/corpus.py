@@ -56,8 +56,12 @@ def find_corpus(given: Path | None) -> Path:
     for path in candidates:
         if path is not None and (path / "gsm8k.jsonl").exists():
             return path
-    where = given or f"${CORPUS_ENV} or ../shared/data/prompts"
-    raise DistillguardError(f"no prompt corpus found at {where} (needs the shared JSONL files)")
+    looked = ", ".join(str(p) for p in candidates if p is not None)
+    raise DistillguardError(
+        f"no prompt corpus (looked in {looked}): pass --corpus DIR or set {CORPUS_ENV} to a "
+        "folder of the prompt JSONL files (gsm8k.jsonl, codealpaca.jsonl, ...; see "
+        "docs/tracing.md#simulator), e.g. the repository's ../shared/data/prompts"
+    )
 
 
 def load_corpus(directory: Path) -> Corpus:
