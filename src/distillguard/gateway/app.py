@@ -232,9 +232,7 @@ class Gateway:
             event.decision = "refused"
             return {}
         event.decision = "refused"
-        raise ApiError(
-            429, message, quota.RATE_LIMIT_CODE, headers=headers, error_type=error_type
-        )
+        raise ApiError(429, message, quota.RATE_LIMIT_CODE, headers=headers, error_type=error_type)
 
     # -- the other endpoints -----------------------------------------------------------
 
