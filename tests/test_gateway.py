@@ -6,6 +6,7 @@ import json
 import signal
 import threading
 import time
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import openai
@@ -350,6 +351,22 @@ def test_every_request_is_one_event_and_none_is_lost_on_shutdown(upstream, tmp_p
     exported = run("events", "export", "--format", "jsonl", "--store", store)
     assert exported.returncode == 0
     assert len(exported.stdout.strip().split("\n")) == 42
+
+    # --since as RFC 3339 in any zone, or Unix seconds: the same events.
+    boundary = events[20]["ts"]
+    later = sum(e["ts"] >= boundary for e in events)
+    utc = datetime.fromtimestamp(boundary, UTC)
+    for since in (
+        utc.isoformat().replace("+00:00", "Z"),
+        utc.astimezone(timezone(timedelta(hours=5, minutes=30))).isoformat(),
+        repr(boundary),
+    ):
+        exported = run("events", "export", "--since", since, "--store", store)
+        assert exported.returncode == 0, exported.stderr
+        assert len(exported.stdout.strip().split("\n")) == later, since
+    naive = utc.replace(tzinfo=None).isoformat()
+    assert_user_error(run("events", "export", "--since", naive, "--store", store), "time zone")
+    assert_user_error(run("events", "export", "--until", "yesterday", "--store", store), "RFC 3339")
 
 
 def test_several_workers_without_redis_are_refused(upstream, store):

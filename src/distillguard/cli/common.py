@@ -4,6 +4,7 @@ with its progress bar, and output files written whole."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -34,6 +35,26 @@ def store_url(store: str | None) -> str:
     from distillguard.store import default_store_url
 
     return store or load_settings().gateway.store or default_store_url()
+
+
+def parse_time(value: str | None, option: str) -> float | None:
+    """An option's time: Unix seconds, or RFC 3339 with a zone (`2026-11-02T09:00:00Z`)."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise DistillguardError(
+            f"{option} {value!r}: give Unix seconds or an RFC 3339 time such as "
+            "2026-11-02T09:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        raise DistillguardError(f"{option} {value!r} has no time zone: add Z (UTC) or +HH:MM")
+    return parsed.timestamp()
 
 
 def conversion_notice(gguf: Path) -> None:
