@@ -287,7 +287,13 @@ def test_evaluation_reduced_run(traffic, tmp_path):
     assert metrics["hydra_linkage"]["share"] >= 0.9
     assert metrics["time_to_flag"]["bulk_attackers"]["median_requests"] <= 300
     assert (report / "roc.png").read_bytes().startswith(b"\x89PNG")
-    assert "<img" in (report / "report.html").read_text()
+    page = (report / "report.html").read_text()
+    assert "<img" in page and "simulated" in page
+    assert "tpr_at_1pct_fpr" not in page and "TPR at 1 % FPR" in page  # words, not keys
+    assert ">True<" not in page and ">False<" not in page
+    said = " ".join(result.stdout.split())  # as printed, wrapped to the terminal
+    assert "bulk attackers flagged, after a median of" in said and "None" not in said, said
+    assert "baseline: PRADA" in said, said
 
 
 def test_scoring_needs_scale_extraction_and_automation_together():

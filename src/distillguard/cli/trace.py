@@ -154,7 +154,7 @@ def trace_evaluate(
     ] = None,
 ) -> None:
     """Score the events, compare with labels and baselines, and report every metric."""
-    from distillguard.tracing.evaluate import evaluate, read_labels, write_report
+    from distillguard.tracing.evaluate import WORDS, evaluate, read_labels, write_report
     from distillguard.tracing.records import load_inputs
     from distillguard.tracing.run import trace
 
@@ -165,15 +165,20 @@ def trace_evaluate(
     metrics = evaluate(trace(loaded, signups, flag_at=flag_at), loaded, truth)
     table = Table("method", "ROC-AUC", "PR-AUC", "TPR @1% FPR", "TPR @0.1% FPR")
     for name, row in metrics["account_level"].items():
-        table.add_row(name, *(f"{row[k]:.4f}" for k in row))
+        table.add_row(WORDS[name], *(f"{row[k]:.4f}" for k in row))
     screen.print(table)
     heavy, hydra = metrics["heavy_benign"], metrics["hydra_linkage"]
     bulk = metrics["time_to_flag"]["bulk_attackers"]
+    if bulk["flagged"]:
+        when = (
+            f"{bulk['flagged']} of {bulk['attackers']} bulk attackers flagged, after a median "
+            f"of {bulk['median_requests']:g} requests (p90 {bulk['p90_requests']})"
+        )
+    else:
+        when = f"no bulk attacker flagged (of {bulk['attackers']})"
     screen.print(
-        f"heavy benign users flagged: {heavy['flagged']} of {heavy['accounts']}; "
-        f"bulk attackers flagged after a median of {bulk['median_requests']} requests "
-        f"(p90 {bulk['p90_requests']}); hydra accounts linked: {hydra['linked']} of "
-        f"{hydra['hydra_accounts']}"
+        f"heavy benign users flagged: {heavy['flagged']} of {heavy['accounts']}; {when}; "
+        f"hydra accounts linked: {hydra['linked']} of {hydra['hydra_accounts']}"
     )
     if report is not None:
         for path in write_report(metrics, report):
