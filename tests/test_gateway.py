@@ -18,6 +18,7 @@ from tests.gateway_stack import gateway
 from tests.helpers import assert_user_error, run
 
 MESSAGES = [{"role": "user", "content": "What is six times seven?"}]
+QUICK = b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}'
 
 
 @pytest.fixture(scope="module")
@@ -353,8 +354,10 @@ def test_every_request_is_one_event_and_none_is_lost_on_shutdown(upstream, tmp_p
     assert len(exported.stdout.strip().split("\n")) == 42
 
     # --since as RFC 3339 in any zone, or Unix seconds: the same events.
-    boundary = events[20]["ts"]
-    later = sum(e["ts"] >= boundary for e in events)
+    # Between two events far enough apart that microsecond rounding cannot move either.
+    i = next(i for i in range(20, 41) if events[i]["ts"] - events[i - 1]["ts"] > 1e-4)
+    boundary = (events[i - 1]["ts"] + events[i]["ts"]) / 2
+    later = len(events) - i
     utc = datetime.fromtimestamp(boundary, UTC)
     for since in (
         utc.isoformat().replace("+00:00", "Z"),
@@ -367,6 +370,27 @@ def test_every_request_is_one_event_and_none_is_lost_on_shutdown(upstream, tmp_p
     naive = utc.replace(tzinfo=None).isoformat()
     assert_user_error(run("events", "export", "--since", naive, "--store", store), "time zone")
     assert_user_error(run("events", "export", "--until", "yesterday", "--store", store), "RFC 3339")
+
+
+def test_serve_says_what_it_serves_and_logs_upstream_failures_once_in_a_while(tmp_path):
+    store = f"sqlite:///{tmp_path / 'logs.db'}"
+    key = AccountStore(open_engine(store)).issue_key("logged").api_key
+    down = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
+    with gateway(down, store, "--json-logs", "--access-log") as running:
+        for _ in range(5):
+            assert post(running, "/chat/completions", key, QUICK).status_code == 502
+        running.stop()
+        lines = [json.loads(line) for line in running.process.stderr.read().splitlines()]
+    first = lines[0]
+    assert (first["level"], first["logger"]) == ("info", "distillguard.gateway")
+    assert first["message"].startswith(f"serving {running.url}; upstream {down}, answers not")
+    for part in (f"store {store}", "in-process limits", "admin API off"):
+        assert part in first["message"], first["message"]
+    # Five failures within seconds: one line says so, not five.
+    failed = [x for x in lines if "upstream connection failed" in x["message"]]
+    assert len(failed) == 1 and failed[0]["level"] == "warning", lines
+    access = [x["message"] for x in lines if x["logger"] == "uvicorn.access"]
+    assert sum("POST /v1/chat/completions" in x and " 502" in x for x in access) == 5, access
 
 
 def test_several_workers_without_redis_are_refused(upstream, store):

@@ -22,8 +22,12 @@ def serve(
     watermark_key: Annotated[
         Path | None, typer.Option(help="Watermark key file (default: the embedded key).")
     ] = None,
-    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
-    port: Annotated[int | None, typer.Option(help="TCP port.")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Interface to listen on (default: gateway.host, 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="TCP port (default: gateway.port, 8000).")
+    ] = None,
     store: StoreOption = None,
     redis: Annotated[
         str | None, typer.Option(help="redis:// URL: share limits across replicas.")
@@ -34,6 +38,12 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="Processes sharing the port (more than 1 needs --redis).")
     ] = 1,
+    access_log: Annotated[
+        bool, typer.Option("--access-log", help="A log line per request (stderr).")
+    ] = False,
+    json_logs: Annotated[
+        bool, typer.Option("--json-logs", help="Logs as JSON lines, for a log pipeline.")
+    ] = False,
 ) -> None:
     """Run the OpenAI-compatible gateway."""
     from distillguard.gateway.server import serve as run
@@ -60,4 +70,4 @@ def serve(
     if engine is not None and upstream is None:
         gateway.upstream = None
     settings = settings.model_copy(update={"gateway": gateway})
-    run(settings, workers)
+    run(settings, workers, access_log=access_log, json_logs=json_logs)

@@ -6,6 +6,7 @@ import contextlib
 import gc
 import json
 import logging
+import logging.config
 import math
 import os
 import time
@@ -27,9 +28,11 @@ from distillguard.gateway.backends.upstream import UpstreamBackend, UpstreamClie
 from distillguard.gateway.events import EventSink
 from distillguard.gateway.http import HotPath
 from distillguard.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
+from distillguard.gateway.logs import log_config
 from distillguard.gateway.openapi import openapi_route
 from distillguard.gateway.tokens import TokenCounter
 from distillguard.store import AccountStore, Event, EventStore, default_store_url, open_engine
+from distillguard.store.database import masked_url
 from distillguard.watermark import WatermarkKey
 from distillguard.watermark.cohorts import Cohorts
 
@@ -168,21 +171,29 @@ def app_from_environment() -> HotPath:
     return build(load_settings())
 
 
-def serve(settings: Settings, workers: int = 1) -> None:
-    """Run the gateway; with `workers` > 1, that many processes share the port (and Redis)."""
+def serve(
+    settings: Settings, workers: int = 1, access_log: bool = False, json_logs: bool = False
+) -> None:
+    """Run the gateway; with `workers` > 1, that many processes share the port (and Redis).
+    Logs go to stderr, as text or JSON lines; `access_log` adds a line per request (the
+    event log records every request either way)."""
     import uvicorn
 
+    logging_config = log_config(json_logs, access_log)
+    logging.config.dictConfig(logging_config)
     options = dict(
         host=settings.gateway.host,
         port=settings.gateway.port,
-        log_level="warning",
-        access_log=False,  # the event log is the access log
+        log_config=logging_config,
+        access_log=access_log,
         timeout_graceful_shutdown=settings.gateway.shutdown_grace_seconds,
         # X-Forwarded-For is read by the gateway itself, only from gateway.trusted_proxies.
         proxy_headers=False,
     )
     if workers == 1:
-        uvicorn.run(build(settings), **options)
+        app = build(settings)
+        log.info("%s", startup_line(settings, workers))
+        uvicorn.run(app, **options)
         return
     if not settings.gateway.redis:
         raise DistillguardError(
@@ -192,7 +203,33 @@ def serve(settings: Settings, workers: int = 1) -> None:
     # Workers are fresh processes: they rebuild the settings from the environment,
     # where the whole gateway section (command-line overrides included) now is.
     os.environ[GATEWAY_ENV] = _gateway_json(settings)
+    log.info("%s", startup_line(settings, workers))
     uvicorn.run(f"{__name__}:app_from_environment", factory=True, workers=workers, **options)
+
+
+def startup_line(settings: Settings, workers: int) -> str:
+    """What is being served, from where, with what: the line an operator reads first."""
+    config = settings.gateway
+    if config.engine == "bundled":
+        backend = f"the bundled model, watermarked ({config.cohorts} cohorts)"
+    elif config.upstream_watermark:
+        backend = f"upstream {config.upstream}, watermarked there per cohort (plug-in)"
+    else:
+        backend = f"upstream {config.upstream}, answers not watermarked"
+    limiter = f"limits in Redis {masked_url(config.redis)}" if config.redis else "in-process limits"
+    parts = [
+        f"serving http://{config.host}:{config.port}/v1",
+        backend,
+        f"store {masked_url(config.store or default_store_url())}",
+        limiter,
+        f"online tracing {'on' if settings.tracing.online else 'off'}",
+        f"admin API {'on' if config.admin_token else 'off'}",
+    ]
+    if config.shadow:
+        parts.append("SHADOW MODE: decisions logged, none enforced")
+    if workers > 1:
+        parts.append(f"{workers} workers")
+    return "; ".join(parts)
 
 
 def _gateway_json(settings: Settings) -> str:

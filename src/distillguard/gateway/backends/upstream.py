@@ -17,6 +17,8 @@ upstream points, so any 3xx is a 502.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,6 +29,7 @@ from distillguard.gateway.backends.base import Reply
 from distillguard.gateway.errors import ApiError
 from distillguard.watermark.cohorts import COHORT_ARG
 
+log = logging.getLogger(__name__)
 MAX_LINE_BYTES = 1 << 20  # one server-sent event line; upstream chunks are far smaller
 # The engine's own controls, never a client's: vLLM's per-request processor arguments, its
 # watermark opt-out, its KV/encoder-cache transfer settings and request id.
@@ -113,6 +116,31 @@ class UpstreamClient:
             raise _unreachable(exc) from None
 
 
+class _Throttled:
+    """Upstream failures in the log: the first of each kind at once, then at most one line
+    per `every` seconds with how many were not logged, so a failing upstream at thousands
+    of requests a second does not flood the log."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.last: dict[str, float] = {}
+        self.unlogged: dict[str, int] = {}
+
+    def __call__(self, error: ApiError) -> ApiError:
+        now = time.monotonic()
+        kind = error.message
+        if now - self.last.get(kind, -self.every) < self.every:
+            self.unlogged[kind] = self.unlogged.get(kind, 0) + 1
+            return error
+        self.last[kind] = now
+        more = self.unlogged.pop(kind, 0)
+        log.warning("%s%s", kind, f" (and {more} more since the last line)" if more else "")
+        return error
+
+
+_failed = _Throttled()
+
+
 def _json_headers(content: bytes | None) -> dict[str, str]:
     return {"content-type": "application/json"} if content is not None else {}
 
@@ -123,19 +151,20 @@ def _reply(status: int, body: bytes, content_type: str | None) -> Reply:
     except (msgspec.DecodeError, UnicodeDecodeError):
         data = None
     if status >= 500:
-        raise ApiError(502, f"the upstream failed with HTTP {status}", "upstream_error")
+        raise _failed(ApiError(502, f"the upstream failed with HTTP {status}", "upstream_error"))
     if 300 <= status < 400:
         message = f"the upstream answered with a redirect (HTTP {status}), which is not followed"
-        raise ApiError(502, message, "upstream_error")
+        raise _failed(ApiError(502, message, "upstream_error"))
     return Reply(status, body, data, content_type or "application/json")
 
 
 def _timeout() -> ApiError:
-    return ApiError(504, "the upstream did not answer in time", "upstream_timeout")
+    return _failed(ApiError(504, "the upstream did not answer in time", "upstream_timeout"))
 
 
 def _unreachable(exc: Exception) -> ApiError:
-    return ApiError(502, f"the upstream connection failed ({type(exc).__name__})", "upstream_error")
+    message = f"the upstream connection failed ({type(exc).__name__})"
+    return _failed(ApiError(502, message, "upstream_error"))
 
 
 class UpstreamBackend:
