@@ -48,6 +48,11 @@ def test_answers_whole_and_streamed_carry_the_accounts_cohort_watermark(served, 
     chunks = list(stream)
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert chunks[-1].usage.completion_tokens > 50
+    # As OpenAI streams: the first delta names the role, before any text.
+    assert (chunks[0].choices[0].delta.role, chunks[0].choices[0].delta.content) == (
+        "assistant",
+        "",
+    )
 
     tokenizer = load_text_tokenizer(cache_dir)
     answers = [
@@ -77,6 +82,13 @@ def test_unknown_model_and_unsupported_requests_are_clear_4xx(served):
         with pytest.raises(openai.BadRequestError) as refused:
             sdk.chat.completions.create(model=MODEL_NAME, messages=PROMPT, max_tokens=5, **asked)
         assert refused.value.body["param"] == next(iter(asked)), refused.value.body
+    # A completions prompt as a list of one (LangChain's OpenAI class sends that); more
+    # than one is refused by name.
+    listed = sdk.completions.create(model=MODEL_NAME, prompt=["Once upon a time"], max_tokens=5)
+    assert listed.choices[0].text and listed.usage.prompt_tokens > 0
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.completions.create(model=MODEL_NAME, prompt=["one", "two"], max_tokens=5)
+    assert refused.value.body["param"] == "prompt", refused.value.body
     # ... and their defaults ask for nothing.
     quiet = {"logprobs": False, "stop": None, "presence_penalty": 0}
     assert sdk.chat.completions.create(model=MODEL_NAME, messages=PROMPT, max_tokens=5, **quiet)

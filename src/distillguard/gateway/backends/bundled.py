@@ -100,6 +100,8 @@ class BundledBackend:
         stop_ids = set(self.engine.tokenizer.all_special_ids)
         ids: list[int] = []
         sent = ""
+        if chat:  # OpenAI's first chunk says who speaks, before any text
+            yield _chunk(chunk_id, created, chat, "", None, role="assistant")
         try:
             while (new := await queue.get()) is not None:
                 ids.extend(t for t in new if t not in stop_ids)
@@ -146,9 +148,14 @@ class BundledBackend:
             ]
         else:
             value = payload["prompt"]
+            if isinstance(value, list) and len(value) == 1:  # LangChain's OpenAI sends a list
+                value = value[0]
             if not isinstance(value, str):
                 raise ApiError(
-                    400, "the bundled engine takes one text prompt", "unsupported", "prompt"
+                    400,
+                    "the bundled engine takes one text prompt (a string, or a list of one)",
+                    "unsupported",
+                    "prompt",
                 )
             prompt = value
         requested = payload.get("max_completion_tokens") or payload.get("max_tokens")
@@ -232,9 +239,19 @@ def _answer(endpoint: str, completions: list[Completion], created: int) -> dict[
     }
 
 
-def _chunk(chunk_id: str, created: int, chat: bool, text: str, finish: str | None) -> bytes:
+def _chunk(
+    chunk_id: str,
+    created: int,
+    chat: bool,
+    text: str,
+    finish: str | None,
+    role: str | None = None,
+) -> bytes:
+    delta: dict[str, Any] = {"role": role} if role else {}
+    if text or role:
+        delta["content"] = text
     choice: dict[str, Any] = (
-        {"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}
+        {"index": 0, "delta": delta, "finish_reason": finish}
         if chat
         else {"index": 0, "text": text, "finish_reason": finish}
     )
