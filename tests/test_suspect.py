@@ -91,7 +91,10 @@ def test_reading_windows_on_many_threads_select_what_one_thread_does():
 
 
 def test_verdict_names_the_cohort_and_keeps_the_control_quiet():
-    key = WatermarkKey.generate(params={"gamma": 0.25, "context_width": 1, "vocab_size": 1000})
+    # A fixed key: with a fresh random one, another cohort is named in about 1 run in 100
+    # (the Holm-corrected alpha of 0.01 at work; the null trials measure that rate).
+    params = {"gamma": 0.25, "context_width": 1, "vocab_size": 1000}
+    key = WatermarkKey(secret=b"verdict-test-key" * 2, key_id="verdict-test", params=params)
     cohort = 3
     from distillguard.watermark import Watermark
 
