@@ -197,9 +197,14 @@ def _print(scenario: str, r: dict) -> None:
             f"| {name} | {row['roc_auc']:.4f} | {row['pr_auc']:.4f} | "
             f"{row['tpr_at_1pct_fpr']:.1%} | {row['tpr_at_0.1pct_fpr']:.1%} |"
         )
+    when = (
+        f"{bulk['flagged']} of {bulk['attackers']} bulk attackers flagged after a median of "
+        f"{bulk['median_requests']:g} requests (p90 {bulk['p90_requests']})"
+        if bulk["flagged"]
+        else f"no bulk attacker flagged (of {bulk['attackers']})"
+    )
     print(
-        f"\nheavy benign flagged {heavy['flagged']} / {heavy['accounts']}; bulk attackers "
-        f"flagged after median {bulk['median_requests']} (p90 {bulk['p90_requests']}) requests; "
+        f"\nheavy benign flagged {heavy['flagged']} / {heavy['accounts']}; {when}; "
         f"hydra linked {hydra['linked']} / {hydra['hydra_accounts']}; "
         f"clusters: {r['clusters']}"
     )

@@ -591,3 +591,66 @@ def test_linkage_joins_accounts_one_scheduler_drives_not_people_with_the_same_ha
     assert not linkage.synchronised(
         names, np.array([number[w] for w in who])[one_day], np.array(ts)[one_day]
     )
+
+
+def _light_population(people: int, carriers: int, seed: int = 5) -> list[TraceEvent]:
+    """`people` light accounts chatting (short answers, conversations) and `carriers` light
+    accounts sharing nothing (own IP, own hours) that each ask ~30 distinct questions for
+    written-out reasoning with long answers: a careful hydra's members, one by one."""
+    rng = np.random.default_rng(seed)
+    subjects = ["train", "tank", "loan", "recipe", "orbit", "circuit", "garden", "ladder"]
+    verbs = ["derive", "prove", "work out", "explain", "compute", "justify"]
+    events: list[TraceEvent] = []
+    week = 7 * 86_400.0
+    for i in range(people):
+        for k, ts in enumerate(np.sort(rng.uniform(0, week, 3))):
+            events.append(
+                TraceEvent(
+                    ts=float(ts),
+                    account_id=f"p{i:04d}",
+                    text=f"what's a nice name for my {subjects[k % 8]} #{i}?",
+                    user_turns=1 + k,
+                    ip=f"10.{i // 250}.{i % 250}.{k}",
+                    prompt_tokens=12,
+                    completion_tokens=60,
+                    response_chars=240,
+                )
+            )
+    for i in range(carriers):
+        for k, ts in enumerate(np.sort(rng.uniform(0, week, 30))):
+            a, b = rng.integers(2, 999, 2)
+            events.append(
+                TraceEvent(
+                    ts=float(ts),
+                    account_id=f"h{i:04d}",
+                    text=f"Think step by step and {verbs[k % 6]}, showing all your reasoning, "
+                    f"how a {subjects[(i + k) % 8]} problem with {a} and {b} is solved.",
+                    user_turns=1,
+                    ip=f"172.16.{i}.{k % 3}",
+                    max_tokens=4096,
+                    prompt_tokens=30,
+                    completion_tokens=int(rng.integers(900, 1400)),
+                    response_chars=4500,
+                )
+            )
+    return sorted(events, key=lambda e: e.ts)
+
+
+def test_a_hydra_that_shares_nothing_is_a_crowd_a_few_light_reasoners_are_not():
+    """Light accounts of steadily extractive traffic are a hydra's trace when there are far
+    more of them than the population's base rate explains; a few are a population's own."""
+    from distillguard.tracing.run import CROWD, trace
+
+    hydra = trace(_light_population(1000, 60), {})
+    members = [a for a in hydra.accounts if a.account_id.startswith("h")]
+    assert hydra.crowd is not None and hydra.crowd.cluster_id == CROWD
+    assert len(hydra.crowd.accounts) == 60 and hydra.crowd.flagged
+    assert all(a.flagged for a in members)
+    assert all(
+        any(line.startswith("one of 60 light accounts") for line in a.evidence) for a in members
+    )
+    assert not any(a.flagged for a in hydra.accounts if a.account_id.startswith("p"))
+    assert hydra.document()["crowd"]["accounts"] == sorted(a.account_id for a in members)
+    few = trace(_light_population(1000, 2), {})
+    assert few.crowd is None and few.document()["crowd"] is None
+    assert not any(a.flagged for a in few.accounts)

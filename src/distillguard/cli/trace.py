@@ -106,12 +106,19 @@ def trace_run(
         f"run {run_id}: {counts['events']:,} events, {counts['accounts']:,} accounts, "
         f"{counts['flagged_accounts']:,} flagged; {counts['clusters']:,} clusters, "
         f"{counts['flagged_clusters']:,} flagged"
+        + (
+            f"; a crowd of {counts['crowd_accounts']:,} light accounts judged as one"
+            if counts["crowd_accounts"]
+            else ""
+        )
     )
     # Operations first: one verdict there covers many accounts, and says what links them.
     operations = sorted(
         (c for c in result.clusters if c.flagged and c.operation),
         key=lambda c: (-len(c.accounts), -c.score),
     )
+    if result.crowd is not None and result.crowd.flagged:
+        operations.insert(0, result.crowd)
     if operations and top > 0:
         table = Table("operation", "accounts", "score", "linked by", "evidence")
         for c in operations[:top]:

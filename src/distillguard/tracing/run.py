@@ -17,6 +17,12 @@
    `flagged_after_requests` then counts its requests up to the moment the
    operation was first flagged. Bystanders (colleagues behind one office IP or
    one invoice) keep their own score.
+5. A careful hydra shares nothing linkage can see. Its trace is the **crowd**:
+   light accounts (under CROWD_TRACES distinct prompts each, too few to distil
+   from alone) whose own traffic is steadily extractive. A few such accounts
+   are in any population; far more of them than the population's base rate
+   explains is a surge, and the crowd is then judged as one actor on its
+   combined traffic, its verdict carried to each member.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 
 import numpy as np
+from scipy.stats import poisson
 
 from distillguard.tracing import linkage
 from distillguard.tracing.features import Described, Profile, Releases, describe
@@ -41,6 +48,15 @@ BATCH = 8192
 CARRIES = 0.3
 EXPLAINED = 0.5  # ... unless its own benign evidence is this strong
 OPERATION_MIN = 2  # ... and this many carriers tied by what one operator reuses: an operation
+# The crowd (see the module's docstring). Light: fewer distinct prompts than this (a
+# tenth of what the scale ramp starts at would take a hydra thousands of accounts).
+CROWD_TRACES = 100
+# Light accounts with steadily extractive traffic and no benign explanation, as a share of
+# all active accounts, where no hydra hides: 0-0.14 % of the benign accounts in every week
+# measured, independent and simulated (docs/tracing.md); set above the highest.
+CROWD_BASE = 0.002
+CROWD_ALPHA = 1e-4  # a crowd this unlikely under the base rate is a surge
+CROWD = "crowd"
 
 
 @dataclass
@@ -90,12 +106,14 @@ class TraceResult:
     accounts: list[AccountResult]
     clusters: list[ClusterResult]
     events: int
+    crowd: ClusterResult | None = None  # a surge of light extractive accounts, judged as one
 
     def document(self) -> dict:
         """The `--json` document of docs/tracing.md."""
         return {
             "accounts": [a.public() for a in self.accounts],
             "clusters": [c.public() for c in self.clusters],
+            "crowd": self.crowd.public() if self.crowd else None,
         }
 
 
@@ -142,6 +160,8 @@ def trace(
     # strangers linkage put beside them.
     crews = {c.cluster_id: _crew(c, own) for c in found}
     crew_of = {a: cluster_id for cluster_id, crew in crews.items() for a in crew}
+    crowd = _crowd(own, crew_of.keys())
+    crew_of |= dict.fromkeys(crowd, CROWD)
     member_rows = [i for i, e in enumerate(ordered) if e.account_id in crew_of]
     cluster_profiles, cluster_flagged_since = _replay(
         [ordered[i] for i in member_rows],
@@ -163,6 +183,9 @@ def trace(
         for c in found
     ]
     by_id = {c.cluster_id: c for c in clusters}
+    crowd_result = _crowd_result(
+        crowd, cluster_profiles.get(CROWD), cluster_flagged_since, releases, own, flag_at
+    )
     times = _request_times(ordered)
 
     results = []
@@ -176,13 +199,16 @@ def trace(
         # An operation's verdict carries over to each member that carries its product (a
         # hydra's small accounts each look harmless), never to a bystander linkage put
         # beside them (a colleague behind the same office IP or invoice).
-        if cluster is not None and account_id in crew_of and cluster.score > score:
-            score = cluster.score
+        actor = crowd_result if account_id in crowd else cluster
+        if actor is not None and account_id in crew_of and actor.score > score:
+            score = actor.score
             said.append(
-                f"member of operation {cluster.cluster_id} ({len(cluster.accounts)} accounts)"
+                f"one of {crowd_result.evidence[0]}"
+                if actor is crowd_result
+                else f"member of operation {actor.cluster_id} ({len(actor.accounts)} accounts)"
             )
-            if cluster.first_flagged_ts is not None:
-                seen = bisect.bisect_right(times.get(account_id, []), cluster.first_flagged_ts)
+            if actor.first_flagged_ts is not None:
+                seen = bisect.bisect_right(times.get(account_id, []), actor.first_flagged_ts)
                 via_cluster = max(seen, 1)
                 if flagged_after is None or via_cluster < flagged_after:
                     flagged_after = via_cluster
@@ -200,7 +226,7 @@ def trace(
                 requests=profile.requests,
             )
         )
-    return TraceResult(results, clusters, len(ordered))
+    return TraceResult(results, clusters, len(ordered), crowd_result)
 
 
 def _describe_all(events: list[TraceEvent], shared: SharedTemplates | None = None) -> Described:
@@ -285,6 +311,41 @@ def _cluster_result(
     )
 
 
+def _crowd(own: Mapping[str, _Own], judged: Iterable[str]) -> set[str]:
+    """The light accounts of steadily extractive traffic outside any operation, when there
+    are far more of them than the population's base rate explains (a surge); else none."""
+    taken = set(judged)
+    light = {a for a, mine in own.items() if mine.light_carrier and a not in taken}
+    expected = CROWD_BASE * len(own)
+    surge = len(light) >= OPERATION_MIN and poisson.sf(len(light) - 1, expected) < CROWD_ALPHA
+    return light if surge else set()
+
+
+def _crowd_result(
+    crowd: set[str],
+    profile: Profile | None,
+    flagged_since: Mapping[str, float],
+    releases: Releases,
+    own: Mapping[str, _Own],
+    flag_at: float,
+) -> ClusterResult | None:
+    """The crowd judged as one actor on its members' combined traffic."""
+    if not crowd or profile is None:
+        return None
+    expected = CROWD_BASE * len(own)
+    features = profile.features(releases)
+    score = assess(features).score
+    said = [
+        f"{len(crowd)} light accounts (under {CROWD_TRACES} distinct prompts each) whose "
+        f"own traffic is steadily extractive, where the population's base rate explains "
+        f"{expected:.0f}; nothing else links them, their combined traffic is judged as one"
+    ]
+    said += evidence(features)
+    return ClusterResult(
+        CROWD, sorted(crowd), score, score >= flag_at, said, flagged_since.get(CROWD), True
+    )
+
+
 @dataclass(frozen=True)
 class _Own:
     """An account judged on its own traffic."""
@@ -292,6 +353,9 @@ class _Own:
     score: float
     carries: bool
     evidence: tuple[str, ...]
+    # Too light to distil from alone, and extractive at its own (shrunk) rates: what a
+    # careful hydra's members look like one by one (see CROWD_TRACES).
+    light_carrier: bool = False
 
     @classmethod
     def of(cls, profile: Profile, releases: Releases) -> _Own:
@@ -300,8 +364,14 @@ class _Own:
         # Extractive in kind, and not explained by the account's own benign evidence (an
         # evaluation's re-runs, a temperature sweep, labels): a researcher whose sweep the
         # crew's combined traffic would no longer show as bounded carries nothing.
-        carries = kind(features) >= CARRIES and assessment.components["benign"] < EXPLAINED
-        return cls(assessment.score, carries, tuple(evidence(features)))
+        explained = assessment.components["benign"] >= EXPLAINED
+        carries = kind(features) >= CARRIES and not explained
+        light_carrier = (
+            features["traces"] < CROWD_TRACES
+            and assessment.components["extraction"] >= CARRIES
+            and not explained
+        )
+        return cls(assessment.score, carries, tuple(evidence(features)), light_carrier)
 
 
 def _synchronised(events: list[TraceEvent]) -> list[tuple[str, str]]:
@@ -326,4 +396,5 @@ def summary(result: TraceResult) -> dict[str, int]:
         "flagged_accounts": flagged[True],
         "clusters": len(result.clusters),
         "flagged_clusters": sum(c.flagged for c in result.clusters),
+        "crowd_accounts": len(result.crowd.accounts) if result.crowd else 0,
     }
