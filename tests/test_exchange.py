@@ -6,6 +6,7 @@ gateway, fake upstream), the console script and the openai SDK."""
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -529,6 +530,24 @@ def test_identify_tolerates_concurrent_calls(tmp_path):
         for call in calls:
             call.result()  # no IntegrityError escapes
     assert len(watchlist.hashes("k1")) == 1
+
+
+def test_publish_says_in_one_line_why_nothing_could_be_shared(consortium, tmp_path):
+    """A run traced without signup records has no identifiers to share: one line says so and
+    what to do, not a line per flagged account; a store without the run's events says that
+    no templates could be shared."""
+    store = ["--store", f"sqlite:///{tmp_path / 'bare.db'}"]
+    ok(run("trace", "run", "--events", str(consortium.sim / "events.jsonl"), *store))
+    out = tmp_path / "bundle.json"
+    result = run("exchange", "publish", "--out", str(out), *store, env=consortium.env("acme"))
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stderr.split())  # the console wraps long lines
+    assert said.count("not shared:") == 1, result.stderr
+    (why,) = re.findall(r"not shared: (\d+) of (\d+) flagged accounts[^:]*: no identifiers", said)
+    assert why[0] == why[1] and int(why[0]) > 10
+    assert "--accounts" in said and "distillguard accounts identify" in said
+    assert "no events of the run's flagged accounts in the store's event log" in said
+    assert "0 accounts" in said and json.loads(out.read_text()).get("objects", []) == []
 
 
 def test_publish_uses_the_current_key_and_names_nothing_local():

@@ -143,6 +143,7 @@ def build(
     counts = {"accounts": 0, "templates": 0, "clusters": 0}
     common = {"created_by": author["id"], "tlp": settings.tlp}
     indicator_of: dict[str, str] = {}  # account -> its account indicator's id, old or new
+    unidentified = 0  # flagged accounts with nothing to share: one line for all of them
 
     for account in accounts:
         subject = f"account:{account.subject_id}"
@@ -153,10 +154,7 @@ def build(
         current = f"{keyring.current.key_id}:"
         held = [h for h in hashes.get(account.subject_id, []) if h.startswith(current)]
         if not held:
-            skipped.append(
-                f"account {account.subject_id}: no identifiers on record under the current "
-                f"key {keyring.current.key_id} (accounts identify)"
-            )
+            unidentified += 1
             continue
         held = sorted(set(held))
         if len(held) > stix.MAX_ACCOUNT_IDENTIFIERS:
@@ -193,10 +191,11 @@ def build(
             made[subject] = indicator["id"]
             counts["templates"] += 1
 
+    memberless = 0
     for cluster in clusters:
         members = sorted(indicator_of[a] for a in cluster.accounts if a in indicator_of)
         if not members:
-            skipped.append(f"cluster {cluster.subject_id}: no member could be published")
+            memberless += 1
             continue
         # One campaign per set of member indicators: a cluster that grows is told again.
         digest = hashlib.sha256("\n".join(members).encode()).hexdigest()[:16]
@@ -215,6 +214,15 @@ def build(
         made[subject] = campaign["id"]
         counts["clusters"] += 1
 
+    if unidentified:  # the clusters' reason too, when they have no member to name
+        also = f", nor so {memberless} of {len(clusters)} flagged clusters" if memberless else ""
+        skipped.append(
+            f"{unidentified} of {len(accounts)} flagged accounts{also}: no identifiers on record "
+            f"under the current key {keyring.current.key_id} (pass --accounts with their signup "
+            "records, or run `distillguard accounts identify`)"
+        )
+    elif memberless:
+        skipped.append(f"{memberless} of {len(clusters)} flagged clusters: no member published")
     if objects:
         objects.insert(0, author)
     return Publication(objects, made, counts, skipped)
@@ -300,6 +308,12 @@ def publish_run(
                     keyring.hash(kind, value) for kind, value in given if value
                 )
     examples, _ = load_events(events, engine, wanted)
+    if wanted and not examples:
+        where = events if events is not None else "the store's event log"
+        note(
+            f"no events of the run's flagged accounts in {where}: no templates shared "
+            "(pass --events with the file the run traced)"
+        )
     publication = build(
         flagged,
         clusters,
