@@ -166,6 +166,9 @@ def cohort_corpus(engine, sample_prompts):
 def test_reading_mode_clears_a_clean_model_and_names_the_cohort_a_student_learned(
     engine, cohort_corpus
 ):
+    from dataclasses import replace
+
+    from distillguard.suspect.corpus import Corpus
     from distillguard.suspect.run import accounts_of, reading_test
     from distillguard.watermark import Watermark
 
@@ -173,9 +176,13 @@ def test_reading_mode_clears_a_clean_model_and_names_the_cohort_a_student_learne
     clean, _ = reading_test(key, engine.model, corpus, engine, cohorts=8)
     assert clean.document()["verdict"] == "no evidence" and clean.named() == []
     assert clean.document()["p_value"] > 0.01
+    # Every window tested is counted, whichever cohort (one with none, maybe) is the best.
+    said = clean.document()
+    assert said["scored"] == sum(c["scored"] for c in said["cohorts"]) > 0
 
     student = _Learned(engine.model, Watermark.from_key(key.derive("cohort-3")))
-    learned, items = reading_test(key, student, corpus, engine, cohorts=8)
+    learned, reading = reading_test(key, student, corpus, engine, cohorts=8)
+    items = reading.items
     document = learned.document()
     assert document["verdict"] == "trained on our outputs", document
     assert document["named_cohorts"] == [3]
@@ -186,6 +193,12 @@ def test_reading_mode_clears_a_clean_model_and_names_the_cohort_a_student_learne
     assert document["windows"] == "per cohort"
     scored = {c["cohort"]: c["scored"] for c in document["cohorts"]}
     assert scored[3] > 0 and scored[1] > 0 and scored[0] == scored[7] == 0
+    assert document["best"] == {"key": 3, "scored": scored[3]} and not reading.notes
+    # Answers that say no cohort cannot be tested per cohort: pooled, and said so.
+    mixed = Corpus([*corpus.answers, replace(corpus.answers[0], cohort=None)])
+    pooled, reading = reading_test(key, student, mixed, engine, cohorts=8)
+    assert pooled.document()["windows"] == "pooled"
+    assert reading.notes and reading.notes[0].startswith("1 of 17 answers say no cohort")
 
     with pytest.raises(DistillguardError, match="cohort 3, but --cohorts is 2"):
         reading_test(key, student, corpus, engine, cohorts=2)
@@ -197,7 +210,8 @@ def test_a_reading_budget_is_spread_over_the_cohorts(engine, cohort_corpus):
     key, corpus = cohort_corpus
     first = next(a for a in corpus.answers if a.cohort == 1)  # cohort 1 is read first
     budget = len(first.token_ids) + 1  # reached by the second answer read
-    _, items = reading_test(key, engine.model, corpus, engine, cohorts=8, budget=budget)
+    _, reading = reading_test(key, engine.model, corpus, engine, cohorts=8, budget=budget)
+    items = reading.items
     read = {tuple(i.answer_ids) for i in items}
     cohorts = {a.cohort for a in corpus.answers if tuple(a.token_ids) in read}
     assert len(items) == 2 and cohorts == {1, 3}  # one answer of each, not two of one

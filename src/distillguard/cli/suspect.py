@@ -103,7 +103,15 @@ def suspect_test(
     if json_out is not None:
         write_json(json_out, document)
     print(json.dumps(document))
+    for note in document.get("notes", []):
+        err.print(f"note: {note}")
+    best = document["best"]
+    where = (
+        f"cohort {best['key']}'s {best['scored']:,} of {document['scored']:,} windows"
+        if document["windows"] == "per cohort"
+        else f"{document['scored']:,} windows ({document['windows']})"
+    )
     err.print(
-        f"{document['verdict']}: p = {document['p_value']:.3g} over {document['scored']:,} "
-        f"windows; control p = {document['control']['p_value']:.3g}"
+        f"{document['verdict']}: p = {document['p_value']:.3g} over {where}; "
+        f"control p = {document['control']['p_value']:.3g}"
     )

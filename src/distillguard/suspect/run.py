@@ -112,7 +112,7 @@ def run(
         document = {**verdict.document(), "answers": len(asked)}
     else:
         suspect = load_suspect(test.model)
-        verdict, items = reading_test(
+        verdict, reading = reading_test(
             key,
             suspect,
             answers,
@@ -123,7 +123,9 @@ def run(
             batch_size=test.batch_size,
             on_batch=track("reading", len(answers.answers)),
         )
-        document = {**verdict.document(), "answers_read": len(items)}
+        document = {**verdict.document(), "answers_read": len(reading.items)}
+        if reading.notes:
+            document["notes"] = list(reading.notes)
     named = accounts_of(verdict, answers) if answers is not None else {}
     if named:
         document["accounts"] = {str(c): a for c, a in named.items()}
@@ -201,6 +203,7 @@ class Reading:
 
     items: list[ReadItem]
     windows: Windows | dict[int, Windows]
+    notes: tuple[str, ...] = ()  # what the reader should know about how it was read
 
 
 def read(
@@ -226,7 +229,16 @@ def read(
             f"the suspect model has a vocabulary of {vocab} tokens and the key {config.vocab_size}:"
             " reading mode needs a suspect that shares our tokenizer (use API mode otherwise)"
         )
-    per_cohort = cohorts is not None and all(a.cohort is not None for a in corpus.answers)
+    unlabelled = sum(a.cohort is None for a in corpus.answers)
+    per_cohort = cohorts is not None and not unlabelled
+    notes = ()
+    if cohorts is not None and unlabelled:
+        notes = (
+            f"{unlabelled:,} of {len(corpus.answers):,} answers say no cohort: every cohort's "
+            "key is tested on all the answers' windows (pooled), which dilutes one cohort's "
+            "signal; a corpus that says each answer's cohort (`events export`) tests each "
+            "cohort on its own answers",
+        )
     if per_cohort:
         beyond = max(a.cohort or 0 for a in corpus.answers)
         if beyond >= (cohorts or 0):
@@ -257,7 +269,7 @@ def read(
     if len(selected) == 0:
         raise DistillguardError("no window to score: the answers are too short")
     windows = selected.by_segment() if per_cohort else selected
-    return Reading(items, windows)
+    return Reading(items, windows, notes)
 
 
 def reading_test(
@@ -271,7 +283,7 @@ def reading_test(
     budget: int = DEFAULT_BUDGET,
     batch_size: int = 8,
     on_batch: Callable[[int], None] | None = None,
-) -> tuple[Verdict, list[ReadItem]]:
+) -> tuple[Verdict, Reading]:
     """Open-weight mode: `read`, then `judge` under the key's cohorts and the control."""
     config = WatermarkConfig.from_params(key.params)
     reading = read(
@@ -285,7 +297,7 @@ def reading_test(
         on_batch=on_batch,
     )
     verdict = judge(key, reading.windows, mode="reading", cohorts=cohorts, alpha=alpha)
-    return verdict, reading.items
+    return verdict, reading
 
 
 def _in_turn(answers: list[Answer]) -> list[Answer]:

@@ -96,9 +96,12 @@ class Verdict:
             said = "inconclusive: the control is significant"
         else:
             said = "trained on our outputs" if self.learned else "no evidence"
+        # Every window tested: per cohort, each cohort's own; pooled, the one set all score.
+        scored = sum(t.result.scored for t in self.tests) if self.per_cohort else best.scored
         return {
             "mode": self.mode,
-            "scored": best.scored,
+            "scored": scored,
+            "best": {"key": self.best.label, "scored": best.scored},
             "green_fraction": best.green_fraction,
             "windows": "per cohort" if self.per_cohort else "pooled",
             "p_value": self.best.p_adjusted,
