@@ -47,6 +47,22 @@ def client(stack, key: str, **kwargs) -> openai.OpenAI:
     return openai.OpenAI(base_url=stack.url, api_key=key, **kwargs)
 
 
+def refusals(stack) -> dict[tuple[str, ...], float]:
+    """/metrics' refusal counts by (scope, kind, tier, mode), read by Prometheus' parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(stack.url.removesuffix("/v1") + "/metrics").text
+    (family,) = (
+        f for f in text_string_to_metric_families(text) if f.name == "distillguard_refusals"
+    )
+    labels = ("scope", "kind", "tier", "mode")
+    return {
+        tuple(s.labels[n] for n in labels): s.value
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+
+
 def post(stack, path: str, key: str | None, content: bytes) -> httpx.Response:
     headers = {"content-type": "application/json"}
     if key:
@@ -277,6 +293,8 @@ def test_concurrency_slot_is_released_after_cancelled_streams_and_timeouts(stack
     assert post(stack, "/chat/completions", key, quick).status_code == 200
     metrics = httpx.get(stack.url.removesuffix("/v1") + "/metrics").text
     assert "distillguard_in_flight_requests 0.0" in metrics
+    refused = refusals(stack)
+    assert refused.get(("key", "concurrency", "normal", "enforced"), 0) >= 1, refused
 
 
 def test_sdk_retries_a_concurrency_refusal_until_the_slot_frees(stack, accounts):
@@ -302,10 +320,13 @@ def test_blocked_account_gets_403_and_shadow_mode_only_logs(upstream, store, sta
     assert run_result.returncode == 0, run_result.stderr
     time.sleep(0.5)
     body = b'{"model": "fake-model", "messages": [{"role": "user", "content": "hi"}]}'
+    before = refusals(stack).get(("tier", "block", "block", "enforced"), 0)
     error = assert_openai_error(post(stack, "/chat/completions", key, body), 403, "account_blocked")
     assert error["type"] == "permission_error"
+    assert refusals(stack)[("tier", "block", "block", "enforced")] == before + 1
     with gateway(upstream, store, "--shadow") as shadow:
         assert post(shadow, "/chat/completions", key, body).status_code == 200
+        assert refusals(shadow) == {("tier", "block", "block", "shadow"): 1}
     events = [e for e in EventStore(open_engine(store)).read(account_id="to-block")]
     assert [(e["status"], e["decision"], e["shadow"]) for e in events] == [
         (403, "blocked", False),

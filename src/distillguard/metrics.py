@@ -23,6 +23,14 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
 )
+REFUSALS = Counter(
+    "distillguard_refusals",
+    "Requests a limit or a tier refused (or would have, in shadow mode), by the limit's scope "
+    "(key, account, org; tier for a blocked account), its kind (requests, tokens, "
+    "tokens_per_day, concurrency; block), the account's tier and the mode.",
+    ["scope", "kind", "tier", "mode"],
+    registry=REGISTRY,
+)
 TOKENS = Counter("distillguard_tokens", "Tokens served, by kind.", ["kind"], registry=REGISTRY)
 IN_FLIGHT = Gauge(
     "distillguard_in_flight_requests", "Requests admitted and not yet finished.", registry=REGISTRY

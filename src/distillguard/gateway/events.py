@@ -69,6 +69,10 @@ class Trace:
         self.event.error = error
         self.event.latency_ms = (time.perf_counter() - self.clock) * 1000
         metrics.REQUESTS.labels(self.endpoint, str(status), self.event.decision).inc()
+        if self.event.refused_by:  # "account:<id>:tokens", "tier:block": never the id
+            scope, *_, kind = self.event.refused_by.split(":")
+            mode = "shadow" if self.event.shadow else "enforced"
+            metrics.REFUSALS.labels(scope, kind, self.event.tier or "normal", mode).inc()
         metrics.LATENCY.labels(self.endpoint).observe(self.event.latency_ms / 1000)
         return self.event
 
