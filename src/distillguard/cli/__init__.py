@@ -14,6 +14,7 @@ import typer
 
 from distillguard.cli import (
     accounts,
+    config,
     events,
     exchange,
     hub,
@@ -45,6 +46,7 @@ for name, group in (
     ("hub", hub.hub_app),
     ("exchange", exchange.exchange_app),
     ("suspect", suspect.suspect_app),
+    ("config", config.config_app),
 ):
     app.add_typer(group, name=name)
 
