@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS = [
     {"errors", "metrics"},
     {"policy", "watermark"},
-    {"config", "store", "engine"},
+    {"config", "config_reference", "store", "engine"},
     {"tracing", "suspect"},
     {"exchange"},
     {"gateway"},
