@@ -37,6 +37,8 @@ ECHOED = (
     "max_completion_tokens",
     "kv_transfer_params",
     "request_id",
+    "include",
+    "max_output_tokens",
 )
 
 
@@ -123,6 +125,9 @@ async def app(scope, receive, send) -> None:
         for message in _json(200, data):
             await send(message)
         return
+    if path == "/v1/responses":
+        await _responses(send, request, model, created, prompt_tokens)
+        return
     chat = path == "/v1/chat/completions"
     if not request.get("stream"):
         text = "".join(WORDS)
@@ -192,6 +197,36 @@ async def app(scope, receive, send) -> None:
             }
         )
     await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
+
+
+async def _responses(send, request: dict, model: str, created: int, prompt_tokens: int) -> None:
+    """OpenAI's Responses API: a `response` object, or its typed events (with `event:`
+    lines, as OpenAI sends them) ending in `response.completed` with the usage."""
+    text = "".join(WORDS)
+    if model == "echo-fields":
+        text = msgspec.json.encode({name: request.get(name) for name in ECHOED}).decode()
+    usage = {"input_tokens": prompt_tokens, "output_tokens": COMPLETION_TOKENS}
+    usage["total_tokens"] = prompt_tokens + COMPLETION_TOKENS
+    item = {"type": "message", "id": "msg_fake", "status": "completed", "role": "assistant"}
+    item["content"] = [{"type": "output_text", "text": text, "annotations": []}]
+    whole = {"id": "resp_fake", "object": "response", "created_at": created, "model": model}
+    whole |= {"status": "completed", "output": [item], "usage": usage}
+    whole |= {"parallel_tool_calls": False, "tool_choice": "auto", "tools": []}
+    if not request.get("stream"):
+        for message in _json(200, whole):
+            await send(message)
+        return
+    headers = [(b"content-type", b"text/event-stream")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    where = {"item_id": "msg_fake", "output_index": 0, "content_index": 0, "logprobs": []}
+    events = [{"type": "response.created", "response": {**whole, "status": "in_progress"}}]
+    events += [{"type": "response.output_text.delta", **where, "delta": w} for w in WORDS]
+    events += [{"type": "response.completed", "response": whole}]
+    for number, event in enumerate(events):
+        line = b"event: " + event["type"].encode() + b"\ndata: "
+        body = line + msgspec.json.encode({**event, "sequence_number": number}) + b"\n\n"
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 if __name__ == "__main__":

@@ -107,6 +107,50 @@ def test_openai_sdk_completions_embeddings_models(stack, accounts):
     assert [m.id for m in sdk.models.list()] == ["fake-model"]
 
 
+def test_openai_sdk_responses_whole_and_streamed_with_limits_and_events(upstream, tmp_path):
+    """`/v1/responses` (the SDK's `responses.create`) is proxied like chat: admitted under
+    the same limits, answered whole or streamed, one event each with its usage and text,
+    which tracing reads; the watch tier's output rule strips its log-probabilities."""
+    from distillguard.tracing.records import load_events
+
+    store = f"sqlite:///{tmp_path / 'responses.db'}"
+    accounts = AccountStore(open_engine(store))
+    key = accounts.issue_key("responder", "org-r", Limits(rpm=3)).api_key
+    watched = accounts.issue_key("watched-responder").api_key
+    accounts.set_tier("watched-responder", "watch")
+    with gateway(upstream, store) as running:
+        sdk = client(running, key, max_retries=0)
+        whole = sdk.responses.create(model="fake-model", input="Why is the sky blue?")
+        assert whole.output_text == "The answer is forty-two." and whole.usage.output_tokens == 5
+        asked = [{"role": "user", "content": [{"type": "input_text", "text": "And at dusk?"}]}]
+        with sdk.responses.create(model="fake-model", input=asked, stream=True) as stream:
+            kinds = [e.type for e in stream]
+        assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+        assert kinds.count("response.output_text.delta") == 5
+        with pytest.raises(openai.RateLimitError):  # the third request of a 3 rpm key
+            for _ in range(2):
+                sdk.responses.create(model="fake-model", input="Once more?")
+        sdk = client(running, watched, max_retries=0)
+        echoed = sdk.responses.create(
+            model="echo-fields",
+            input="What do you see?",
+            top_logprobs=5,
+            include=["message.output_text.logprobs", "reasoning.encrypted_content"],
+            max_output_tokens=9000,
+        )
+    seen = json.loads(echoed.output_text)
+    assert seen["top_logprobs"] is None and seen["include"] == ["reasoning.encrypted_content"]
+    assert seen["max_output_tokens"] == 4096
+    events = list(EventStore(open_engine(store)).read(account_id="responder"))
+    assert [(e["endpoint"], e["status"]) for e in events] == [("/responses", 200)] * 3 + [
+        ("/responses", 429)
+    ]
+    assert [(e["prompt_tokens"], e["completion_tokens"]) for e in events[:2]] == [(7, 5)] * 2
+    assert events[1]["stream"] and events[1]["response_text"] == "The answer is forty-two."
+    traced, _ = load_events(None, open_engine(store), {"responder"})
+    assert [e.text for e in traced[:2]] == ["Why is the sky blue?", "And at dusk?"]
+
+
 @pytest.mark.parametrize("behind_plugin", [False, True])
 def test_engine_fields_a_client_sends_never_reach_the_upstream(upstream, tmp_path, behind_plugin):
     """vLLM's `vllm_xargs` (what its logits processors read) and `watermarking: false` (its

@@ -70,6 +70,53 @@ def test_answers_whole_and_streamed_carry_the_accounts_cohort_watermark(served, 
     assert events[-1]["response_text"] == streamed
 
 
+def test_the_responses_api_whole_and_streamed_carries_the_cohorts_watermark(served, cache_dir):
+    """`responses.create`, whole and streamed, and the SDK's `responses.stream` helper
+    (which rebuilds the answer from the typed events) on the real model; what it cannot
+    do is refused by name."""
+    stack, api_key, cohorts = served
+    sdk = openai.OpenAI(base_url=stack.url, api_key=api_key, max_retries=0)
+    whole = sdk.responses.create(
+        model=MODEL_NAME,
+        instructions="You are a storyteller.",
+        input=PROMPT[0]["content"],
+        max_output_tokens=150,
+    )
+    assert whole.status == "incomplete" and whole.incomplete_details.reason == "max_output_tokens"
+    assert whole.usage.output_tokens == 150 and whole.usage.input_tokens > 10
+    events = list(
+        sdk.responses.create(model=MODEL_NAME, input=PROMPT, max_output_tokens=150, stream=True)
+    )
+    deltas = [e.delta for e in events if e.type == "response.output_text.delta"]
+    final = events[-1].response  # cut at the cap: `response.incomplete`, as OpenAI ends it
+    assert events[0].type == "response.created" and events[-1].type == "response.incomplete"
+    assert len(deltas) > 20 and "".join(deltas) == final.output_text
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    # The SDK's helper rebuilds a finished answer from the events.
+    short = [{"role": "user", "content": "Say hello in five words."}]
+    with sdk.responses.stream(model=MODEL_NAME, input=short, max_output_tokens=100) as stream:
+        said = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+        assert stream.get_final_response().output_text == said and said
+    tokenizer = load_text_tokenizer(cache_dir)
+    answers = [
+        np.array(tokenizer.encode(t, add_special_tokens=False).ids)
+        for t in (whole.output_text, final.output_text)
+    ]
+    assert cohorts.watermark(cohorts.of("writer")).detect_corpus(answers).p_value < 1e-4
+    refusals = (
+        {"tools": [{"type": "function", "name": "f", "parameters": {}}]},
+        {"previous_response_id": "resp_123"},
+        {"include": ["message.output_text.logprobs"]},
+    )
+    for asked in refusals:
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk.responses.create(model=MODEL_NAME, input="hi", max_output_tokens=5, **asked)
+        assert refused.value.body["param"] == next(iter(asked)), refused.value.body
+    tool_output = [{"type": "function_call_output", "call_id": "c1", "output": "42"}]
+    with pytest.raises(openai.BadRequestError, match="message items only"):
+        sdk.responses.create(model=MODEL_NAME, input=tool_output, max_output_tokens=5)
+
+
 def test_unknown_model_and_unsupported_requests_are_clear_4xx(served):
     stack, api_key, _ = served
     sdk = openai.OpenAI(base_url=stack.url, api_key=api_key, max_retries=0)

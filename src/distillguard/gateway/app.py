@@ -326,8 +326,9 @@ class Admitted:
         texts = _answer_texts(data)
         event.response_text = "\n\n".join(texts) if texts else None
         usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
-        event.prompt_tokens = token_count(usage.get("prompt_tokens"), event.prompt_tokens)
-        event.completion_tokens = token_count(usage.get("completion_tokens"), None)
+        prompt, completion = usage_counts(usage)
+        event.prompt_tokens = token_count(prompt, event.prompt_tokens)
+        event.completion_tokens = token_count(completion, None)
         if event.completion_tokens is None:
             event.completion_tokens = self.gateway.counter.count(texts, chat=False) if texts else 0
         metrics.TOKENS.labels("prompt").inc(event.prompt_tokens or 0)
@@ -338,10 +339,10 @@ class Admitted:
     ) -> Response | EventStream:
         metrics.IN_FLIGHT.inc()
         wants_usage = bool(typed.stream_options and typed.stream_options.include_usage)  # type: ignore[union-attr]
-        payload = {
-            **raw,
-            "stream_options": {**(raw.get("stream_options") or {}), "include_usage": True},
-        }
+        payload = raw
+        if not isinstance(typed, protocol.ResponsesRequest):  # Responses always end with usage
+            asked = raw.get("stream_options") or {}
+            payload = {**raw, "stream_options": {**asked, "include_usage": True}}
         chunks = self.gateway.backend.stream(endpoint, payload, self.event.cohort)
         try:
             first = await anext(chunks, None)
@@ -367,9 +368,9 @@ class Admitted:
     async def _closed(self, relay: StreamRelay, outcome: str) -> None:
         event = self.event
         event.response_text = "\n\n".join(relay.texts()) or None
-        usage = relay.usage or {}
-        event.prompt_tokens = token_count(usage.get("prompt_tokens"), event.prompt_tokens)
-        event.completion_tokens = token_count(usage.get("completion_tokens"), None)
+        prompt, completion = usage_counts(relay.usage or {})
+        event.prompt_tokens = token_count(prompt, event.prompt_tokens)
+        event.completion_tokens = token_count(completion, None)
         if event.completion_tokens is None:
             event.completion_tokens = self.gateway.counter.count(relay.texts(), chat=False)
         await self.end(*STREAM_OUTCOMES[outcome])
@@ -383,8 +384,21 @@ def token_count(value: Any, default: int | None) -> int | None:
     return default
 
 
+def usage_counts(usage: dict[str, Any]) -> tuple[Any, Any]:
+    """(prompt, completion) tokens as chat and completions name them, or the Responses API
+    (`input_tokens`, `output_tokens`)."""
+    if "input_tokens" in usage or "output_tokens" in usage:
+        return usage.get("input_tokens"), usage.get("output_tokens")
+    return usage.get("prompt_tokens"), usage.get("completion_tokens")
+
+
 def _answer_texts(data: dict[str, Any]) -> list[str]:
     texts = []
+    for item in data.get("output") or () if data.get("object") == "response" else ():
+        if isinstance(item, dict) and item.get("type") == "message":
+            parts = item.get("content") if isinstance(item.get("content"), list) else ()
+            said = [p.get("text") for p in parts if isinstance(p, dict)]
+            texts.append("".join(t for t in said if isinstance(t, str)))
     for choice in data.get("choices") or ():
         if not isinstance(choice, dict):
             continue
@@ -417,6 +431,9 @@ def create_app(
     async def embeddings(request: Request) -> Any:
         return await gateway.handle(request, "/embeddings", protocol.EmbeddingRequest)
 
+    async def responses(request: Request) -> Any:
+        return await gateway.handle(request, "/responses", protocol.ResponsesRequest)
+
     async def healthz(request: Request) -> Response:
         if not gateway.sink.alive:  # answering on would serve requests no one records
             return JSONResponse({"status": "event writer stopped"}, 503)
@@ -435,6 +452,7 @@ def create_app(
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/responses", responses, methods=["POST"]),
         Route("/v1/models", gateway.list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),
@@ -454,6 +472,7 @@ def create_app(
             "/v1/chat/completions": chat,
             "/v1/completions": completions,
             "/v1/embeddings": embeddings,
+            "/v1/responses": responses,
         },
         gateway.settings.max_header_bytes,
     )

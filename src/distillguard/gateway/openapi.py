@@ -87,16 +87,19 @@ def _json(description: str, status: str = "200") -> dict[str, Any]:
 
 @cache
 def openapi_document() -> dict[str, Any]:
-    (chat, completion, embedding, issue, tier, limits), schemas = msgspec.json.schema_components(
-        [
-            protocol.ChatCompletionRequest,
-            protocol.CompletionRequest,
-            protocol.EmbeddingRequest,
-            admin.IssueKeyBody,
-            admin.TierBody,
-            admin.LimitsBody,
-        ],
-        ref_template=REF,
+    (chat, completion, embedding, responses, issue, tier, limits), schemas = (
+        msgspec.json.schema_components(
+            [
+                protocol.ChatCompletionRequest,
+                protocol.CompletionRequest,
+                protocol.EmbeddingRequest,
+                protocol.ResponsesRequest,
+                admin.IssueKeyBody,
+                admin.TierBody,
+                admin.LimitsBody,
+            ],
+            ref_template=REF,
+        )
     )
     streamed = {
         "200": {
@@ -113,6 +116,11 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/completions": {
             "post": _operation("Text completion", completion, streamed, REFUSALS, "apiKey")
+        },
+        "/v1/responses": {
+            "post": _operation(
+                "Response (the Responses API)", responses, streamed, REFUSALS, "apiKey"
+            )
         },
         "/v1/embeddings": {
             "post": _operation(

@@ -15,6 +15,8 @@ from distillguard.gateway import protocol
 from distillguard.gateway.errors import ApiError
 from distillguard.tracing.records import LOGIT_FIELDS, asks
 
+# Responses API: what `include` names to get the answer's log-probabilities.
+INCLUDE_LOGPROBS = "message.output_text.logprobs"
 # Engine features whose answers bypass the logits processors, so no watermark: vLLM's beam
 # search ranks beams by log-probabilities taken before any processor runs.
 UNMARKED_FIELDS = ("use_beam_search",)
@@ -35,6 +37,9 @@ def shape(
     if isinstance(typed, protocol.EmbeddingRequest):
         return raw
     asked = [name for name in LOGIT_FIELDS if asks(raw.get(name))]
+    included = raw.get("include")
+    if isinstance(included, list) and INCLUDE_LOGPROBS in included:
+        asked.append("include")
     if asked and rule.logprobs == "refuse":
         raise _not_allowed(asked[0], f"`{asked[0]}` is not available", tier)
     if rule.max_n is not None and typed.n > rule.max_n:
@@ -42,17 +47,21 @@ def shape(
     shaped = raw
     if asked and rule.logprobs == "strip":
         shaped = {name: value for name, value in raw.items() if name not in LOGIT_FIELDS}
+        if "include" in asked:
+            shaped["include"] = [item for item in included if item != INCLUDE_LOGPROBS]
     cap = rule.max_tokens
     if cap is not None:
         shaped = dict(shaped) if shaped is raw else shaped
-        for name in ("max_completion_tokens", "max_tokens"):
+        responses = isinstance(typed, protocol.ResponsesRequest)
+        names = ("max_output_tokens",) if responses else ("max_completion_tokens", "max_tokens")
+        for name in names:
             value = getattr(typed, name, None)
             if value is not None and value > cap:
                 shaped[name] = cap
                 setattr(typed, name, cap)
         if typed.requested_tokens is None:  # unset: the engine's own default could be huge
-            shaped["max_tokens"] = cap
-            typed.max_tokens = cap
+            shaped[names[-1]] = cap
+            setattr(typed, names[-1], cap)
     return shaped
 
 

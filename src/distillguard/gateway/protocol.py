@@ -78,6 +78,43 @@ class CompletionRequest(Sampling, kw_only=True):
     prompt: PromptInput
 
 
+class InputItem(Struct):
+    """One item of a Responses `input`: a message (role and content) or another item
+    (a tool call's output, a reasoning item), kept and forwarded as sent."""
+
+    type: str | None = None
+    role: Role | None = None
+    content: str | list[ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text or "" for part in self.content or ())
+
+
+class ResponsesRequest(Struct, kw_only=True):
+    """OpenAI's Responses API (`/v1/responses`): `input` is a string or a list of items,
+    `instructions` a system message, `max_output_tokens` the answer's cap; one answer each."""
+
+    model: Annotated[str, Meta(min_length=1)]
+    input: str | Annotated[list[InputItem], Meta(min_length=1)]
+    instructions: str | None = None
+    stream: bool = False
+    max_output_tokens: PositiveInt | None = None
+    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
+    top_p: Annotated[float, Meta(gt=0.0, le=1.0)] | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+    include: list[str] | None = None
+    user: str | None = None
+
+    stream_options = None  # usage comes in the stream's last event: nothing to ask for
+    n = 1
+
+    @property
+    def requested_tokens(self) -> int | None:
+        return self.max_output_tokens
+
+
 class EmbeddingRequest(Struct):
     model: Annotated[str, Meta(min_length=1)]
     input: PromptInput
@@ -86,7 +123,7 @@ class EmbeddingRequest(Struct):
     user: str | None = None
 
 
-Request = ChatCompletionRequest | CompletionRequest | EmbeddingRequest
+Request = ChatCompletionRequest | CompletionRequest | EmbeddingRequest | ResponsesRequest
 _PARAM = re.compile(r"at `\$\.?([^`]*)`")
 # No OpenAI request nests past a handful of levels; the body is stored, forwarded and
 # re-encoded by recursive code downstream, so anything deeper is refused here.
@@ -151,7 +188,9 @@ def parse(body: bytes, kind: type[Request]) -> tuple[Request, dict[str, Any]]:
 
 def _check_prompt_shape(request: Request) -> None:
     """Prompts must be homogeneous: all strings, all token ids, or all id lists."""
-    value = getattr(request, "prompt", None) or getattr(request, "input", None)
+    if isinstance(request, ResponsesRequest | ChatCompletionRequest):
+        return
+    value = request.prompt if isinstance(request, CompletionRequest) else request.input
     if isinstance(value, list):
         if not value:
             field = "prompt" if isinstance(request, CompletionRequest) else "input"
@@ -172,6 +211,10 @@ def prompt_texts(request: Request) -> tuple[list[str], int]:
     """(texts to tokenise, tokens already given as ids) of any request."""
     if isinstance(request, ChatCompletionRequest):
         return [m.text() for m in request.messages], 0
+    if isinstance(request, ResponsesRequest):
+        given = [request.input] if isinstance(request.input, str) else request.input
+        texts = [i if isinstance(i, str) else i.text() for i in given]
+        return ([request.instructions] if request.instructions else []) + texts, 0
     value = request.prompt if isinstance(request, CompletionRequest) else request.input
     if isinstance(value, str):
         return [value], 0

@@ -56,6 +56,10 @@ class StreamRelay:
             return True
         if not isinstance(chunk, dict):
             return True
+        kind = chunk.get("type")
+        if isinstance(kind, str) and kind.startswith("response."):
+            self._observe_response(kind, chunk)
+            return True
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
@@ -64,13 +68,29 @@ class StreamRelay:
             if text is None:
                 text = choice.get("text")
             if isinstance(text, str):
-                self._texts.setdefault(int(choice.get("index") or 0), []).append(text)
+                self._texts.setdefault(_index(choice.get("index")), []).append(text)
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.usage = usage
             if not chunk.get("choices") and not self.wants_usage:
                 return False
         return True
+
+    def _observe_response(self, kind: str, event: dict[str, Any]) -> None:
+        """A Responses API stream: text in `response.output_text.delta` events, usage in the
+        last one (`response.completed`, or `response.incomplete` when cut by a limit)."""
+        if kind == "response.output_text.delta" and isinstance(event.get("delta"), str):
+            self._texts.setdefault(_index(event.get("output_index")), []).append(event["delta"])
+        elif kind in ("response.completed", "response.incomplete"):
+            response = event.get("response")
+            usage = response.get("usage") if isinstance(response, dict) else None
+            if isinstance(usage, dict):
+                self.usage = usage
+
+
+def _index(value: Any) -> int:
+    """A choice's (or output item's) index, if the chunk carries a sane one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 class EventStream:

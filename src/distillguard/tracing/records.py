@@ -122,10 +122,13 @@ class _Logits(msgspec.Struct):
     prompt_logprobs: Any = None
     logprob_token_ids: Any = None
     echo: Any = None
+    include: Any = None  # the Responses API: "message.output_text.logprobs" asks for them
 
     def asked(self) -> tuple[bool, bool]:
         """(the answer's log-probabilities, the prompt's)."""
         answer = asks(self.logprobs) or asks(self.top_logprobs) or asks(self.logprob_token_ids)
+        if isinstance(self.include, list):
+            answer = answer or any("logprobs" in str(item) for item in self.include)
         prompt = asks(self.prompt_logprobs) or (answer and self.echo is True)
         return answer or prompt, prompt
 
@@ -135,8 +138,10 @@ class _Body(_Logits):
 
     messages: list[_Message] | None = None
     prompt: str | list[Any] | None = None
+    input: str | list[Any] | None = None  # the Responses API's prompt: text or items
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
+    max_output_tokens: int | None = None
     temperature: float | None = None
     model: str | None = None
 
@@ -285,13 +290,13 @@ def _event(row: _Row) -> TraceEvent:
     if not row.account_id:
         raise _Bad("missing `account_id`")
     body = row.request or _EMPTY_BODY
-    text, user_turns = _asked(
-        row.messages if row.messages is not None else body.messages,
-        row.prompt if row.prompt is not None else body.prompt,
-    )
+    messages = row.messages if row.messages is not None else body.messages
+    if messages is None and body.input is not None:
+        messages = _input_messages(body.input)
+    text, user_turns = _asked(messages, row.prompt if row.prompt is not None else body.prompt)
     max_tokens = row.max_tokens
-    if max_tokens is None:
-        max_tokens = body.max_tokens if body.max_tokens is not None else body.max_completion_tokens
+    for asked in (body.max_tokens, body.max_completion_tokens, body.max_output_tokens):
+        max_tokens = asked if max_tokens is None else max_tokens
     logprobs, prompt_logprobs = row.asked()
     if row.request is not None:
         in_body = body.asked()
@@ -337,6 +342,22 @@ def _asked(messages: list[_Message] | None, prompt: Any) -> tuple[str, int]:
             return prompt[-1], 1
         return prompt, 1
     raise _Bad("needs `messages` or `prompt`")
+
+
+def _input_messages(given: str | list[Any]) -> list[_Message]:
+    """A Responses `input` as messages: a string is one user turn; of a list, the items
+    that are messages (tool calls and their output are not what a user asked)."""
+    if isinstance(given, str):
+        return [_Message("user", given)]
+    found = [
+        _Message(item["role"], content if isinstance(content, str | list) else None)
+        for item in given
+        if isinstance(item, dict) and isinstance(item.get("role"), str)
+        for content in [item.get("content")]
+    ]
+    if not found:
+        raise _Bad("`input` holds no message")
+    return found
 
 
 def _content(content: str | list[Any] | None) -> str:

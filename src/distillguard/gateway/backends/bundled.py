@@ -19,6 +19,7 @@ import msgspec
 
 from distillguard.config import GenerationSettings
 from distillguard.engine.transformers_engine import ChatPrompt, Completion, TransformersEngine
+from distillguard.gateway.backends import responses
 from distillguard.gateway.backends.base import Reply
 from distillguard.gateway.errors import ApiError
 from distillguard.watermark.cohorts import Cohorts
@@ -80,7 +81,10 @@ class BundledBackend:
         completions = await loop.run_in_executor(
             self._worker, lambda: self.engine.generate([prompt] * args.pop("n"), **args)
         )
-        data = _answer(endpoint, completions, started)
+        if endpoint == "/responses":
+            data = responses.answer(completions[0], MODEL_NAME, started)
+        else:
+            data = _answer(endpoint, completions, started)
         return Reply(200, msgspec.json.encode(data), data)
 
     async def stream(
@@ -89,32 +93,21 @@ class BundledBackend:
         prompt, args = self._request(endpoint, payload, cohort)
         if args.pop("n") != 1:
             raise ApiError(400, "the bundled engine streams one choice (n=1)", "unsupported", "n")
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        feed = _TokenFeed(loop, queue)
-        job = loop.run_in_executor(
-            self._worker, lambda: self.engine.generate([prompt], streamer=feed, **args)
-        )
-        chunk_id, created = f"chatcmpl-{secrets.token_hex(12)}", int(time.time())
+        created = int(time.time())
+        pieces = self._pieces(prompt, args)
+        if endpoint == "/responses":
+            async for event in responses.events(pieces, MODEL_NAME, created):
+                yield event
+            return
+        chunk_id = f"chatcmpl-{secrets.token_hex(12)}"
         chat = endpoint == "/chat/completions"
-        stop_ids = set(self.engine.tokenizer.all_special_ids)
-        ids: list[int] = []
-        sent = ""
         if chat:  # OpenAI's first chunk says who speaks, before any text
             yield _chunk(chunk_id, created, chat, "", None, role="assistant")
-        try:
-            while (new := await queue.get()) is not None:
-                ids.extend(t for t in new if t not in stop_ids)
-                text = self.engine.tokenizer.decode(ids, skip_special_tokens=True)
-                if text.endswith("\ufffd") or len(text) <= len(sent):
-                    continue  # an incomplete UTF-8 sequence: wait for the next token
-                yield _chunk(chunk_id, created, chat, text[len(sent) :], None)
-                sent = text
-            completion: Completion = (await job)[0]
-        finally:
-            feed.cancelled = True
-        if len(completion.text) > len(sent):
-            yield _chunk(chunk_id, created, chat, completion.text[len(sent) :], None)
+        async for piece in pieces:
+            if isinstance(piece, str):
+                yield _chunk(chunk_id, created, chat, piece, None)
+            else:
+                completion = piece
         yield _chunk(chunk_id, created, chat, "", completion.finish_reason)
         usage = _usage([completion])
         yield msgspec.json.encode(
@@ -128,12 +121,41 @@ class BundledBackend:
             }
         )
 
+    async def _pieces(
+        self, prompt: ChatPrompt | str, args: dict[str, Any]
+    ) -> AsyncIterator[str | Completion]:
+        """The answer's text as the model samples it (whole characters only), then the
+        finished Completion; a client that goes away stops the model at its next token."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        feed = _TokenFeed(loop, queue)
+        job = loop.run_in_executor(
+            self._worker, lambda: self.engine.generate([prompt], streamer=feed, **args)
+        )
+        stop_ids = set(self.engine.tokenizer.all_special_ids)
+        ids: list[int] = []
+        sent = ""
+        try:
+            while (new := await queue.get()) is not None:
+                ids.extend(t for t in new if t not in stop_ids)
+                text = self.engine.tokenizer.decode(ids, skip_special_tokens=True)
+                if text.endswith("\ufffd") or len(text) <= len(sent):
+                    continue  # an incomplete UTF-8 sequence: wait for the next token
+                yield text[len(sent) :]
+                sent = text
+            completion: Completion = (await job)[0]
+        finally:
+            feed.cancelled = True
+        if len(completion.text) > len(sent):
+            yield completion.text[len(sent) :]
+        yield completion
+
     async def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
 
     def _request(
         self, endpoint: str, payload: dict[str, Any], cohort: int | None
-    ) -> tuple[ChatPrompt, dict[str, Any]]:
+    ) -> tuple[ChatPrompt | str, dict[str, Any]]:
         if endpoint == "/embeddings":
             raise ApiError(400, "the bundled engine serves no embeddings model", "unsupported")
         for name in UNSUPPORTED:
@@ -142,10 +164,12 @@ class BundledBackend:
                     400, f"the bundled engine does not support `{name}`", "unsupported", name
                 )
         if endpoint == "/chat/completions":
-            prompt: ChatPrompt = [
+            prompt: ChatPrompt | str = [
                 {"role": m["role"], "content": _content(m.get("content"))}
                 for m in payload["messages"]
             ]
+        elif endpoint == "/responses":
+            prompt = responses.prompt_of(payload)
         else:
             value = payload["prompt"]
             if isinstance(value, list) and len(value) == 1:  # LangChain's OpenAI sends a list
@@ -158,7 +182,11 @@ class BundledBackend:
                     "prompt",
                 )
             prompt = value
-        requested = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        requested = (
+            payload.get("max_output_tokens")
+            or payload.get("max_completion_tokens")
+            or payload.get("max_tokens")
+        )
         temperature = payload.get("temperature")
         args: dict[str, Any] = {
             "max_new_tokens": requested or self.generation.max_new_tokens,
