@@ -59,19 +59,22 @@ def test_simulated_traffic_follows_the_contract(traffic):
     assert asked and all(e["endpoint"] == "/completions" or "top_logprobs" in e for e in asked)
 
 
-def test_simulate_outside_the_repository_says_where_the_corpus_comes_from(tmp_path):
-    result = run(  # no shared/ in or beside the working folder
-        "simulate",
-        "--out",
-        str(tmp_path / "out"),
-        "--scale",
-        "0.01",
-        env={"DISTILLGUARD_PROMPTS": ""},
-        cwd=tmp_path,
-    )
-    assert_user_error(result, "no prompt corpus")
-    assert "--corpus" in result.stderr and "DISTILLGUARD_PROMPTS" in result.stderr
-    assert not (tmp_path / "out").exists()  # nothing half-written
+def test_simulate_outside_the_repository_uses_the_starter_corpus(tmp_path):
+    """No shared/ in or beside the working folder: the corpus that ships with the package,
+    said so; a folder named that holds no corpus is an error that writes nothing."""
+    out = tmp_path / "out"
+    alone = {"DISTILLGUARD_PROMPTS": ""}
+    result = run("simulate", "--out", str(out), "--scale", "0.01", env=alone, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "starter corpus" in result.stdout + result.stderr
+    events = _read(out / "events.jsonl")
+    asked = {json.dumps(e.get("messages") or e.get("prompt")) for e in events}
+    assert len(events) > 100 and len(asked) > 50
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    wrong = run("simulate", "--out", str(tmp_path / "no"), "--corpus", str(empty), cwd=tmp_path)
+    assert_user_error(wrong, "no prompt corpus in")
+    assert not (tmp_path / "no").exists()  # nothing half-written
 
 
 def test_trace_run_writes_json_and_store_and_raises_tiers(traffic, tmp_path):

@@ -44,14 +44,24 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same traffic.")] = 0,
     scale: Annotated[float, typer.Option(help="Multiply every archetype's count.")] = 1.0,
     corpus: Annotated[
-        Path | None, typer.Option(help="Prompt corpus (default: ../shared/data/prompts).")
+        Path | None,
+        typer.Option(
+            help="Prompt corpus folder (default: $DISTILLGUARD_PROMPTS, ../shared/data/prompts, "
+            "else the starter corpus that ships with distillguard)."
+        ),
     ] = None,
 ) -> None:
     """Simulate a week of traffic: events.jsonl, accounts.jsonl and labels.jsonl."""
     from distillguard.tracing.simulate import simulate as run_simulation
-    from distillguard.tracing.simulate.corpus import find_corpus
+    from distillguard.tracing.simulate.corpus import STARTER, find_corpus
 
-    counts = run_simulation(scenario, out, find_corpus(corpus), seed=seed, scale=scale)
+    prompts = find_corpus(corpus)
+    if prompts == STARTER:
+        screen.print(
+            "prompts: the starter corpus that ships with distillguard (a few hundred, "
+            "permissive licences); --corpus DIR or DISTILLGUARD_PROMPTS for a full one"
+        )
+    counts = run_simulation(scenario, out, prompts, seed=seed, scale=scale)
     screen.print(
         f"{counts['events']:,} events from {counts['accounts']:,} accounts "
         f"({counts['attackers']:,} attackers) written to {out}"

@@ -1,7 +1,9 @@
 """The real prompts the simulator draws from, grouped by what kind of user would send them.
 
 Files are the shared corpus's JSONL (`id`, `source`, `category`, `language`,
-`turns`); see ../shared/data/prompts/README.md for origins and licences.
+`turns`); see ../shared/data/prompts/README.md for origins and licences. Without it,
+the starter corpus that ships with the package (`prompts/`: a sample of the permissively
+licensed files, its README says which) is used: a source file it lacks is skipped.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from distillguard.errors import DistillguardError
 
 CORPUS_ENV = "DISTILLGUARD_PROMPTS"
+STARTER = Path(__file__).resolve().parent / "prompts"
 # Pools: which source files feed which kind of traffic.
 POOLS = {
     "chat": (
@@ -47,21 +50,21 @@ class Corpus:
 
 
 def find_corpus(given: Path | None) -> Path:
-    """The corpus directory: `given`, $DISTILLGUARD_PROMPTS, or ../shared/data/prompts."""
-    candidates = [given] if given else []
-    if os.environ.get(CORPUS_ENV):
-        candidates.append(Path(os.environ[CORPUS_ENV]))
+    """The corpus directory: `given` or $DISTILLGUARD_PROMPTS (which must hold one), else
+    ../shared/data/prompts beside or in the working folder, else the starter corpus."""
+    named = given or (Path(os.environ[CORPUS_ENV]) if os.environ.get(CORPUS_ENV) else None)
+    if named is not None:
+        if not (named / "gsm8k.jsonl").exists():
+            raise DistillguardError(
+                f"no prompt corpus in {named}: a folder of the prompt JSONL files "
+                "(gsm8k.jsonl, codealpaca.jsonl, ...; see docs/tracing.md#simulator)"
+            )
+        return named
     here = Path.cwd()
-    candidates += [here / "shared/data/prompts", here.parent / "shared/data/prompts"]
-    for path in candidates:
-        if path is not None and (path / "gsm8k.jsonl").exists():
+    for path in (here / "shared/data/prompts", here.parent / "shared/data/prompts"):
+        if (path / "gsm8k.jsonl").exists():
             return path
-    looked = ", ".join(str(p) for p in candidates if p is not None)
-    raise DistillguardError(
-        f"no prompt corpus (looked in {looked}): pass --corpus DIR or set {CORPUS_ENV} to a "
-        "folder of the prompt JSONL files (gsm8k.jsonl, codealpaca.jsonl, ...; see "
-        "docs/tracing.md#simulator), e.g. the repository's ../shared/data/prompts"
-    )
+    return STARTER
 
 
 def load_corpus(directory: Path) -> Corpus:
@@ -70,6 +73,8 @@ def load_corpus(directory: Path) -> Corpus:
         prompts: list[Prompt] = []
         for source in sources:
             path = directory / f"{source}.jsonl"
+            if directory == STARTER and not path.exists():
+                continue  # not redistributable: the starter corpus goes without it
             try:
                 # Not splitlines(): prompts contain U+2028 and friends inside their strings.
                 lines = path.read_text(encoding="utf-8").split("\n")
@@ -78,6 +83,8 @@ def load_corpus(directory: Path) -> Corpus:
             for number, line in enumerate(lines, 1):
                 if line.strip():
                     prompts.append(_prompt(line, f"{path}:{number}"))
+        if not prompts:
+            raise DistillguardError(f"the prompt corpus {directory} has no {pool!r} prompts")
         corpus.pools[pool] = prompts
     return corpus
 
