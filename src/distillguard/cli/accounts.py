@@ -67,7 +67,9 @@ def keys_issue(
 
 @keys_app.command("revoke")
 def keys_revoke(
-    key_id: Annotated[str, typer.Argument(help="The key id (the part after `dg-`).")],
+    key_id: Annotated[
+        str, typer.Argument(metavar="KEY_ID", help="The key id (the part after `dg-`).")
+    ],
     store: StoreOption = None,
 ) -> None:
     """Revoke a key; gateways stop accepting it within their refresh interval."""
@@ -124,7 +126,7 @@ def _in_effect(view: AccountView, settings: GatewaySettings) -> dict[str, dict[s
 
 @accounts_app.command("show")
 def accounts_show(
-    account: Annotated[str, typer.Argument(help="Account id.")],
+    account: Annotated[str, typer.Argument(metavar="ACCOUNT", help="Account id.")],
     store: StoreOption = None,
     json_output: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
@@ -181,8 +183,8 @@ def _limit(value: int | None) -> str:
 
 @accounts_app.command("set-tier")
 def accounts_set_tier(
-    account: Annotated[str, typer.Argument(help="Account id.")],
-    tier: Annotated[str, typer.Argument(help="normal, watch, throttle or block.")],
+    account: Annotated[str, typer.Argument(metavar="ACCOUNT", help="Account id.")],
+    tier: Annotated[str, typer.Argument(metavar="TIER", help="normal, watch, throttle or block.")],
     reason: Annotated[str | None, typer.Option(help="Why (kept with the account).")] = None,
     store: StoreOption = None,
 ) -> None:
@@ -219,7 +221,7 @@ orgs_app.command("set-limits")(_limits_setter("org", "organisation", "accounts")
 
 @accounts_app.command("identify")
 def accounts_identify(
-    account: Annotated[str, typer.Argument(help="Account id.")],
+    account: Annotated[str, typer.Argument(metavar="ACCOUNT", help="Account id.")],
     email: Annotated[list[str] | None, typer.Option("--email", help="An email address.")] = None,
     phone: Annotated[list[str] | None, typer.Option("--phone", help="A phone number.")] = None,
     payment: Annotated[

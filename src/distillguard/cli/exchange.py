@@ -63,7 +63,7 @@ def open_watchlist(store: str | None, keyring: Path | None, required: bool = Tru
 
 @exchange_app.command("keygen")
 def exchange_keygen(
-    path: Annotated[Path, typer.Argument(help="Where to write the new key file.")],
+    path: Annotated[Path, typer.Argument(metavar="PATH", help="Where to write the new key file.")],
     key_id: Annotated[str, typer.Option(help="The key's id, published with every hash.")] = "k1",
     rotate: Annotated[
         bool, typer.Option(help="Add a new current key to the ring at PATH (old keys still match).")
@@ -210,7 +210,9 @@ def psi_request(
 
 @psi_app.command("respond")
 def psi_respond(
-    request_file: Annotated[Path, typer.Argument(help="The request another member sent.")],
+    request_file: Annotated[
+        Path, typer.Argument(metavar="REQUEST_FILE", help="The request another member sent.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="The response file to send back.")],
     flagged: FlaggedOption = False,
     keyring: KeyringOption = None,
@@ -227,7 +229,9 @@ def psi_respond(
 
 @psi_app.command("overlap")
 def psi_overlap(
-    response_file: Annotated[Path, typer.Argument(help="The response to our request.")],
+    response_file: Annotated[
+        Path, typer.Argument(metavar="RESPONSE_FILE", help="The response to our request.")
+    ],
     key: Annotated[Path, typer.Option("--key", help="The request's secret key (OUT.key).")],
 ) -> None:
     """Step 3 (member B): print how many identifier hashes both members hold."""

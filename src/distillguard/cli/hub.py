@@ -66,7 +66,9 @@ def hub_serve(
 
 @hub_collection_app.command("add")
 def hub_collection_add(
-    name: Annotated[str, typer.Argument(help="Collection name (its title in TAXII).")],
+    name: Annotated[
+        str, typer.Argument(metavar="NAME", help="Collection name (its title in TAXII).")
+    ],
     description: Annotated[str | None, typer.Option(help="What it holds.")] = None,
     store: HubStoreOption = None,
 ) -> None:
@@ -76,7 +78,7 @@ def hub_collection_add(
 
 @hub_member_app.command("add")
 def hub_member_add(
-    name: Annotated[str, typer.Argument(help="Member name (a provider).")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Member name (a provider).")],
     read: Annotated[
         list[str] | None, typer.Option("--read", help="A collection it may read.")
     ] = None,
@@ -106,7 +108,7 @@ def hub_member_add(
 
 @hub_member_app.command("revoke")
 def hub_member_revoke(
-    name: Annotated[str, typer.Argument(help="Member name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Member name.")],
     store: HubStoreOption = None,
 ) -> None:
     """Revoke a member's token at once (what it published stays, the audit log says when)."""

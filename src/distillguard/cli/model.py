@@ -23,7 +23,9 @@ DEMO_PROMPTS = (
 
 
 def generate(
-    prompt: Annotated[str | None, typer.Argument(help="A user message to answer.")] = None,
+    prompt: Annotated[
+        str | None, typer.Argument(metavar="PROMPT", help="A user message to answer.")
+    ] = None,
     prompts: Annotated[
         Path | None, typer.Option(help="JSONL file of prompts (`prompt`, `turns` or `messages`).")
     ] = None,
