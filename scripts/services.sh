@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Make sure the database servers the tests run privately are installed.
+# Make sure the database servers the tests run privately, and the browser the console's
+# end-to-end test drives (Debian's chromium, through Playwright), are installed.
 #
 # Idempotent and fast when everything is present: it only calls apt-get (after one
-# `apt-get update`) when `redis-server` or PostgreSQL's `initdb` is missing. It never starts
+# `apt-get update`) when `redis-server`, PostgreSQL's `initdb` or `chromium` is missing. It never starts
 # a system service: the test fixtures (tests/servers.py) start their own servers on free
 # loopback ports in temporary directories.
 set -euo pipefail
@@ -13,9 +14,12 @@ have_initdb() {
     compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
 }
 
+have_chromium() { [ -x /usr/bin/chromium ]; }
+
 missing=()
 have_redis || missing+=(redis-server)
 have_initdb || missing+=(postgresql)
+have_chromium || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 SUDO=""
@@ -40,3 +44,4 @@ $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 
 have_redis || { echo "services.sh: redis-server still missing after install" >&2; exit 1; }
 have_initdb || { echo "services.sh: initdb still missing after install" >&2; exit 1; }
+have_chromium || { echo "services.sh: chromium still missing after install" >&2; exit 1; }

@@ -45,6 +45,35 @@ def test_keys_carry_their_account_tier_and_limits(engine):
         accounts.set_tier("acct", "sideways")
 
 
+def test_every_tier_change_is_audited_with_who_and_why(engine):
+    accounts = AccountStore(engine)
+    accounts.issue_key("harvester")
+    accounts.issue_key("bystander")
+    changed = accounts.raise_tiers(
+        {"harvester": ("throttle", "score 0.97"), "bystander": ("normal", "nothing"),
+         "stranger": ("block", "not ours")},
+        actor="trace run",
+    )  # fmt: skip
+    assert changed == {"harvester": "throttle"}
+    accounts.set_tier("harvester", "block", "confirmed", actor="console 10.0.0.7")
+    assert accounts.raise_tiers({"harvester": ("watch", "lower")}, actor="online tracing") == {}
+    accounts.set_tier("harvester", "normal", "false positive: licensed", actor="cli")
+    history = [
+        (c["old_tier"], c["new_tier"], c["actor"], c["reason"])
+        for c in accounts.tier_history("harvester")
+    ]
+    assert history == [
+        ("block", "normal", "cli", "false positive: licensed"),
+        ("throttle", "block", "console 10.0.0.7", "confirmed"),
+        ("normal", "throttle", "trace run", "score 0.97"),
+    ]
+    assert accounts.tier_history("bystander") == []
+    assert accounts.tier_counts() == {"normal": 2, "watch": 0, "throttle": 0, "block": 0}
+    with pytest.raises(AccountError, match="no account"):
+        accounts.set_tier("stranger", "block", actor="cli")
+    assert len(accounts.tier_history()) == 3  # a refused change leaves no trail
+
+
 def test_events_round_trip_in_order_with_json_requests(engine):
     events = EventStore(engine)
     now = time.time()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from distillguard.errors import DistillguardError
+from distillguard.store import SuspectStore, open_engine
 from distillguard.suspect.reading import ReadItem, reading_windows
 from distillguard.suspect.verdict import holm, judge
 from distillguard.watermark import WatermarkKey
@@ -331,11 +332,14 @@ def test_suspect_cli_under_vllms_watermark_asks_an_api_and_refuses_bad_choices(t
     config.write_text(json.dumps({"key": 99, "algorithm": "dual_key_gumbel", "alpha": 0.5}))
     prompts = write_prompts(tmp_path / "prompts.jsonl", 4)
     api = ["--api-url", upstream, "--api-model", "fake-model", "--prompts", str(prompts)]
-    result = run("suspect", "test", "--vllm-config", str(config), *api)
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    result = run("suspect", "test", "--vllm-config", str(config), *api, "--save", "--store", store)
     assert result.returncode == 0, result.stderr
     verdict = json.loads(result.stdout)
     assert verdict["scheme"] == "vllm-dual-key-gumbel" and verdict["verdict"] == "no evidence"
     assert verdict["answers"] == 4 and verdict["scored"] > 0
+    [saved] = SuspectStore(open_engine(store)).recent()  # --save: kept for the console
+    assert saved["suspect"] == f"{upstream} fake-model" and saved["verdict"] == verdict
 
     key = tmp_path / "key.json"
     WatermarkKey.generate().save(key)

@@ -164,7 +164,8 @@ class GatewaySettings(_Described):
     """The upstream is vLLM with distillguard's plug-in: each request names the account's
     cohort, so its answers carry that cohort's watermark."""
     engine: Literal["bundled"] | None = None
-    """Serve the bundled model instead of an upstream."""
+    """Serve the bundled model; beside an upstream, requests naming the bundled model are
+    answered here and every other model is proxied."""
     watermark_key: Path | None = None
     """The master watermark key file (cohort sub-keys are derived from it)."""
     store: str | None = None

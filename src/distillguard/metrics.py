@@ -71,3 +71,17 @@ TRACING_TIERS = Counter(
     ["tier", "mode"],
     registry=REGISTRY,
 )
+
+
+def snapshot() -> list[dict]:
+    """The registry's current values for the console: each metric's help and its samples
+    (counters' totals, gauges, histograms' counts and sums; no buckets or creation times)."""
+    found = []
+    for family in REGISTRY.collect():
+        samples = [
+            {"name": s.name, "labels": dict(s.labels), "value": s.value}
+            for s in family.samples
+            if not s.name.endswith(("_created", "_bucket"))
+        ]
+        found.append({"name": family.name, "help": family.documentation, "samples": samples})
+    return found

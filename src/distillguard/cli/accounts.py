@@ -189,7 +189,7 @@ def accounts_set_tier(
     store: StoreOption = None,
 ) -> None:
     """Set an account's risk tier (gateways apply it within their refresh interval)."""
-    _accounts(store).set_tier(account, tier, reason)
+    _accounts(store).set_tier(account, tier, reason, actor="cli")
     err.print(f"account {account}: tier {tier}")
 
 

@@ -17,7 +17,11 @@ def serve(
         str | None, typer.Option(help="Base URL of an OpenAI-compatible API to proxy.")
     ] = None,
     engine: Annotated[
-        str | None, typer.Option(help="`bundled`: answer with the bundled model.")
+        str | None,
+        typer.Option(
+            help="`bundled`: answer with the bundled model (with --upstream too: "
+            "requests naming it are answered here, the rest proxied)."
+        ),
     ] = None,
     watermark_key: Annotated[
         Path | None, typer.Option(help="Watermark key file (default: the embedded key).")

@@ -10,7 +10,15 @@ from typing import Annotated
 
 import typer
 
-from distillguard.cli.common import bundled_engine, check_writable, err, progress_bar, write_json
+from distillguard.cli.common import (
+    StoreOption,
+    bundled_engine,
+    check_writable,
+    err,
+    progress_bar,
+    store_url,
+    write_json,
+)
 from distillguard.config import load_settings
 
 suspect_app = typer.Typer(
@@ -73,11 +81,16 @@ def suspect_test(
         typer.Option(help="API mode: score only contexts seen N+ times in --corpus."),
     ] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the verdict here.")] = None,
+    save: Annotated[
+        bool, typer.Option("--save", help="Keep the verdict in the store (the console shows it).")
+    ] = False,
+    store: StoreOption = None,
 ) -> None:
     """Test a suspect for our watermark, under the key (or each cohort's sub-key,
     Holm-corrected), beside a control of unused keys that must stay non-significant.
     Open weights (--model, --corpus): it reads our answers. API (--api-url, --api-model,
     --prompts): it answers our prompts. The API key is read from $DISTILLGUARD_SUSPECT_API_KEY."""
+    from distillguard.store import SuspectStore, open_engine
     from distillguard.suspect.run import SuspectTest, run, validate
 
     test = SuspectTest(
@@ -98,10 +111,14 @@ def suspect_test(
     )
     validate(test)
     check_writable(json_out)
+    engine = open_engine(store_url(store)) if save else None  # a bad URL fails before the run
     with _tracked() as track:
         document = run(test, lambda: bundled_engine(load_settings()), track)
     if json_out is not None:
         write_json(json_out, document)
+    if engine is not None:
+        suspect = f"{api_url} {api_model}" if api_url else str(model)
+        SuspectStore(engine).save(suspect, document)
     print(json.dumps(document))
     for note in document.get("notes", []):
         err.print(f"note: {note}")

@@ -153,7 +153,9 @@ def trace_run(
             )
         screen.print(table)
     if apply_tiers:
-        changed = AccountStore(engine).raise_tiers(earned_tiers(result, settings.tracing))
+        changed = AccountStore(engine).raise_tiers(
+            earned_tiers(result, settings.tracing), actor="trace run"
+        )
         moved = ", ".join(
             f"{tier}: {sum(t == tier for t in changed.values())}"
             for tier in sorted(set(changed.values()))

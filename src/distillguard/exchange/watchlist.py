@@ -34,6 +34,8 @@ from distillguard.store.schema import (
     account_identifiers,
     accounts,
     exchange_cursors,
+    exchange_published,
+    tier_changes,
     watchlist,
     watchlist_corroboration,
 )
@@ -42,6 +44,7 @@ from distillguard.tracing.shared import SharedTemplates
 
 DAY = 86_400.0
 CORROBORATING = 2  # organisations whose reports may throttle or block an account
+WATCHLIST_ACTOR = "exchange watchlist"  # who the audit trail names for the raises it makes
 
 
 @dataclass(frozen=True)
@@ -220,8 +223,8 @@ class Watchlist:
         for page in hub.pages(_overlapping(cursor)):
             pulled.objects += len(page)
             pulled.ingested.add(self.ingest(page))
-        if hub.last_added and hub.last_added != cursor:
-            self._move_cursor(hub.url, hub.last_added)
+        if hub.last_added or cursor:  # the time of this pull is kept even if nothing was new
+            self._move_cursor(hub.url, hub.last_added or cursor)
         pulled.matches = self.matches()
         pulled.raised = self.apply(pulled.matches)
         return pulled
@@ -300,7 +303,7 @@ class Watchlist:
             for account, match in best.items()
             if (tier := self.tier_for(match)) is not None
         }
-        return self.accounts.raise_tiers(wanted)
+        return self.accounts.raise_tiers(wanted, actor=WATCHLIST_ACTOR)
 
     def tier_for(self, match: Match) -> str | None:
         """The tier a match earns. One organisation's word, however confident, earns
@@ -332,6 +335,51 @@ class Watchlist:
                 if key_id in self.keyring.keys:
                     rows.setdefault(self.keyring.minhash_seed(key_id), []).append(signature)
         return SharedTemplates.from_signatures(rows)
+
+
+def sync_status(engine: Engine, now: float | None = None) -> dict[str, Any]:
+    """Where this member stands with the hub: each collection's last pull, the indicators
+    held (still valid) by kind, the accounts identified, and the tier raises matches made."""
+    now = time.time() if now is None else now
+    live = (watchlist.c.valid_until.is_(None)) | (watchlist.c.valid_until > now)
+    with engine.connect() as conn:
+        pulls = [
+            {"collection_url": url, "pulled_at": at, "added_after": cursor}
+            for url, cursor, at in conn.execute(
+                select(
+                    exchange_cursors.c.collection_url,
+                    exchange_cursors.c.added_after,
+                    exchange_cursors.c.pulled_at,
+                ).order_by(exchange_cursors.c.pulled_at.desc())
+            )
+        ]
+        held = dict(
+            conn.execute(
+                select(watchlist.c.kind, func.count(func.distinct(watchlist.c.indicator_id)))
+                .where(live)
+                .group_by(watchlist.c.kind)
+            ).all()
+        )
+        identified = conn.execute(
+            select(func.count(func.distinct(account_identifiers.c.account_id)))
+        ).scalar()
+        published, last_published = conn.execute(
+            select(func.count(), func.max(exchange_published.c.published_at))
+        ).one()
+        raised = conn.execute(
+            select(func.count(), func.max(tier_changes.c.ts)).where(
+                tier_changes.c.actor == WATCHLIST_ACTOR
+            )
+        ).one()
+    return {
+        "pulls": pulls,
+        "indicators": {str(k): int(v) for k, v in held.items()},
+        "accounts_identified": int(identified or 0),
+        "published": int(published or 0),
+        "last_published_at": last_published,
+        "tiers_raised": int(raised[0] or 0),
+        "last_raised_at": raised[1],
+    }
 
 
 def _row(found: Indicator, value: str, kind: str, now: float) -> dict:

@@ -124,7 +124,8 @@ class AdminApi:
     async def set_tier(self, request: Request) -> Response:
         body, _ = protocol.decode(await _read(request), TierBody)
         owner = request.path_params["owner_id"]
-        await asyncio.to_thread(self.accounts.set_tier, owner, body.tier, body.reason)
+        actor = f"admin API {client_host(request)}"
+        await asyncio.to_thread(self.accounts.set_tier, owner, body.tier, body.reason, actor=actor)
         await self.keys.refresh()
         return JSONResponse({"account_id": owner, "tier": body.tier, "reason": body.reason})
 
@@ -176,6 +177,11 @@ class AdminApi:
 
 async def _read(request: Request) -> bytes:
     return await read_body(request, ADMIN_BODY_LIMIT)
+
+
+def client_host(request: Request) -> str:
+    """Where an operator's change came from, for the audit trail."""
+    return request.client.host if request.client else "unknown"
 
 
 class AdminAuth:

@@ -25,6 +25,7 @@ from distillguard.gateway.admin import EXCEPTION_HANDLERS, AdminApi
 from distillguard.gateway.app import Gateway, create_app
 from distillguard.gateway.auth import KeyRing
 from distillguard.gateway.backends.upstream import UpstreamBackend, UpstreamClient
+from distillguard.gateway.console import Console
 from distillguard.gateway.events import EventSink
 from distillguard.gateway.http import HotPath
 from distillguard.gateway.limits import Limiter, MemoryLimiter, RedisLimiter
@@ -37,6 +38,7 @@ from distillguard.watermark import WatermarkKey
 from distillguard.watermark.cohorts import Cohorts
 
 if TYPE_CHECKING:
+    from distillguard.gateway.backends.base import Backend
     from distillguard.tracing.online import OnlineTracer
 
 log = logging.getLogger("distillguard.gateway")
@@ -74,8 +76,8 @@ def watermark_key(path: Path | None) -> WatermarkKey:
 
 def build(settings: Settings) -> HotPath:
     config = settings.gateway
-    if (config.upstream is None) == (config.engine is None):
-        raise DistillguardError("serve needs exactly one of --upstream URL or --engine bundled")
+    if config.upstream is None and config.engine is None:
+        raise DistillguardError("serve needs --upstream URL, --engine bundled, or both")
     if config.upstream_watermark and (config.upstream is None or config.watermark_key is None):
         raise DistillguardError(
             "gateway.upstream_watermark needs --upstream URL and gateway.watermark_key "
@@ -107,22 +109,28 @@ def build(settings: Settings) -> HotPath:
     counter = TokenCounter.bundled(settings.cache_dir)
     cohorts = None
     models = None
+    backend: Backend | None = None
+    if config.upstream is not None:
+        if config.watermark_key is not None:  # cohorts are recorded for later attribution
+            cohorts = Cohorts(watermark_key(config.watermark_key), config.cohorts)
+        secret = config.upstream_api_key.get_secret_value() if config.upstream_api_key else None
+        client = UpstreamClient(config.upstream, secret, config.upstream_timeout)
+        backend = UpstreamBackend(client, marks_cohorts=config.upstream_watermark)
     if config.engine == "bundled":
         from distillguard.engine.transformers_engine import TransformersEngine
         from distillguard.gateway.backends.bundled import BundledBackend
 
         cohorts = Cohorts(watermark_key(config.watermark_key), config.cohorts)
-        backend = BundledBackend(
+        bundled = BundledBackend(
             TransformersEngine.bundled(settings.cache_dir), cohorts, settings.generation
         )
-        models = backend.models_served
-    else:
-        assert config.upstream is not None
-        if config.watermark_key is not None:  # cohorts are recorded for later attribution
-            cohorts = Cohorts(WatermarkKey.load(config.watermark_key), config.cohorts)
-        secret = config.upstream_api_key.get_secret_value() if config.upstream_api_key else None
-        client = UpstreamClient(config.upstream, secret, config.upstream_timeout)
-        backend = UpstreamBackend(client, marks_cohorts=config.upstream_watermark)
+        if backend is None:
+            backend, models = bundled, bundled.models_served
+        else:  # the bundled model by its name, every other model upstream
+            from distillguard.gateway.backends.routed import RoutedBackend
+
+            backend = RoutedBackend(bundled, backend)
+    assert backend is not None
     gateway = Gateway(config, keys, limiter, backend, counter, sink, cohorts, models)
 
     @contextlib.asynccontextmanager
@@ -146,7 +154,11 @@ def build(settings: Settings) -> HotPath:
             engine.dispose()
 
     token = config.admin_token.get_secret_value() if config.admin_token else None
-    routes = [*AdminApi(accounts, keys, token, watchlist).routes(), openapi_route()]
+    routes = [
+        *AdminApi(accounts, keys, token, watchlist).routes(),
+        *Console(engine, keys, token).routes(),
+        openapi_route(),
+    ]
     return create_app(gateway, lifespan, routes, token, EXCEPTION_HANDLERS)
 
 
@@ -210,7 +222,12 @@ def serve(
 def startup_line(settings: Settings, workers: int) -> str:
     """What is being served, from where, with what: the line an operator reads first."""
     config = settings.gateway
-    if config.engine == "bundled":
+    if config.engine == "bundled" and config.upstream:
+        backend = (
+            f"the bundled model, watermarked ({config.cohorts} cohorts), "
+            f"other models from upstream {config.upstream}"
+        )
+    elif config.engine == "bundled":
         backend = f"the bundled model, watermarked ({config.cohorts} cohorts)"
     elif config.upstream_watermark:
         backend = f"upstream {config.upstream}, watermarked there per cohort (plug-in)"

@@ -12,6 +12,7 @@ from distillguard.store.accounts import (
 from distillguard.store.database import StoreError, default_store_url, open_engine
 from distillguard.store.events import Event, EventStore
 from distillguard.store.scores import ScoreStore
+from distillguard.store.suspects import SuspectStore
 
 __all__ = [
     "AccountError",
@@ -22,6 +23,7 @@ __all__ = [
     "KeyRecord",
     "ScoreStore",
     "StoreError",
+    "SuspectStore",
     "UnknownIdError",
     "default_store_url",
     "open_engine",

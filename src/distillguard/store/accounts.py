@@ -16,11 +16,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, insert, select, update
 
 from distillguard.errors import DistillguardError
 from distillguard.policy import MAX_LIMIT, TIERS, Limits
-from distillguard.store.schema import accounts, api_keys, organizations
+from distillguard.store.schema import accounts, api_keys, organizations, tier_changes
 
 KEY_PREFIX = "dg"
 LIMIT_COLUMNS = tuple(MAX_LIMIT)  # rpm, tpm, tpd, concurrency: one list, in policy.py
@@ -257,28 +257,51 @@ class AccountStore:
             keys=keys,
         )
 
-    def set_tier(self, account_id: str, tier: str, reason: str | None = None) -> None:
+    def set_tier(
+        self, account_id: str, tier: str, reason: str | None = None, *, actor: str = "operator"
+    ) -> None:
+        """Set an account's tier, raised or lowered, and record who did and why."""
         if tier not in TIERS:
             raise AccountError(f"unknown tier {tier!r}: choose one of {', '.join(TIERS)}")
+        now = time.time()
         with self.engine.begin() as conn:
-            done = conn.execute(
+            old = conn.execute(
+                select(accounts.c.tier).where(accounts.c.account_id == account_id)
+            ).scalar()
+            if old is None:
+                raise UnknownIdError(f"no account {account_id!r} (issue it a key first)")
+            conn.execute(
                 update(accounts)
                 .where(accounts.c.account_id == account_id)
-                .values(tier=tier, tier_reason=reason, updated_at=time.time())
+                .values(tier=tier, tier_reason=reason, updated_at=now)
             )
-        if done.rowcount == 0:
-            raise UnknownIdError(f"no account {account_id!r} (issue it a key first)")
+            conn.execute(
+                insert(tier_changes).values(
+                    ts=now,
+                    account_id=account_id,
+                    old_tier=old,
+                    new_tier=tier,
+                    reason=reason,
+                    actor=actor,
+                )
+            )
 
-    def raise_tiers(self, wanted: dict[str, tuple[str, str]]) -> dict[str, str]:
+    def raise_tiers(self, wanted: dict[str, tuple[str, str]], *, actor: str) -> dict[str, str]:
         """Raise accounts to the tiers in `wanted` ({account: (tier, reason)}); never lower
         one (an admin's `block` stays) and skip accounts the store does not know. Each
         raise is one conditional UPDATE, so a tier an admin sets meanwhile is never
-        overwritten by a lower one. Returns {account: new tier} for those changed."""
+        overwritten by a lower one; each is recorded in the audit trail under `actor`.
+        Returns {account: new tier} for those changed."""
         changed: dict[str, str] = {}
         now = time.time()
         with self.engine.begin() as conn:
             for account_id, (target, reason) in wanted.items():
                 below = list(TIERS[: TIERS.index(target)])
+                old = conn.execute(
+                    select(accounts.c.tier).where(accounts.c.account_id == account_id)
+                ).scalar()
+                if old not in below:  # unknown, or already as high
+                    continue
                 done = conn.execute(
                     update(accounts)
                     .where(accounts.c.account_id == account_id, accounts.c.tier.in_(below))
@@ -286,7 +309,37 @@ class AccountStore:
                 )
                 if done.rowcount:
                     changed[account_id] = target
+                    conn.execute(
+                        insert(tier_changes).values(
+                            ts=now,
+                            account_id=account_id,
+                            old_tier=old,
+                            new_tier=target,
+                            reason=reason,
+                            actor=actor,
+                        )
+                    )
         return changed
+
+    def tier_history(
+        self, account_id: str | None = None, limit: int = 50
+    ) -> list[dict[str, object]]:
+        """Tier changes (of one account, or all), newest first: when, from what to what,
+        why, by whom."""
+        query = select(tier_changes).order_by(tier_changes.c.id.desc()).limit(limit)
+        if account_id is not None:
+            query = query.where(tier_changes.c.account_id == account_id)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def tier_counts(self) -> dict[str, int]:
+        """How many accounts hold each tier (every tier named, 0 where none)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(accounts.c.tier, func.count()).group_by(accounts.c.tier)
+            ).all()
+        held = {str(tier): int(n) for tier, n in rows}
+        return {tier: held.get(tier, 0) for tier in TIERS}
 
     def set_limits(self, level: str, owner_id: str, limits: Limits) -> None:
         """Replace an account's or organisation's limits (None: the configured default)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import msgspec
-from sqlalchemy import JSON, BigInteger, Engine, Integer, String, select
+from sqlalchemy import JSON, BigInteger, Engine, Integer, String, func, select
 
 from distillguard.store.schema import events
 
@@ -54,6 +54,21 @@ class Event:
             self.request = value if isinstance(value, dict) else None
 
 
+# What a limit decision is, without what was asked or answered.
+DECISION_COLUMNS = (
+    "id",
+    "ts",
+    "account_id",
+    "key_id",
+    "endpoint",
+    "status",
+    "decision",
+    "refused_by",
+    "tier",
+    "shadow",
+)
+
+
 class EventStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -89,6 +104,26 @@ class EventStore:
             names = tuple(map(str, result.keys()))
             for row in result:
                 yield dict(zip(names, row, strict=True))
+
+    def recent(
+        self, limit: int = 50, account_id: str | None = None, refused_only: bool = False
+    ) -> list[dict[str, Any]]:
+        """The newest events' decisions (no prompts or answers), newest first; `refused_only`:
+        those a limit or a tier refused, or would have in shadow mode."""
+        query = select(*(events.c[name] for name in DECISION_COLUMNS)).order_by(events.c.id.desc())
+        if account_id is not None:
+            query = query.where(events.c.account_id == account_id)
+        if refused_only:
+            query = query.where(events.c.refused_by.is_not(None))
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query.limit(limit)).mappings()]
+
+    def decision_counts(self, since: float) -> list[dict[str, Any]]:
+        """Requests since `since` by decision, tier, shadow and the limit that refused."""
+        columns = (events.c.decision, events.c.tier, events.c.shadow, events.c.refused_by)
+        query = select(*columns, func.count().label("requests")).where(events.c.ts >= since)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query.group_by(*columns)).mappings()]
 
 
 # Events carry what clients sent, and clients send anything. Every value is

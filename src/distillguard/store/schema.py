@@ -133,6 +133,42 @@ cluster_scores = Table(
     Column("evidence", Json, nullable=False),
 )
 Index("account_scores_account", account_scores.c.account_id, account_scores.c.run_id)
+# What ties a cluster's members to one operator (a card, a signup IP, a synchronised pair):
+# one row per group of members holding one such thing, its kind named, its value never kept.
+cluster_ties = Table(
+    "cluster_ties",
+    metadata,
+    Column("run_id", Id, ForeignKey("trace_runs.run_id"), primary_key=True),
+    Column("cluster_id", String(32), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("accounts", Json, nullable=False),
+)
+
+# Every tier change, whoever made it (an operator, tracing, the exchange): the audit trail
+# behind an account's tier.
+tier_changes = Table(
+    "tier_changes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False),
+    Column("account_id", String(128), nullable=False),
+    Column("old_tier", String(16)),
+    Column("new_tier", String(16), nullable=False),
+    Column("reason", Text),
+    Column("actor", String(128), nullable=False),  # "console 127.0.0.1", "tracing", ...
+)
+Index("tier_changes_account", tier_changes.c.account_id, tier_changes.c.ts)
+
+# `suspect test --save`: each verdict, for the console and the record.
+suspect_results = Table(
+    "suspect_results",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False),
+    Column("suspect", Text, nullable=False),  # what was tested: a URL and model, or weights
+    Column("verdict", Json, nullable=False),  # the verdict document, as `suspect test` prints
+)
 
 # The exchange client (docs/exchange.md). An account's identifiers are kept only as
 # consortium-keyed hashes ("<key id>:<hex HMAC>", one per key held), never in the clear:

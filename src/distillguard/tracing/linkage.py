@@ -66,6 +66,13 @@ KIND_NAMES = {
 # scheduler (synchronised timing). Cloud egress, subnets, a popular client, a company's
 # mail domain or a common prompt template link strangers and colleagues as well.
 CONTROLLER_KINDS = frozenset(["payment", "signup_ip", "born", "email_shape", "timing"])
+TIE_NAMES = {  # one thing of each controller kind, as the console's graph labels it
+    "payment": "one card",
+    "signup_ip": "one signup IP",
+    "born": "one signup burst",
+    "email_shape": "one email shape",
+    "timing": "synchronised",
+}
 COMMON_SHARE = 0.05  # a thing shared by more than 5 % of all accounts is not linkage ...
 COMMON_SHARE_OF = {"user_agent": 0.01, "subnet": 0.02}  # ... nor a popular client or ISP
 RESOLUTION = 0.3  # Louvain: below 1 favours whole operations over fragments of them
@@ -112,13 +119,14 @@ class Cluster:
     accounts: list[str]
     shared: dict[str, int] = field(default_factory=dict)  # kind -> things the members share
     # Groups of members tied by one thing of CONTROLLER_KINDS (a card, a signup IP, a
-    # synchronised pair, ...): who could be run by one operator, whatever else links them.
-    ties: list[frozenset[str]] = field(default_factory=list)
+    # synchronised pair, ...), with that thing's kind: who could be run by one operator,
+    # whatever else links them.
+    ties: list[tuple[str, frozenset[str]]] = field(default_factory=list)
 
     def tied(self, among: set[str]) -> set[str]:
         """The accounts of `among` tied to another account of `among` by controller evidence."""
         found: set[str] = set()
-        for group in self.ties:
+        for _, group in self.ties:
             both = group & among
             if len(both) >= 2:
                 found |= both
@@ -198,14 +206,16 @@ def clusters(
             if node[0] == "account":
                 partners = [n for n in graph[node] if n[0] == "account" and n in community]
                 timed += len(partners)
-                cluster.ties.extend(frozenset((node[1], n[1])) for n in partners if n > node)
+                cluster.ties.extend(
+                    ("timing", frozenset((node[1], n[1]))) for n in partners if n > node
+                )
                 continue
             holders = [n for n in graph[node] if n in community]
             if len(holders) >= 2:
                 kind = node[1]
                 cluster.shared[kind] = cluster.shared.get(kind, 0) + 1
                 if kind in CONTROLLER_KINDS:
-                    cluster.ties.append(frozenset(h[1] for h in holders))
+                    cluster.ties.append((kind, frozenset(h[1] for h in holders)))
         if timed:
             cluster.shared["timing"] = timed // 2
         found.append(cluster)

@@ -94,7 +94,7 @@ class OnlineTracer:
                 metrics.TRACING_TIERS.labels(tier, "shadow").inc()
                 self._raised[account_id] = tier
             return
-        changed = self.accounts.raise_tiers(wanted)
+        changed = self.accounts.raise_tiers(wanted, actor="online tracing")
         for account_id, (tier, _) in wanted.items():
             self._raised[account_id] = tier  # raised now, or already at least this high
         for account_id, tier in changed.items():

@@ -31,7 +31,7 @@ import bisect
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from scipy.stats import poisson
@@ -57,6 +57,7 @@ CROWD_TRACES = 100
 CROWD_BASE = 0.002
 CROWD_ALPHA = 1e-4  # a crowd this unlikely under the base rate is a surge
 CROWD = "crowd"
+MAX_TIES = 500  # tie groups kept per cluster for its graph: a hydra's pairs can be thousands
 
 
 @dataclass
@@ -90,6 +91,9 @@ class ClusterResult:
     evidence: list[str]
     first_flagged_ts: float | None = None
     operation: bool = False  # judged as one actor: its verdict carries over to its crew
+    # What ties members to one operator, [{"kind": "payment", "accounts": [...]}, ...]:
+    # the console draws it as a graph. At most MAX_TIES groups; values are never kept.
+    ties: list[dict] = field(default_factory=list)
 
     def public(self) -> dict:
         return {
@@ -98,6 +102,7 @@ class ClusterResult:
             "score": round(self.score, 4),
             "flagged": self.flagged,
             "evidence": self.evidence,
+            "ties": self.ties,
         }
 
 
@@ -280,9 +285,10 @@ def _cluster_result(
     cluster (colleagues or strangers behind one office IP, cloud or client library) is as
     suspicious as its typical member, and each member stands on its own score."""
     said = [cluster.links()]
+    ties = [{"kind": kind, "accounts": sorted(group)} for kind, group in cluster.ties[:MAX_TIES]]
     active = [own[a] for a in cluster.accounts if a in own]
     if not active:
-        return ClusterResult(cluster.cluster_id, cluster.accounts, 0.0, False, said)
+        return ClusterResult(cluster.cluster_id, cluster.accounts, 0.0, False, said, ties=ties)
     if crew and profile is not None:
         said.append(
             f"one operation: {len(crew)} of {len(active)} active accounts carry extractive "
@@ -308,6 +314,7 @@ def _cluster_result(
         said,
         first_flagged,
         operation=bool(crew),
+        ties=ties,
     )
 
 
