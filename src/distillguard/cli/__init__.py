@@ -15,6 +15,7 @@ import typer
 from distillguard.cli import (
     accounts,
     config,
+    demo,
     events,
     exchange,
     hub,
@@ -34,7 +35,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for command in (model.generate, model.demo, serve.serve, trace.simulate):
+for command in (demo.demo, model.generate, serve.serve, trace.simulate):
     app.command()(command)
 for name, group in (
     ("watermark", watermark.watermark_app),

@@ -1,4 +1,4 @@
-"""`generate` and `demo`: the bundled model's answers, watermarked or not."""
+"""`generate`: the bundled model's answers, watermarked or not."""
 
 from __future__ import annotations
 
@@ -7,19 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from distillguard.cli.common import bundled_engine, progress_bar
 from distillguard.config import load_settings
 from distillguard.errors import DistillguardError
-from distillguard.watermark import Watermark, WatermarkConfig, WatermarkKey
-
-DEMO_PROMPTS = (
-    "Explain why the sky is blue to a ten-year-old.",
-    "Give me three practical tips for learning a new programming language.",
-    "Describe how a bill becomes a law.",
-)
+from distillguard.watermark import Watermark, WatermarkKey
 
 
 def generate(
@@ -74,46 +66,3 @@ def generate(
             "watermark_key_id": watermark.key.key_id if watermark else None,
         }
         print(json.dumps(record, ensure_ascii=False))
-
-
-def demo(
-    max_tokens: Annotated[int, typer.Option(min=16, help="New tokens per answer.")] = 120,
-    seed: Annotated[int, typer.Option()] = 0,
-) -> None:
-    """Generate answers with and without a fresh watermark key and test them all."""
-    settings = load_settings()
-    key = WatermarkKey.generate(
-        WatermarkConfig.from_params(settings.watermark.model_dump()).to_params()
-    )
-    watermark = Watermark.from_key(key)
-    engine = bundled_engine(settings)
-    gen = settings.generation
-    table = Table(
-        title=f"watermark {key.key_id} ({watermark.config.scheme}, "
-        f"γ={watermark.config.gamma}, δ={watermark.config.delta})"
-    )
-    for column in ("answer", "watermarked", "scored", "green", "p-value"):
-        table.add_column(column, overflow="fold")
-    with progress_bar() as progress:
-        task = progress.add_task("generating", total=2 * len(DEMO_PROMPTS))
-        for marked in (True, False):
-            completions = engine.generate(
-                list(DEMO_PROMPTS),
-                max_new_tokens=max_tokens,
-                temperature=gen.temperature,
-                top_p=gen.top_p,
-                watermark=watermark if marked else None,
-                seed=seed,
-                on_batch=lambda n: progress.advance(task, n),
-            )
-            for c in completions:
-                r = watermark.detect(c.completion_ids, c.prompt_ids)
-                preview = c.text.strip().replace("\n", " ")
-                table.add_row(
-                    preview[:70] + ("…" if len(preview) > 70 else ""),
-                    "yes" if marked else "no",
-                    str(r.scored),
-                    f"{r.green_fraction:.0%}",
-                    f"{r.p_value:.1e}",
-                )
-    Console().print(table)

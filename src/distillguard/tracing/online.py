@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from distillguard import metrics
 from distillguard.config import TracingSettings
@@ -31,6 +33,14 @@ from distillguard.tracing.shared import SharedTemplates
 
 log = logging.getLogger(__name__)
 _RANK = {tier: i for i, tier in enumerate(TIERS)}
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    account_id: str
+    ts: float  # the event's time
+    score: float
+    features: dict[str, float]
 
 
 class OnlineTracer:
@@ -56,26 +66,33 @@ class OnlineTracer:
 
     def observe(self, batch: Sequence[Event]) -> None:
         """Fold a batch of stored events into the profiles; raise tiers that were earned."""
+        wanted: dict[str, tuple[str, str]] = {}
         # vars(), not asdict(): a shallow view; asdict would deep-copy every request body.
-        events = list(events_from_rows((vars(e) for e in batch), InputReport("gateway")))
+        for checkpoint in self.scored(vars(e) for e in batch):
+            tier = self.settings.tier_for(checkpoint.score)
+            account_id = checkpoint.account_id
+            already = self._raised.get(account_id, "normal")
+            if tier is not None and _RANK[tier] > _RANK[already]:
+                reason = f"online tracing score {checkpoint.score:.2f}: " + "; ".join(
+                    evidence(checkpoint.features)[:3]
+                )
+                wanted[account_id] = (tier, reason)
+        if wanted:
+            self._apply(wanted)  # remembered only once applied: a store outage is retried
+
+    def scored(self, rows: Iterable[dict[str, Any]]) -> Iterator[Checkpoint]:
+        """Fold a batch of event rows (the store's columns) into the profiles; yields each
+        account's score at its checkpoints. Changes no tier."""
+        events = list(events_from_rows(rows, InputReport("gateway")))
         if not events:
             return
-        wanted: dict[str, tuple[str, str]] = {}
         for event, row in zip(events, describe(events, self.shared).rows(), strict=True):
             self._releases.see(event)
             profile = self._profile(event.account_id)
             profile.add(event, row)
-            if not is_checkpoint(profile.requests):
-                continue
-            features = profile.features(self._releases)
-            score = assess(features).score
-            tier = self.settings.tier_for(score)
-            already = self._raised.get(event.account_id, "normal")
-            if tier is not None and _RANK[tier] > _RANK[already]:
-                reason = f"online tracing score {score:.2f}: " + "; ".join(evidence(features)[:3])
-                wanted[event.account_id] = (tier, reason)
-        if wanted:
-            self._apply(wanted)  # remembered only once applied: a store outage is retried
+            if is_checkpoint(profile.requests):
+                features = profile.features(self._releases)
+                yield Checkpoint(event.account_id, event.ts, assess(features).score, features)
 
     def _profile(self, account_id: str) -> Profile:
         profile = self._profiles.get(account_id)

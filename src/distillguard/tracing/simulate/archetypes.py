@@ -465,10 +465,11 @@ def text_scorer(world: World, actor: str) -> None:
         )
 
 
-def hydra(world: World, actor: str) -> None:
-    """Hundreds of small accounts, each under every per-account limit, run as one operation."""
+def hydra(world: World, actor: str, size: int | None = None) -> None:
+    """Hundreds of small accounts (`size`, default 100-1,000), each under every per-account
+    limit, run as one operation."""
     r = world.rng
-    size = r.randint(100, 1000)
+    size = size if size is not None else r.randint(100, 1000)
     cards = [world.token("pf_", 16) for _ in range(max(2, size // r.randint(15, 60)))]
     proxies = world.datacenter_pool(subnets=r.randint(2, 6))
     domain = r.choice(["gmail.com", f"{world.token('mail', 4)}.net"])

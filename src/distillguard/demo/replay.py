@@ -1,0 +1,110 @@
+"""Replaying simulated traffic through a real gateway, on a compressed clock.
+
+Each simulated request is sent at its own moment, `speedup` times sooner, with the
+client's address in `X-Forwarded-For` (the demo's gateway trusts loopback as its proxy)
+and its user agent, so tracing sees what it would see in production. The answer's length
+the simulator chose travels in `metadata` for the synthetic backend; `max_tokens` stays
+what the client asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+IN_FLIGHT = 48
+FIELDS = ("model", "messages", "prompt", "max_tokens", "temperature", "logprobs", "top_logprobs")
+FIELDS += ("echo", "prompt_logprobs", "n", "seed")
+
+
+def timestamp(event: Mapping[str, Any]) -> float:
+    return datetime.fromisoformat(event["ts"].replace("Z", "+00:00")).timestamp()
+
+
+def body(event: Mapping[str, Any]) -> dict[str, Any]:
+    sent = {name: event[name] for name in FIELDS if event.get(name) is not None}
+    sent["metadata"] = {"answer_tokens": str(event.get("completion_tokens") or 256)}
+    return sent
+
+
+@dataclass
+class Replayed:
+    """What each account got back: HTTP status -> count, and the wall seconds it took."""
+
+    statuses: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    seconds: float = 0.0
+    late: float = 0.0  # how far behind its schedule the last request went out
+
+    def served(self, account: str) -> int:
+        return self.statuses[account][200]
+
+    def refused(self, account: str) -> int:
+        return sum(n for status, n in self.statuses[account].items() if status in (403, 429))
+
+    def total(self, account: str) -> int:
+        return sum(self.statuses[account].values())
+
+
+async def _replay(
+    url: str,
+    keys: Mapping[str, str],
+    events: Sequence[Mapping[str, Any]],
+    speedup: float,
+    progress: Callable[[int], None],
+) -> Replayed:
+    done = Replayed()
+    gate = asyncio.Semaphore(IN_FLIGHT)
+    start_sim = timestamp(events[0])
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def send(event: Mapping[str, Any]) -> None:
+            endpoint = event.get("endpoint") or "/chat/completions"
+            headers = {
+                "authorization": f"Bearer {keys[event['account_id']]}",
+                "x-forwarded-for": event.get("ip") or "127.0.0.1",
+                "user-agent": event.get("user_agent") or "demo",
+            }
+            try:
+                reply = await client.post(endpoint, json=body(event), headers=headers)
+                status = reply.status_code
+            except httpx.HTTPError:
+                status = 0  # counted as not served
+            finally:
+                gate.release()
+            done.statuses[event["account_id"]][status] += 1
+            progress(1)
+
+        started = time.monotonic()
+        tasks = []
+        for event in events:
+            due = started + (timestamp(event) - start_sim) / speedup
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            else:
+                done.late = max(done.late, -wait)
+            await gate.acquire()
+            tasks.append(asyncio.create_task(send(event)))
+        await asyncio.gather(*tasks)
+        done.seconds = time.monotonic() - started
+    return done
+
+
+def replay(
+    url: str,
+    keys: Mapping[str, str],
+    events: Sequence[Mapping[str, Any]],
+    speedup: float,
+    progress: Callable[[int], None] = lambda n: None,
+) -> Replayed:
+    """Send `events` (time order) to the gateway at `url` (its /v1 root) with each account's
+    key from `keys`; returns what each account got back."""
+    return asyncio.run(_replay(url, keys, events, speedup, progress))
