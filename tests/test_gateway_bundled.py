@@ -177,3 +177,25 @@ def test_suspect_api_mode_names_the_cohort_behind_an_endpoint(served, upstream, 
     clean = run(*args[:-2], "--api-model", "fake-model", "--api-url", upstream)
     assert clean.returncode == 0, clean.stderr
     assert json.loads(clean.stdout)["verdict"] == "no evidence"
+
+
+def test_the_bundled_model_beside_an_upstream_answers_by_model_name(upstream, tmp_path):
+    """`--engine bundled --upstream URL`: the bundled model's name is answered here,
+    watermarked; every other model goes upstream; one store, one set of limits."""
+    key = WatermarkKey.generate()
+    key.save(tmp_path / "key.json")
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    api_key = AccountStore(open_engine(store)).issue_key("both").api_key
+    args = ("--engine", "bundled", "--watermark-key", str(tmp_path / "key.json"))
+    with gateway(upstream, store, *args) as stack:
+        sdk = openai.OpenAI(base_url=stack.url, api_key=api_key, max_retries=0)
+        listed = [m.id for m in sdk.models.list()]
+        assert listed[0] == MODEL_NAME and len(listed) > 1  # ours first, then the upstream's
+        proxied = sdk.chat.completions.create(model="fake-model", messages=PROMPT)
+        assert proxied.choices[0].message.content == "The answer is forty-two."
+        ours = sdk.chat.completions.create(model=MODEL_NAME, messages=PROMPT, max_tokens=40)
+        assert ours.model == MODEL_NAME and ours.usage.completion_tokens > 10
+        assert ours.choices[0].message.content != "The answer is forty-two."
+    events = list(EventStore(open_engine(store)).read())
+    assert [(e["model"], e["status"]) for e in events] == [("fake-model", 200), (MODEL_NAME, 200)]
+    assert events[0]["cohort"] == events[1]["cohort"] is not None

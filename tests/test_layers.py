@@ -23,7 +23,8 @@ LAYERS = [
     {"tracing", "suspect"},
     {"exchange"},
     {"gateway"},
-    {"cli"},
+    {"demo"},
+    {"cli", "__main__"},
 ]
 LAYER_OF = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 # The traffic simulator's archetype catalogue is a table; it may stay long.

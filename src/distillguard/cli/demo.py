@@ -64,8 +64,9 @@ def demo(
     """Run the whole defence on a simulated day: two providers and a hub, watermarked
     answers, limits, online tracing, shared signals and a distilled student; then write
     an HTML report. Exits 1 if an outcome was not met."""
+    from distillguard.demo.providers import ADMIN_TOKEN
     from distillguard.demo.report import write_report
-    from distillguard.demo.run import ADMIN_TOKEN, run
+    from distillguard.demo.run import run
 
     shown = _Screen()
     try:
@@ -81,12 +82,13 @@ def demo(
             outcome.measured,
         )
     screen.print(table)
-    screen.print(f"report: {report}  ({result.seconds['total'] / 60:.1f} min)")
+    screen.print(f"report: {report}  ({result.seconds['total'] / 60:.1f} min)", soft_wrap=True)
     screen.print(
         "console on provider A's store: "
-        f"DISTILLGUARD_GATEWAY__ADMIN_TOKEN={ADMIN_TOKEN} distillguard serve --upstream "
-        f"http://127.0.0.1:9/v1 --store sqlite:///{(out / 'provider-a.db').resolve()}"
-        "  then http://127.0.0.1:8000/admin/"
+        f"DISTILLGUARD_GATEWAY__ADMIN_TOKEN={ADMIN_TOKEN} distillguard serve --engine bundled "
+        f"--watermark-key {out / 'watermark-key.json'} "
+        f"--store sqlite:///{(out / 'provider-a.db').resolve()}  then http://127.0.0.1:8000/admin/",
+        soft_wrap=True,
     )
     if not result.ok:
         raise typer.Exit(EXIT_NOT_MET)

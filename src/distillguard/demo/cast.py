@@ -33,7 +33,7 @@ QUICK: dict = {
         "capability_sweep": 1,
     },
     "hydra": 250,
-    "most_per_account": 1_500,
+    "most_per_account": 600,
 }
 FULL: dict = {
     "days": 2,

@@ -12,7 +12,8 @@ from urllib.parse import quote
 from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
 
 from distillguard.config import TracingSettings
-from distillguard.demo.run import COHORTS, TIERS, Demo
+from distillguard.demo.providers import COHORTS, TIERS
+from distillguard.demo.run import Demo
 from distillguard.gateway.console.views import Views
 from distillguard.store import AccountStore, EventStore, open_engine
 from distillguard.tracing.online import OnlineTracer
@@ -61,18 +62,17 @@ def _shown(demo: Demo) -> list[dict[str, Any]]:
 
 
 def _chart(demo: Demo, engine, accounts: list[str]) -> dict[str, Any]:
-    """Each shown account's online score at its checkpoints, replayed from the store with
-    the gateway's own tracer (shadow, so nothing changes), on the simulated clock."""
+    """Each shown account's online score at its checkpoints, by the requests it had sent:
+    replayed from the store with the gateway's own tracer (shadow: nothing changes)."""
     tracer = OnlineTracer(AccountStore(engine), TracingSettings(**TIERS), shadow=True)
     wanted = set(accounts)
     series: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    first = demo.replay_started  # the harvester's real answers came just before
     batch: list[dict[str, Any]] = []
 
     def fold() -> None:
         for point in tracer.scored(batch):
-            if point.account_id in wanted and point.ts >= first:
-                series[point.account_id].append((point.ts, point.score))
+            if point.account_id in wanted:
+                series[point.account_id].append((point.features["requests"], point.score))
         batch.clear()
 
     for row in EventStore(engine).read():
@@ -80,11 +80,11 @@ def _chart(demo: Demo, engine, accounts: list[str]) -> dict[str, Any]:
         if len(batch) >= 500:
             fold()
     fold()
-    span = max(max((t for s in series.values() for t, _ in s), default=first) - first, 1e-9)
+    most = max((n for s in series.values() for n, _ in s), default=1.0)
     inner_w, inner_h = CHART_WIDTH - 2 * MARGIN, CHART_HEIGHT - 2 * MARGIN
 
-    def x(ts: float) -> float:
-        return MARGIN + inner_w * (ts - first) / span
+    def x(requests: float) -> float:
+        return MARGIN + inner_w * requests / most
 
     def y(score: float) -> float:
         return MARGIN + inner_h * (1 - score)
@@ -92,7 +92,7 @@ def _chart(demo: Demo, engine, accounts: list[str]) -> dict[str, Any]:
     lines = [
         {
             "account_id": a,
-            "points": " ".join(f"{x(t):.1f},{y(s):.1f}" for t, s in series[a]),
+            "points": " ".join(f"{x(n):.1f},{y(s):.1f}" for n, s in series[a]),
             "role": next(r["role"] for r in demo.accounts if r["account_id"] == a),
         }
         for a in accounts
@@ -106,5 +106,5 @@ def _chart(demo: Demo, engine, accounts: list[str]) -> dict[str, Any]:
         "left": MARGIN,
         "right": CHART_WIDTH - MARGIN,
         "bottom": CHART_HEIGHT - MARGIN,
-        "simulated_hours": round(span * demo.speedup / 3600, 1),
+        "most_requests": int(most),
     }

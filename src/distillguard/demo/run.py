@@ -20,7 +20,6 @@ Everything lands in `out`: the stores (open A's in the console), the logs, the r
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,15 +30,12 @@ from typing import Any, Protocol
 
 import httpx
 
-from distillguard.config import ExchangeSettings, TracingSettings, load_settings
+from distillguard.config import TracingSettings, load_settings
 from distillguard.demo.cast import Cast, cast
+from distillguard.demo.providers import ADMIN_TOKEN, COHORTS, TIERS, World
 from distillguard.demo.replay import Replayed, replay
-from distillguard.demo.services import Server, distillguard, free_port
 from distillguard.errors import DistillguardError
 from distillguard.exchange.client import HubClient
-from distillguard.exchange.hub.schema import metadata as hub_schema
-from distillguard.exchange.hub.store import HubStore
-from distillguard.exchange.privacy import KeyRing
 from distillguard.exchange.publish import publish_run
 from distillguard.exchange.watchlist import Watchlist
 from distillguard.gateway.backends.bundled import MODEL_NAME
@@ -47,18 +43,8 @@ from distillguard.store import AccountStore, EventStore, ScoreStore, SuspectStor
 from distillguard.tracing.records import load_inputs
 from distillguard.tracing.run import trace
 from distillguard.tracing.tiers import earned_tiers
-from distillguard.watermark import WatermarkKey
-from distillguard.watermark.cohorts import Cohorts
 
-COHORTS = 8
 MAX_PROMPT_CHARS = 300  # the real model answers short prompts: a CPU run stays short
-ADMIN_TOKEN = "demo-admin-token-" + "0" * 24  # loopback only; printed for the console
-# Limits on the demo's compressed clock (a simulated day in under a minute): every
-# legitimate account's pace fits `normal` with room to spare; `throttle` (x 0.1) does not
-# fit a harvester's.
-LIMITS = {"rpm": 3_000, "tpm": 5_000_000, "tpd": None, "concurrency": 64}
-ORG_LIMITS = {"rpm": 30_000, "tpm": 50_000_000, "tpd": None, "concurrency": 640}
-TIERS = {"watch_at": 0.3, "throttle_at": 0.5, "block_at": 0.9}
 # What a run writes into its folder, and removes there before it starts again.
 WRITES = ("provider-a.db", "provider-b.db", "hub.db", "watermark-key.json", "consortium.key")
 WRITES += ("provider-a-accounts.jsonl", "answers.jsonl", "summary.json", "report.html")
@@ -109,7 +95,7 @@ class Demo:
     student_account: str | None = None
     student_cohort: int | None = None
     speedup: float = 1.0  # simulated seconds per wall second in the replay
-    replay_started: float = 0.0  # wall clock (Unix seconds)
+    replay_late: float = 0.0  # how far behind its schedule the replay's last request went
 
     @property
     def ok(self) -> bool:
@@ -121,6 +107,8 @@ class Demo:
             "seed": self.seed,
             "ok": self.ok,
             "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+            "speedup": round(self.speedup),
+            "replay_late_seconds": round(self.replay_late, 1),
             "outcomes": [vars(o) for o in self.outcomes],
             "accounts": self.accounts,
             "students": self.students,
@@ -144,7 +132,7 @@ def run(out: Path, *, quick: bool, seed: int, screen: Screen) -> Demo:
         f"simulated {people.days} day(s) of provider A's traffic: {len(people.events):,} "
         f"requests from {len(people.accounts):,} accounts"
     )
-    world = _World.create(out, people)
+    world = World.create(out, people)
     demo.seconds["set-up"] = time.monotonic() - clock
     with ExitStack() as servers:
         clock = time.monotonic()
@@ -160,7 +148,6 @@ def run(out: Path, *, quick: bool, seed: int, screen: Screen) -> Demo:
 
         clock = time.monotonic()
         demo.speedup = speedup = _span(people) / size.replay_seconds
-        demo.replay_started = time.time()
         advance = screen.phase(
             f"replaying the day through provider A, {speedup:,.0f}x faster", len(people.events)
         )
@@ -198,151 +185,8 @@ def _span(people: Cast) -> float:
     return max(timestamp(people.events[-1]) - timestamp(people.events[0]), 1.0)
 
 
-@dataclass
-class _World:
-    """The two providers and the hub: their stores, keys and settings."""
-
-    out: Path
-    people: Cast
-    key: WatermarkKey
-    ring: KeyRing
-    hub_tokens: dict[str, str]
-    api_keys: dict[str, str]
-    hub_url: str = ""  # once started
-
-    @property
-    def key_file(self) -> Path:
-        return self.out / "watermark-key.json"
-
-    @property
-    def hub_store(self) -> str:
-        return f"sqlite:///{self.out / 'hub.db'}"
-
-    @property
-    def cohorts(self) -> Cohorts:
-        return Cohorts(self.key, COHORTS)
-
-    def store(self, provider: str) -> str:
-        return f"sqlite:///{self.out / f'provider-{provider}.db'}"
-
-    @classmethod
-    def create(cls, out: Path, people: Cast) -> _World:
-        key = WatermarkKey.generate()
-        key.save(out / "watermark-key.json")  # the gateway's master key
-        ring = KeyRing.generate("demo")
-        ring.save(out / "consortium.key")
-        hub = HubStore(
-            open_engine(f"sqlite:///{out / 'hub.db'}", schema=hub_schema)
-        )  # as `hub collection add`, `hub member add`
-        hub.add_collection("signals", "distillation signals")
-        tokens = {
-            p: hub.add_member(f"provider-{p}", read=["signals"], write=["signals"])
-            for p in ("a", "b")
-        }
-        world = cls(out, people, key, ring, tokens, {})
-        # Provider A's customers: a key each, and the identifiers they signed up with.
-        engine = open_engine(world.store("a"))
-        accounts = AccountStore(engine)
-        watchlist = Watchlist(engine, ring, world.exchange("a"))
-        for account_id, signup in people.accounts.items():
-            world.api_keys[account_id] = accounts.issue_key(
-                account_id, signup.get("org_id")
-            ).api_key
-            given = [("email", signup["email"]), ("payment", signup["payment_fingerprint"])]
-            watchlist.identify(account_id, given, apply=False)
-        with (out / "provider-a-accounts.jsonl").open("w") as handle:
-            for signup in people.accounts.values():
-                handle.write(json.dumps(signup) + "\n")
-        return world
-
-    def exchange(self, provider: str, hub: str | None = None) -> ExchangeSettings:
-        return ExchangeSettings(
-            hub=hub,
-            collection="signals",
-            token=self.hub_tokens[provider],
-            keyring=self.out / "consortium.key",
-            publisher=f"provider-{provider}",
-        )
-
-    def env(self, provider: str) -> dict[str, str]:
-        limits = json.dumps(LIMITS)
-        return {
-            "HF_HUB_OFFLINE": "1",
-            "DISTILLGUARD_GATEWAY__ADMIN_TOKEN": ADMIN_TOKEN,
-            "DISTILLGUARD_GATEWAY__TRUSTED_PROXIES": '["127.0.0.1"]',
-            "DISTILLGUARD_GATEWAY__COHORTS": str(COHORTS),
-            "DISTILLGUARD_GATEWAY__KEY_REFRESH_SECONDS": "0.5",
-            "DISTILLGUARD_GATEWAY__LIMITS__KEY": limits,
-            "DISTILLGUARD_GATEWAY__LIMITS__ACCOUNT": limits,
-            "DISTILLGUARD_GATEWAY__LIMITS__ORG": json.dumps(ORG_LIMITS),
-            **{f"DISTILLGUARD_TRACING__{k.upper()}": str(v) for k, v in TIERS.items()},
-            "DISTILLGUARD_EXCHANGE__HUB": self.hub_url,
-            "DISTILLGUARD_EXCHANGE__COLLECTION": "signals",
-            "DISTILLGUARD_EXCHANGE__TOKEN": self.hub_tokens[provider],
-            "DISTILLGUARD_EXCHANGE__KEYRING": str(self.out / "consortium.key"),
-            "DISTILLGUARD_EXCHANGE__PUBLISHER": f"provider-{provider}",
-        }
-
-    def start(self, servers: ExitStack) -> dict[str, str]:
-        """The synthetic backend, the hub and both gateways, started together (the model's
-        load is most of the wait); their URLs."""
-        logs = self.out / "logs"
-        ports = {name: free_port() for name in ("synthetic", "hub", "a", "b")}
-        synthetic = f"http://127.0.0.1:{ports['synthetic']}/v1"
-        hub_root = f"http://127.0.0.1:{ports['hub']}"
-        self.hub_url = f"{hub_root}/api/"
-        started = [
-            Server(
-                "synthetic backend",
-                [
-                    sys.executable,
-                    "-m",
-                    "distillguard.demo.synthetic",
-                    "--port",
-                    str(ports["synthetic"]),
-                ],
-                f"{synthetic}/models",
-                logs / "synthetic.log",
-                {},
-            ),
-            Server(
-                "hub",
-                distillguard(
-                    "hub", "serve", "--port", str(ports["hub"]), "--store", self.hub_store
-                ),
-                f"{hub_root}/taxii2/",
-                logs / "hub.log",
-                {},
-            ),
-        ]
-        for provider in ("a", "b"):
-            engine = ["--engine", "bundled"] if provider == "a" else []
-            started.append(
-                Server(
-                    f"provider {provider.upper()}'s gateway",
-                    distillguard(
-                        "serve",
-                        *engine,
-                        *("--upstream", synthetic, "--port", str(ports[provider])),
-                        *("--store", self.store(provider), "--watermark-key", str(self.key_file)),
-                    ),
-                    f"http://127.0.0.1:{ports[provider]}/healthz",
-                    logs / f"gateway-{provider}.log",
-                    self.env(provider),
-                )
-            )
-        for server in started:
-            servers.callback(server.stop)
-        for server in started:
-            server.wait()
-        return {
-            "a": f"http://127.0.0.1:{ports['a']}/v1",
-            "b": f"http://127.0.0.1:{ports['b']}/v1",
-        }
-
-
 def _harvest(
-    world: _World, url: str, harvester: str, size: Size, screen: Screen
+    world: World, url: str, harvester: str, size: Size, screen: Screen
 ) -> list[tuple[str, str]]:
     """The harvester's first prompts, answered by the real model through A's gateway (its
     cohort's watermark in every answer); what it received."""
@@ -374,7 +218,7 @@ def _last_user_text(event: dict[str, Any]) -> str | None:
     return users[-1] if users else None
 
 
-def _judge_online(demo: Demo, world: _World, replayed: Replayed) -> None:
+def _judge_online(demo: Demo, world: World, replayed: Replayed) -> None:
     people = world.people
     accounts = AccountStore(open_engine(world.store("a")))
     rows = []
@@ -420,7 +264,7 @@ def _judge_online(demo: Demo, world: _World, replayed: Replayed) -> None:
         )
     )
     casual = [r for r in rows if r["role"] == "casual"]
-    demo.seconds["replay late"] = replayed.late
+    demo.replay_late = replayed.late
     demo.outcomes.append(
         Outcome(
             "casual users untouched",
@@ -431,7 +275,7 @@ def _judge_online(demo: Demo, world: _World, replayed: Replayed) -> None:
     )
 
 
-def _trace_and_publish(demo: Demo, world: _World) -> None:
+def _trace_and_publish(demo: Demo, world: World) -> None:
     """What `trace run --apply-tiers` and `exchange publish` do, on A's store."""
     engine = open_engine(world.store("a"))
     accounts_file = world.out / "provider-a-accounts.jsonl"
@@ -472,7 +316,7 @@ def _quiet(_: str) -> None:
     """publish_run's notes (findings that cannot be shared) are not the demo's story."""
 
 
-def _signups_at_b(demo: Demo, world: _World, url: str, size: Size) -> None:
+def _signups_at_b(demo: Demo, world: World, url: str, size: Size) -> None:
     """B pulls what A published, then hydra accounts (and a few honest ones) sign up at B
     with the identifiers they used at A, and each sends its first request."""
     engine = open_engine(world.store("b"))
@@ -525,11 +369,11 @@ def _signups_at_b(demo: Demo, world: _World, url: str, size: Size) -> None:
 
 
 def _students(
-    demo: Demo, world: _World, harvested: list[tuple[str, str]], size: Size, screen: Screen
+    demo: Demo, world: World, harvested: list[tuple[str, str]], size: Size, screen: Screen
 ) -> None:
     """A student on the harvester's answers and a control on unwatermarked answers to the
     same prompts; each is tested against A's logged answers, cohort by cohort."""
-    from distillguard.demo.student import FINE_TUNE, examples, new_model, train
+    from distillguard.demo.student import QUICK_FINE_TUNE, examples, new_model, train
     from distillguard.engine.transformers_engine import TransformersEngine
     from distillguard.suspect.corpus import read_corpus
     from distillguard.suspect.run import accounts_of, reading_test
@@ -563,7 +407,7 @@ def _students(
     for name, pairs in trained_on.items():
         screen.phase(f"fine-tuning the {name} on {len(pairs)} answers")
         model = new_model("fine-tuned", teacher, settings.cache_dir, demo.seed)
-        train(model, examples(teacher, pairs), FINE_TUNE, demo.seed)
+        train(model, examples(teacher, pairs), QUICK_FINE_TUNE, demo.seed)
         screen.phase(f"suspect test of the {name}")
         verdict, _ = reading_test(world.key, model, corpus, teacher, cohorts=COHORTS)
         document = verdict.document()

@@ -28,6 +28,9 @@ class Recipe:
     learning_rate: float
     batch_size: int
     min_steps: int = 0  # more epochs on small data: a model from scratch needs the steps
+    # The token embeddings (tied to the output layer) kept as they are: a third less work
+    # a step on a CPU, and the rest of the model still learns the answers.
+    freeze_embeddings: bool = False
 
     def epochs_for(self, examples: int) -> int:
         batches = math.ceil(examples / self.batch_size)
@@ -36,6 +39,8 @@ class Recipe:
 
 FINE_TUNE = Recipe(epochs=3, learning_rate=1e-4, batch_size=8)
 SCRATCH = Recipe(epochs=40, learning_rate=2e-3, batch_size=4, min_steps=200)
+# The demo's student: a quick fine-tune that still names its cohort far below 1e-6.
+QUICK_FINE_TUNE = Recipe(epochs=2, learning_rate=1e-4, batch_size=8, freeze_embeddings=True)
 
 
 def examples(engine: TransformersEngine, pairs: Sequence[tuple[str, str]]) -> list[ReadItem]:
@@ -80,7 +85,10 @@ def train(model: Any, data: list[ReadItem], recipe: Recipe, seed: int) -> None:
     """AdamW at a constant rate, loss on answer tokens only; leaves the model in eval mode."""
     import torch
 
-    optimiser = torch.optim.AdamW(model.parameters(), lr=recipe.learning_rate, weight_decay=0.0)
+    if recipe.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    learned = [p for p in model.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(learned, lr=recipe.learning_rate, weight_decay=0.0)
     model.train()
     rng = random.Random(seed)
     for _ in range(recipe.epochs_for(len(data))):
