@@ -21,7 +21,7 @@
    for a control). **Null trials**: each reading is also judged under `--null-keys`
    master keys that never marked anything; at alpha 0.01 at most 1 % may name a cohort.
 
-Targets (issue 6): x = 100 -> p < 1e-10; x = 5 -> p < 1e-6; the right cohort in >= 95 %
+Targets: x = 100 -> p < 1e-10; x = 5 -> p < 1e-6; the right cohort in >= 95 %
 of trials; null trials significant in <= 1 %. CPU by default; `--scale` multiplies the
 data (and the time) for a bigger machine.
 """

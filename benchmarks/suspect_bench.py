@@ -12,7 +12,7 @@ per cohort, drop prompt windows, and score every cohort's key and as many contro
 Cohorts share nothing, so selection and scoring run on one thread per CPU. Beside it, in
 the same run: the selection on one thread, `np.sort` of as many uint64 (what the machine
 does at best for one pass of de-duplication), and the same windows pooled and scored under
-every key (the test before windows were kept per cohort). Target (issue 6): >= 5 M answer tokens/s.
+every key (the test before windows were kept per cohort). Target: >= 5 M answer tokens/s.
 """
 
 from __future__ import annotations

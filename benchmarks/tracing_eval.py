@@ -4,7 +4,7 @@
 
 For each scenario the simulator writes a week of labelled traffic (seeded), `trace()`
 scores it, and `evaluate()` compares with the labels and with the volume and PRADA
-baselines on the same events. Targets on `default` (issue 4): ROC-AUC >= 0.99,
+baselines on the same events. Targets on `default`: ROC-AUC >= 0.99,
 TPR >= 95 % at 1 % FPR, heavy-benign FPR <= 0.5 %, hydra linkage >= 90 %, median
 time-to-flag <= 300 requests for bulk attackers. `hydra-swarm`, `hidden`,
 `heavy-benign` and `evasive` were not used to set any anchor; `evasive` holds attackers

@@ -64,7 +64,6 @@ def demo(
     """Run the whole defence on a simulated day: two providers and a hub, watermarked
     answers, limits, online tracing, shared signals and a distilled student; then write
     an HTML report. Exits 1 if an outcome was not met."""
-    from distillguard.demo.providers import ADMIN_TOKEN
     from distillguard.demo.report import write_report
     from distillguard.demo.run import run
 
@@ -85,7 +84,8 @@ def demo(
     screen.print(f"report: {report}  ({result.seconds['total'] / 60:.1f} min)", soft_wrap=True)
     screen.print(
         "console on provider A's store: "
-        f"DISTILLGUARD_GATEWAY__ADMIN_TOKEN={ADMIN_TOKEN} distillguard serve --engine bundled "
+        f"DISTILLGUARD_GATEWAY__ADMIN_TOKEN=$(cat {out / 'admin-token'}) "
+        "distillguard serve --engine bundled "
         f"--watermark-key {out / 'watermark-key.json'} "
         f"--store sqlite:///{(out / 'provider-a.db').resolve()}  then http://127.0.0.1:8000/admin/",
         soft_wrap=True,

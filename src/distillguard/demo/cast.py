@@ -20,7 +20,7 @@ HEAVY = frozenset({"coding_power_user", "batch_job", "eval_runner", "researcher"
 # Distillers whose accounts each carry the harvest (a hydra spreads it over many).
 HARVESTERS = frozenset({"bulk_harvester", "cot_harvester", "capability_sweep"})
 
-QUICK: dict = {
+QUICK_CAST: dict = {
     "days": 1,
     "mix": {
         "casual": 40,
@@ -35,7 +35,7 @@ QUICK: dict = {
     "hydra": 250,
     "most_per_account": 600,
 }
-FULL: dict = {
+FULL_CAST: dict = {
     "days": 2,
     "mix": {
         "casual": 150,
@@ -73,12 +73,9 @@ class Cast:
     def members(self, role: str) -> list[str]:
         return sorted(a for a in self.accounts if self.role(a) == role)
 
-    def requests(self) -> Counter:
-        return Counter(e["account_id"] for e in self.events)
-
 
 def cast(quick: bool, seed: int) -> Cast:
-    plan = QUICK if quick else FULL
+    plan = QUICK_CAST if quick else FULL_CAST
     world = World(load_corpus(find_corpus(None)), random.Random(seed), days=plan["days"])
     for archetype, count in plan["mix"].items():
         for i in range(count):

@@ -4,6 +4,7 @@ runs (real `distillguard serve` and `hub serve` processes, and the synthetic bac
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ from distillguard.watermark import WatermarkKey
 from distillguard.watermark.cohorts import Cohorts
 
 COHORTS = 8
-ADMIN_TOKEN = "demo-admin-token-" + "0" * 24  # loopback only; printed for the console
 # Limits on the demo's compressed clock (a simulated day in under a minute): every
 # legitimate account's pace fits `normal` with room to spare; `throttle` (x 0.1) does not
 # fit a harvester's.
@@ -31,7 +31,7 @@ TIERS = {"watch_at": 0.3, "throttle_at": 0.5, "block_at": 0.9}
 
 
 @dataclass
-class World:
+class Providers:
     """The two providers and the hub: their stores, keys and settings."""
 
     out: Path
@@ -40,6 +40,7 @@ class World:
     ring: KeyRing
     hub_tokens: dict[str, str]
     api_keys: dict[str, str]
+    admin_token: str = ""  # both gateways' (the console's), in `admin-token` (0600)
     hub_url: str = ""  # once started
 
     @property
@@ -58,7 +59,7 @@ class World:
         return f"sqlite:///{self.out / f'provider-{provider}.db'}"
 
     @classmethod
-    def create(cls, out: Path, people: Cast) -> World:
+    def create(cls, out: Path, people: Cast) -> Providers:
         key = WatermarkKey.generate()
         key.save(out / "watermark-key.json")  # the gateway's master key
         ring = KeyRing.generate("demo")
@@ -71,7 +72,11 @@ class World:
             p: hub.add_member(f"provider-{p}", read=["signals"], write=["signals"])
             for p in ("a", "b")
         }
-        world = cls(out, people, key, ring, tokens, {})
+        token = secrets.token_urlsafe(32)
+        token_file = out / "admin-token"
+        token_file.touch(mode=0o600)
+        token_file.write_text(token + "\n")
+        world = cls(out, people, key, ring, tokens, {}, token)
         # Provider A's customers: a key each, and the identifiers they signed up with.
         engine = open_engine(world.store("a"))
         accounts = AccountStore(engine)
@@ -100,7 +105,7 @@ class World:
         limits = json.dumps(LIMITS)
         return {
             "HF_HUB_OFFLINE": "1",
-            "DISTILLGUARD_GATEWAY__ADMIN_TOKEN": ADMIN_TOKEN,
+            "DISTILLGUARD_GATEWAY__ADMIN_TOKEN": self.admin_token,
             "DISTILLGUARD_GATEWAY__TRUSTED_PROXIES": '["127.0.0.1"]',
             "DISTILLGUARD_GATEWAY__COHORTS": str(COHORTS),
             "DISTILLGUARD_GATEWAY__KEY_REFRESH_SECONDS": "0.5",
@@ -123,48 +128,41 @@ class World:
         synthetic = f"http://127.0.0.1:{ports['synthetic']}/v1"
         hub_root = f"http://127.0.0.1:{ports['hub']}"
         self.hub_url = f"{hub_root}/api/"
-        started = [
-            Server(
-                "synthetic backend",
-                [
-                    sys.executable,
-                    "-m",
-                    "distillguard.demo.synthetic",
-                    "--port",
-                    str(ports["synthetic"]),
-                ],
+        launches = [
+            (
+                "synthetic-backend",
+                [sys.executable, "-m", "distillguard.demo.synthetic"],
+                ["--port", str(ports["synthetic"])],
                 f"{synthetic}/models",
-                logs / "synthetic.log",
                 {},
             ),
-            Server(
+            (
                 "hub",
-                distillguard(
-                    "hub", "serve", "--port", str(ports["hub"]), "--store", self.hub_store
-                ),
+                distillguard("hub", "serve", "--store", self.hub_store),
+                ["--host", "127.0.0.1", "--port", str(ports["hub"])],
                 f"{hub_root}/taxii2/",
-                logs / "hub.log",
                 {},
             ),
         ]
         for provider in ("a", "b"):
             engine = ["--engine", "bundled"] if provider == "a" else []
-            started.append(
-                Server(
-                    f"provider {provider.upper()}'s gateway",
-                    distillguard(
-                        "serve",
-                        *engine,
-                        *("--upstream", synthetic, "--port", str(ports[provider])),
+            launches.append(
+                (
+                    f"gateway-{provider}",
+                    distillguard("serve", *engine, "--upstream", synthetic),
+                    [
+                        *("--host", "127.0.0.1", "--port", str(ports[provider])),
                         *("--store", self.store(provider), "--watermark-key", str(self.key_file)),
-                    ),
+                    ],
                     f"http://127.0.0.1:{ports[provider]}/healthz",
-                    logs / f"gateway-{provider}.log",
                     self.env(provider),
                 )
             )
-        for server in started:
-            servers.callback(server.stop)
+        started = []
+        for name, command, options, health, env in launches:
+            server = Server(name, [*command, *options], health, logs / f"{name}.log", env)
+            servers.callback(server.stop)  # stopped whatever happens next
+            started.append(server)
         for server in started:
             server.wait()
         return {

@@ -7,13 +7,14 @@ from collections import defaultdict
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from jinja2 import ChoiceLoader, Environment, PackageLoader, select_autoescape
+from sqlalchemy import Engine
 
 from distillguard.config import TracingSettings
 from distillguard.demo.providers import COHORTS, TIERS
 from distillguard.demo.run import Demo
+from distillguard.gateway.console import id_url
 from distillguard.gateway.console.views import Views
 from distillguard.store import AccountStore, EventStore, open_engine
 from distillguard.tracing.online import OnlineTracer
@@ -36,7 +37,7 @@ def write_report(demo: Demo) -> Path:
         ),
         autoescape=select_autoescape(default=True),
     )
-    templates.filters["id_url"] = lambda value: quote(str(value), safe="")
+    templates.filters["id_url"] = id_url
     page = templates.get_template("report.html").render(
         demo=demo,
         css=(files("distillguard.gateway.console") / "static" / "console.css").read_text(),
@@ -61,7 +62,7 @@ def _shown(demo: Demo) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (order[r["role"]], -r["requests"]))
 
 
-def _chart(demo: Demo, engine, accounts: list[str]) -> dict[str, Any]:
+def _chart(demo: Demo, engine: Engine, accounts: list[str]) -> dict[str, Any]:
     """Each shown account's online score at its checkpoints, by the requests it had sent:
     replayed from the store with the gateway's own tracer (shadow: nothing changes)."""
     tracer = OnlineTracer(AccountStore(engine), TracingSettings(**TIERS), shadow=True)

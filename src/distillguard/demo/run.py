@@ -32,8 +32,8 @@ import httpx
 
 from distillguard.config import TracingSettings, load_settings
 from distillguard.demo.cast import Cast, cast
-from distillguard.demo.providers import ADMIN_TOKEN, COHORTS, TIERS, World
-from distillguard.demo.replay import Replayed, replay
+from distillguard.demo.providers import COHORTS, TIERS, Providers
+from distillguard.demo.replay import Replayed, replay, timestamp
 from distillguard.errors import DistillguardError
 from distillguard.exchange.client import HubClient
 from distillguard.exchange.publish import publish_run
@@ -47,6 +47,7 @@ from distillguard.tracing.tiers import earned_tiers
 MAX_PROMPT_CHARS = 300  # the real model answers short prompts: a CPU run stays short
 # What a run writes into its folder, and removes there before it starts again.
 WRITES = ("provider-a.db", "provider-b.db", "hub.db", "watermark-key.json", "consortium.key")
+WRITES += ("admin-token",)
 WRITES += ("provider-a-accounts.jsonl", "answers.jsonl", "summary.json", "report.html")
 
 
@@ -69,7 +70,7 @@ class Size:
 
 
 QUICK = Size(real_answers=8, answer_tokens=48, replay_seconds=40, signups_at_b=20)
-FULL = Size(real_answers=24, answer_tokens=96, replay_seconds=150, signups_at_b=60)
+FULL = Size(real_answers=16, answer_tokens=64, replay_seconds=150, signups_at_b=60)
 
 
 @dataclass
@@ -84,7 +85,7 @@ class Demo:
     out: Path
     quick: bool
     seed: int
-    cast: Cast | None = None
+    cast: Cast
     seconds: dict[str, float] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
     accounts: list[dict[str, Any]] = field(default_factory=list)  # one row per account shown
@@ -123,16 +124,16 @@ class Demo:
 def run(out: Path, *, quick: bool, seed: int, screen: Screen) -> Demo:
     """Run the demo into `out` (created; a previous demo's stores there are replaced)."""
     size = QUICK if quick else FULL
-    demo = Demo(out, quick, seed)
     _prepare(out)
     started = time.monotonic()
     clock = time.monotonic()
-    demo.cast = people = cast(quick, seed)
+    people = cast(quick, seed)
+    demo = Demo(out, quick, seed, people)
     screen.say(
         f"simulated {people.days} day(s) of provider A's traffic: {len(people.events):,} "
         f"requests from {len(people.accounts):,} accounts"
     )
-    world = World.create(out, people)
+    world = Providers.create(out, people)
     demo.seconds["set-up"] = time.monotonic() - clock
     with ExitStack() as servers:
         clock = time.monotonic()
@@ -152,7 +153,7 @@ def run(out: Path, *, quick: bool, seed: int, screen: Screen) -> Demo:
             f"replaying the day through provider A, {speedup:,.0f}x faster", len(people.events)
         )
         replayed = replay(urls["a"], world.api_keys, people.events, speedup, advance)
-        time.sleep(3)  # the event writer's last batch, and the online tracer's
+        _settled(world, len(harvested) + len(people.events))
         demo.seconds["replay"] = time.monotonic() - clock
         _judge_online(demo, world, replayed)
 
@@ -179,14 +180,22 @@ def _prepare(out: Path) -> None:
     (out / "logs").mkdir(exist_ok=True)
 
 
-def _span(people: Cast) -> float:
-    from distillguard.demo.replay import timestamp
+def _settled(world: Providers, sent: int, within: float = 60.0) -> None:
+    """Wait until A's store holds an event for every request sent (the event writer's last
+    batches, which the online tracer reads too), and a key refresh more."""
+    events = EventStore(open_engine(world.store("a")))
+    deadline = time.monotonic() + within
+    while events.count() < sent and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.0)
 
+
+def _span(people: Cast) -> float:
     return max(timestamp(people.events[-1]) - timestamp(people.events[0]), 1.0)
 
 
 def _harvest(
-    world: World, url: str, harvester: str, size: Size, screen: Screen
+    world: Providers, url: str, harvester: str, size: Size, screen: Screen
 ) -> list[tuple[str, str]]:
     """The harvester's first prompts, answered by the real model through A's gateway (its
     cohort's watermark in every answer); what it received."""
@@ -218,7 +227,7 @@ def _last_user_text(event: dict[str, Any]) -> str | None:
     return users[-1] if users else None
 
 
-def _judge_online(demo: Demo, world: World, replayed: Replayed) -> None:
+def _judge_online(demo: Demo, world: Providers, replayed: Replayed) -> None:
     people = world.people
     accounts = AccountStore(open_engine(world.store("a")))
     rows = []
@@ -258,7 +267,7 @@ def _judge_online(demo: Demo, world: World, replayed: Replayed) -> None:
     demo.outcomes.append(
         Outcome(
             "heavy legitimate users served",
-            len(held) == len(heavy) and served >= 0.99 * sent,
+            len(held) == len(heavy) and served == sent,
             f"{served:,} of {sent:,} requests served ({served / max(sent, 1):.1%}); "
             f"{len(held)}/{len(heavy)} accounts kept at normal or watch",
         )
@@ -268,14 +277,14 @@ def _judge_online(demo: Demo, world: World, replayed: Replayed) -> None:
     demo.outcomes.append(
         Outcome(
             "casual users untouched",
-            all(r["tier"] == "normal" and not r["refused"] for r in casual),
+            all(r["tier"] == "normal" and r["served"] == r["requests"] for r in casual),
             f"{sum(r['tier'] == 'normal' for r in casual)}/{len(casual)} at normal, "
             f"{sum(r['refused'] for r in casual)} requests refused",
         )
     )
 
 
-def _trace_and_publish(demo: Demo, world: World) -> None:
+def _trace_and_publish(demo: Demo, world: Providers) -> None:
     """What `trace run --apply-tiers` and `exchange publish` do, on A's store."""
     engine = open_engine(world.store("a"))
     accounts_file = world.out / "provider-a-accounts.jsonl"
@@ -316,7 +325,7 @@ def _quiet(_: str) -> None:
     """publish_run's notes (findings that cannot be shared) are not the demo's story."""
 
 
-def _signups_at_b(demo: Demo, world: World, url: str, size: Size) -> None:
+def _signups_at_b(demo: Demo, world: Providers, url: str, size: Size) -> None:
     """B pulls what A published, then hydra accounts (and a few honest ones) sign up at B
     with the identifiers they used at A, and each sends its first request."""
     engine = open_engine(world.store("b"))
@@ -327,19 +336,21 @@ def _signups_at_b(demo: Demo, world: World, url: str, size: Size) -> None:
     honest = people.members("casual")[:5]
     admin = httpx.Client(
         base_url=url.removesuffix("/v1"),
-        headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+        headers={"authorization": f"Bearer {world.admin_token}"},
         timeout=30,
     )
     with admin:
         for account_id in hydra + honest:
             signup = people.accounts[account_id]
             issued = admin.post("/admin/keys", json={"account": f"b-{account_id}"})
+            if issued.status_code != 201:
+                raise DistillguardError(f"a key at B was refused: {issued.text[:300]}")
             identified = admin.put(
                 f"/admin/accounts/b-{account_id}/identifiers",
                 json={"email": [signup["email"]], "payment": [signup["payment_fingerprint"]]},
             )
-            if issued.status_code != 201 or identified.status_code != 200:
-                raise DistillguardError(f"signup at B failed: {identified.text[:300]}")
+            if identified.status_code != 200:
+                raise DistillguardError(f"a signup at B was refused: {identified.text[:300]}")
             first = httpx.post(
                 f"{url}/chat/completions",
                 json={"model": "dg-large-1", "messages": [{"role": "user", "content": "hi"}]},
@@ -369,7 +380,7 @@ def _signups_at_b(demo: Demo, world: World, url: str, size: Size) -> None:
 
 
 def _students(
-    demo: Demo, world: World, harvested: list[tuple[str, str]], size: Size, screen: Screen
+    demo: Demo, world: Providers, harvested: list[tuple[str, str]], size: Size, screen: Screen
 ) -> None:
     """A student on the harvester's answers and a control on unwatermarked answers to the
     same prompts; each is tested against A's logged answers, cohort by cohort."""
@@ -437,7 +448,7 @@ def _students(
     demo.outcomes.append(
         Outcome(
             "the control student is not named",
-            control["named_cohorts"] == [],
+            control["named_cohorts"] == [] and control["verdict"] == "no evidence",
             f"named {control['named_cohorts'] or 'none'}, p = {control['p_value']:.2g}",
         )
     )

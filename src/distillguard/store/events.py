@@ -118,6 +118,11 @@ class EventStore:
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query.limit(limit)).mappings()]
 
+    def count(self) -> int:
+        """Events stored."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(events)).scalar_one())
+
     def decision_counts(self, since: float) -> list[dict[str, Any]]:
         """Requests since `since` by decision, tier, shadow and the limit that refused."""
         columns = (events.c.decision, events.c.tier, events.c.shadow, events.c.refused_by)

@@ -38,7 +38,6 @@ _RANK = {tier: i for i, tier in enumerate(TIERS)}
 @dataclass(frozen=True)
 class Checkpoint:
     account_id: str
-    ts: float  # the event's time
     score: float
     features: dict[str, float]
 
@@ -71,7 +70,10 @@ class OnlineTracer:
         for checkpoint in self.scored(vars(e) for e in batch):
             tier = self.settings.tier_for(checkpoint.score)
             account_id = checkpoint.account_id
-            already = self._raised.get(account_id, "normal")
+            # The highest tier earned so far, in this batch too: a later, lower checkpoint of
+            # the same batch must not undo a higher one.
+            already = wanted[account_id][0] if account_id in wanted else None
+            already = already or self._raised.get(account_id, "normal")
             if tier is not None and _RANK[tier] > _RANK[already]:
                 reason = f"online tracing score {checkpoint.score:.2f}: " + "; ".join(
                     evidence(checkpoint.features)[:3]
@@ -92,7 +94,7 @@ class OnlineTracer:
             profile.add(event, row)
             if is_checkpoint(profile.requests):
                 features = profile.features(self._releases)
-                yield Checkpoint(event.account_id, event.ts, assess(features).score, features)
+                yield Checkpoint(event.account_id, assess(features).score, features)
 
     def _profile(self, account_id: str) -> Profile:
         profile = self._profiles.get(account_id)

@@ -67,6 +67,11 @@ NAV = [
 View = Callable[[Request], dict[str, Any]]
 
 
+def id_url(value: object) -> str:
+    """An id as one URL path segment (account ids may hold `/`, `?`, `#`)."""
+    return quote(str(value), safe="")
+
+
 class Console:
     def __init__(self, engine: Engine, keys: KeyRing, token: str | None) -> None:
         self.views = Views(engine)
@@ -78,7 +83,7 @@ class Console:
         )
         self.templates.filters["when"] = _when
         self.templates.filters["p"] = _p
-        self.templates.filters["id_url"] = lambda value: quote(str(value), safe="")
+        self.templates.filters["id_url"] = id_url
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
 
     def routes(self) -> list[BaseRoute]:
@@ -289,6 +294,8 @@ class Console:
             current=name,
             signed_in=signed_in,
             csrf=self._csrf(request) if signed_in else "",
+            # This very page (its filters and page number kept) as JSON.
+            json_href="?" + str(request.url.include_query_params(format="json").query),
             **data,
         )
         return Response(html, status, HEADERS, media_type="text/html")
