@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 IN_FLIGHT = 48
+RETRIES = 2
 FIELDS = ("model", "messages", "prompt", "max_tokens", "temperature", "logprobs", "top_logprobs")
 FIELDS += ("echo", "prompt_logprobs", "n", "seed")
 
@@ -71,11 +72,17 @@ async def _replay(
                 "x-forwarded-for": event.get("ip") or "127.0.0.1",
                 "user-agent": event.get("user_agent") or "demo",
             }
+            status = 0  # counted as not served
             try:
-                reply = await client.post(endpoint, json=body(event), headers=headers)
-                status = reply.status_code
-            except httpx.HTTPError:
-                status = 0  # counted as not served
+                # A connection the server closed as it went idle fails before the request is
+                # read; clients retry that (the openai SDK does, twice), and so does this.
+                for _ in range(RETRIES + 1):
+                    try:
+                        reply = await client.post(endpoint, json=body(event), headers=headers)
+                    except httpx.TransportError:
+                        continue
+                    status = reply.status_code
+                    break
             finally:
                 gate.release()
             done.statuses[event["account_id"]][status] += 1
