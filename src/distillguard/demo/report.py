@@ -3,6 +3,7 @@ reads offline and can be mailed around."""
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from importlib.resources import files
 from pathlib import Path
@@ -19,7 +20,8 @@ from distillguard.gateway.console.views import Views
 from distillguard.store import AccountStore, EventStore, open_engine
 from distillguard.tracing.online import OnlineTracer
 
-CHART_WIDTH, CHART_HEIGHT, MARGIN = 720, 260, 36
+CHART_WIDTH, CHART_HEIGHT, MARGIN = 760, 260, 36
+LABELS = 50  # room on the right for the thresholds' names
 CASUAL_SHOWN = 4
 
 
@@ -82,10 +84,12 @@ def _chart(demo: Demo, engine: Engine, accounts: list[str]) -> dict[str, Any]:
             fold()
     fold()
     most = max((n for s in series.values() for n, _ in s), default=1.0)
-    inner_w, inner_h = CHART_WIDTH - 2 * MARGIN, CHART_HEIGHT - 2 * MARGIN
+    inner_w, inner_h = CHART_WIDTH - 2 * MARGIN - LABELS, CHART_HEIGHT - 2 * MARGIN
 
+    # Requests on a log scale: a harvester is judged within its first few hundred, a heavy
+    # user's thousands must fit beside it.
     def x(requests: float) -> float:
-        return MARGIN + inner_w * requests / most
+        return MARGIN + inner_w * math.log10(max(requests, 1.0)) / math.log10(max(most, 10.0))
 
     def y(score: float) -> float:
         return MARGIN + inner_h * (1 - score)
@@ -105,7 +109,7 @@ def _chart(demo: Demo, engine: Engine, accounts: list[str]) -> dict[str, Any]:
         "lines": lines,
         "thresholds": [(name, y(value)) for name, value in TIERS.items()],
         "left": MARGIN,
-        "right": CHART_WIDTH - MARGIN,
+        "right": CHART_WIDTH - MARGIN - LABELS,
         "bottom": CHART_HEIGHT - MARGIN,
-        "most_requests": int(most),
+        "ticks": [(f"{n:,}", x(n)) for n in (1, 10, 100, 1_000, 10_000) if n <= most],
     }
