@@ -163,3 +163,30 @@ def test_cli_sets_account_and_org_limits(tmp_path):
         run("orgs", "set-limits", "ghost", "--rpm", "3", "--store", store), "no organisation"
     )
     assert accounts.get_key(key_id).account_limits.rpm == 7  # the failed call changed nothing
+
+
+def _last_actor(store: str, account: str) -> str:
+    return AccountStore(open_engine(store)).tier_history(account, limit=1)[0]["actor"]
+
+
+def test_the_audit_trail_names_the_operator_behind_a_trusted_proxy(
+    stack, admin, upstream, tmp_path
+):
+    """An operator's address comes from X-Forwarded-For only when the peer is a proxy of
+    ours; otherwise the header is the client's own word and the peer is recorded."""
+    forged = {"x-forwarded-for": "203.0.113.7"}
+    issue(admin, "audited")
+    admin.put("/admin/accounts/audited/tier", json={"tier": "watch"}, headers=forged)
+    assert _last_actor(stack.store, "audited") == "admin API 127.0.0.1"
+
+    store = f"sqlite:///{tmp_path / 'proxied.db'}"
+    env = {
+        "DISTILLGUARD_GATEWAY__ADMIN_TOKEN": TOKEN,
+        "DISTILLGUARD_GATEWAY__TRUSTED_PROXIES": '["127.0.0.1"]',
+    }
+    with gateway(upstream, store, env=env) as proxied:
+        base = proxied.url.removesuffix("/v1")
+        with httpx.Client(base_url=base, headers={"authorization": f"Bearer {TOKEN}"}) as http:
+            issue(http, "audited")
+            http.put("/admin/accounts/audited/tier", json={"tier": "watch"}, headers=forged)
+    assert _last_actor(store, "audited") == "admin API 203.0.113.7"

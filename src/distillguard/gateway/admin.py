@@ -11,6 +11,7 @@ once, by the gateway app, in OpenAI's shape (store errors through `EXCEPTION_HAN
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Annotated
 
 from msgspec import Meta, Struct
@@ -25,6 +26,7 @@ from distillguard.exchange.privacy import ExchangeError
 from distillguard.exchange.watchlist import Watchlist
 from distillguard.gateway import protocol
 from distillguard.gateway.auth import KeyRing, bearer_matches
+from distillguard.gateway.clients import Network, client_address
 from distillguard.gateway.errors import ApiError
 from distillguard.gateway.http import error_response, read_body
 from distillguard.policy import MAX_LIMIT, Limits, Tier
@@ -80,11 +82,13 @@ class AdminApi:
         keys: KeyRing,
         token: str | None,
         watchlist: Watchlist | None = None,
+        trusted_proxies: Sequence[Network] = (),
     ) -> None:
         self.accounts = accounts
         self.keys = keys
         self.token = token
         self.watchlist = watchlist  # None: no consortium key ring, so no identifiers
+        self.trusted_proxies = trusted_proxies
 
     def routes(self) -> list[Route]:
         """The admin routes, each behind the token check (`AdminAuth`). On the routes, not
@@ -124,7 +128,7 @@ class AdminApi:
     async def set_tier(self, request: Request) -> Response:
         body, _ = protocol.decode(await _read(request), TierBody)
         owner = request.path_params["owner_id"]
-        actor = f"admin API {client_host(request)}"
+        actor = f"admin API {client_host(request, self.trusted_proxies)}"
         await asyncio.to_thread(self.accounts.set_tier, owner, body.tier, body.reason, actor=actor)
         await self.keys.refresh()
         return JSONResponse({"account_id": owner, "tier": body.tier, "reason": body.reason})
@@ -179,9 +183,12 @@ async def _read(request: Request) -> bytes:
     return await read_body(request, ADMIN_BODY_LIMIT)
 
 
-def client_host(request: Request) -> str:
-    """Where an operator's change came from, for the audit trail."""
-    return request.client.host if request.client else "unknown"
+def client_host(request: Request, trusted_proxies: Sequence[Network] = ()) -> str:
+    """Where an operator's request came from (the audit trail, sign-in limits): behind a
+    proxy of ours, the address it saw (`gateway.trusted_proxies`), as the gateway reads it."""
+    peer = request.client.host if request.client else None
+    found = client_address(peer, request.headers.get("x-forwarded-for"), trusted_proxies)
+    return found or "unknown"
 
 
 class AdminAuth:

@@ -155,8 +155,8 @@ def build(settings: Settings) -> HotPath:
 
     token = config.admin_token.get_secret_value() if config.admin_token else None
     routes = [
-        *AdminApi(accounts, keys, token, watchlist).routes(),
-        *Console(engine, keys, token).routes(),
+        *AdminApi(accounts, keys, token, watchlist, gateway.trusted_proxies).routes(),
+        *Console(engine, keys, token, gateway.trusted_proxies).routes(),
         openapi_route(),
     ]
     return create_app(gateway, lifespan, routes, token, EXCEPTION_HANDLERS)

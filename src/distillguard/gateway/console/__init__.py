@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs, quote
 
@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from distillguard.gateway.admin import client_host
 from distillguard.gateway.auth import KeyRing, bearer_matches
+from distillguard.gateway.clients import Network
 from distillguard.gateway.console.views import Views
 from distillguard.gateway.errors import ApiError
 from distillguard.gateway.http import read_body
@@ -73,10 +74,17 @@ def id_url(value: object) -> str:
 
 
 class Console:
-    def __init__(self, engine: Engine, keys: KeyRing, token: str | None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        keys: KeyRing,
+        token: str | None,
+        trusted_proxies: Sequence[Network] = (),
+    ) -> None:
         self.views = Views(engine)
         self.keys = keys
         self.token = token
+        self.trusted_proxies = trusted_proxies
         self.templates = Environment(
             loader=PackageLoader("distillguard.gateway.console"),
             autoescape=select_autoescape(default=True),
@@ -178,7 +186,7 @@ class Console:
                 "say why the tier changes: the reason is kept in the audit trail",
                 "invalid_request",
             )
-        actor = f"console {client_host(request)}"
+        actor = f"console {client_host(request, self.trusted_proxies)}"
         await asyncio.to_thread(
             self.views.accounts.set_tier, account, tier, reason[:MAX_REASON], actor=actor
         )
@@ -201,7 +209,7 @@ class Console:
                 next=target,
                 error="The console is disabled: set gateway.admin_token.",
             )
-        host = client_host(request)
+        host = client_host(request, self.trusted_proxies)
         if self._too_many_failures(host):
             return self._render(
                 "login", request, 429, next=target, error="Too many failed sign-ins: wait a minute."
