@@ -131,8 +131,10 @@ class Console:
                 if as_json:
                     raise  # answered by the app in the API's shape
                 if isinstance(exc, ApiError):
-                    return self._render("error", request, exc.status, message=exc.message)
-                return self._render("error", request, 404, message=str(exc))
+                    return self._render(
+                        "error", request, exc.status, code=exc.status, message=exc.message
+                    )
+                return self._render("error", request, 404, code=404, message=str(exc))
             if as_json:
                 return Response(msgspec.json.encode(data), media_type="application/json")
             return self._render(name, request, **data)
@@ -142,10 +144,8 @@ class Console:
     def _accounts(self, request: Request) -> dict[str, Any]:
         params = request.query_params
         tier = params.get("tier") or None
-        if tier is not None and tier not in TIERS:
-            raise ApiError(
-                400, f"unknown tier {tier!r}: choose one of {', '.join(TIERS)}", "invalid_request"
-            )
+        if tier is not None:
+            _check_tier(tier)
         page = params.get("page", "1")
         if not page.isdigit() or not 1 <= int(page) <= 1_000_000:
             raise ApiError(400, "page must be a whole number from 1", "invalid_request")
@@ -175,10 +175,7 @@ class Console:
             raise ApiError(403, "sign in to the console and use its form", "invalid_session")
         account = request.path_params["account_id"]
         tier = form.get("tier", "")
-        if tier not in TIERS:
-            raise ApiError(
-                400, f"unknown tier {tier!r}: choose one of {', '.join(TIERS)}", "invalid_request"
-            )
+        _check_tier(tier)
         reason = form.get("reason", "").strip()
         if not reason:
             raise ApiError(
@@ -307,6 +304,13 @@ class Console:
             **data,
         )
         return Response(html, status, HEADERS, media_type="text/html")
+
+
+def _check_tier(tier: str) -> None:
+    if tier not in TIERS:
+        raise ApiError(
+            400, f"unknown tier {tier!r}: choose one of {', '.join(TIERS)}", "invalid_request"
+        )
 
 
 def _local(target: str | None) -> str:
