@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from distillguard.cli.common import err, screen
+from distillguard.cli.common import err, progress_bar, screen
 
 EXIT_NOT_MET = 1
 
@@ -21,14 +20,7 @@ class _Screen:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err,
-            transient=True,
-        )
+        self.progress = progress_bar()
 
     def say(self, line: str) -> None:
         err.print(f"[dim]{self._clock()}[/dim] {line}")

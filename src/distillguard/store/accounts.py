@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
 
 from distillguard.errors import DistillguardError
 from distillguard.policy import MAX_LIMIT, TIERS, Limits
@@ -275,16 +275,7 @@ class AccountStore:
                 .where(accounts.c.account_id == account_id)
                 .values(tier=tier, tier_reason=reason, updated_at=now)
             )
-            conn.execute(
-                insert(tier_changes).values(
-                    ts=now,
-                    account_id=account_id,
-                    old_tier=old,
-                    new_tier=tier,
-                    reason=reason,
-                    actor=actor,
-                )
-            )
+            _audit(conn, now, account_id, old, tier, reason, actor)
 
     def raise_tiers(self, wanted: dict[str, tuple[str, str]], *, actor: str) -> dict[str, str]:
         """Raise accounts to the tiers in `wanted` ({account: (tier, reason)}); never lower
@@ -309,16 +300,7 @@ class AccountStore:
                 )
                 if done.rowcount:
                     changed[account_id] = target
-                    conn.execute(
-                        insert(tier_changes).values(
-                            ts=now,
-                            account_id=account_id,
-                            old_tier=old,
-                            new_tier=target,
-                            reason=reason,
-                            actor=actor,
-                        )
-                    )
+                    _audit(conn, now, account_id, old, target, reason, actor)
         return changed
 
     def tier_history(
@@ -388,3 +370,20 @@ class AccountStore:
                     org_limits=_limits(row, "org_"),
                     tier=row["tier"],
                 )
+
+
+def _audit(
+    conn: Connection,
+    now: float,
+    account_id: str,
+    old: str,
+    new: str,
+    reason: str | None,
+    actor: str,
+) -> None:
+    """One row of the tier-change audit trail, in the change's own transaction."""
+    conn.execute(
+        insert(tier_changes).values(
+            ts=now, account_id=account_id, old_tier=old, new_tier=new, reason=reason, actor=actor
+        )
+    )
