@@ -33,7 +33,7 @@ QUICK_CAST: dict = {
         "capability_sweep": 1,
     },
     "hydra": 250,
-    "most_per_account": 600,
+    "most_per_account": 1_000,
 }
 FULL_CAST: dict = {
     "days": 2,
